@@ -1,0 +1,26 @@
+"""The admin secret check of the admin routes (original-api.md §2.9, DECISIONS.md item 11)."""
+from __future__ import annotations
+
+import hmac
+
+from flask import request
+
+from operator_service.config import Settings
+from operator_service.errors import ApiError
+
+
+def require_admin(settings: Settings) -> None:
+    """Pass only if the `Admin` header equals (case-insensitively) one of ALLOWED_ADMINS.
+
+    Every configured secret is compared, in constant time, so the answer's timing tells
+    nothing about which secret came close. Neither the header nor the list is ever logged.
+    """
+    given = request.headers.get("Admin", "")
+    if not given:
+        raise ApiError("Admin header is empty.", 400)
+    candidate = given.lower().encode("utf-8")
+    matched = False
+    for secret in settings.allowed_admins:
+        matched |= hmac.compare_digest(candidate, secret.lower().encode("utf-8"))
+    if not matched:
+        raise ApiError("Access admin route failed due to invalid admin address.", 401)

@@ -1,0 +1,110 @@
+"""The application factory."""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from flasgger import Swagger
+from flask import Flask, Response
+from flask_swagger_ui import get_swaggerui_blueprint
+
+from operator_service import __version__, kube
+from operator_service.config import Settings, load_settings
+from operator_service.context import EXTENSION_KEY, Services, services
+from operator_service.errors import json_response, register_error_handlers
+from operator_service.logging_setup import setup_logging
+from operator_service.registration import reconcile_namespaces, start_reconciler
+from operator_service.routes.admin import admin
+from operator_service.routes.operator import operator
+from operator_service.store.pool import Database
+
+log = logging.getLogger(__name__)
+
+BASE_URL = "/api/v1/operator"
+DOCS_URL = "/api/v1/docs"
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def create_app(
+    settings: Optional[Settings] = None,
+    cluster: Optional[kube.Cluster] = None,
+    background: bool = True,
+) -> Flask:
+    """Build the app. Without `cluster`, one is found as KUBERNETES says (auto|on|off).
+
+    `background` starts the reconciler thread when there is a cluster; tests run
+    reconcile() themselves instead.
+    """
+    settings = settings or load_settings()
+    setup_logging(settings)
+    if cluster is None:
+        cluster = kube.connect(settings.kubernetes)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.json.sort_keys = True
+    db = Database(settings.postgres, max_connections=settings.db_pool_size)
+    app.extensions[EXTENSION_KEY] = Services(settings=settings, db=db, cluster=cluster)
+    app.register_blueprint(operator, url_prefix=BASE_URL)
+    app.register_blueprint(admin, url_prefix=BASE_URL)
+    app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "../../../spec", config={"app_name": "Operator service"}))
+    Swagger(app, config=_swagger_config(), template=_swagger_template(), merge=True)
+    register_error_handlers(app)
+    app.add_url_rule("/", "version", version)
+    log.info("operator-service %s, Kubernetes %s", __version__, app.extensions[EXTENSION_KEY].kubernetes_mode)
+    if cluster is not None and background:
+        start_reconciler(
+            db,
+            cluster,
+            settings.reconcile_interval_seconds,
+            settings.registration_grace_seconds,
+            settings.default_namespace,
+        )
+    return app
+
+
+def version() -> Response:
+    """Software, version and operator information.
+    ---
+    tags: [service]
+    responses:
+      200: {description: "software, version, address, algoTimeLimit, storageExpiry, kubernetes"}
+    """
+    current = services()
+    return json_response(
+        {
+            "address": current.settings.operator_address,
+            "algoTimeLimit": current.settings.algo_pod_timeout,
+            "kubernetes": current.kubernetes_mode,
+            "software": "Operator service",
+            "storageExpiry": current.settings.storage_expiry,
+            "version": __version__,
+        }
+    )
+
+
+def _swagger_config() -> dict:
+    return {
+        "headers": [],
+        "specs": [
+            {
+                "endpoint": "spec",
+                "route": "/spec",
+                "rule_filter": lambda rule: True,
+                "model_filter": lambda tag: True,
+            }
+        ],
+        "static_url_path": "/flasgger_static",
+        "swagger_ui": False,
+        "specs_route": "/apidocs/",
+    }
+
+
+def _swagger_template() -> dict:
+    return {
+        "swagger": "2.0",
+        "info": {
+            "title": "Operator service",
+            "version": __version__,
+            "description": "Infrastructure Operator Micro-service: the Compute-to-Data API the Ocean Provider calls.",
+        },
+    }

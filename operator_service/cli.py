@@ -1,0 +1,184 @@
+"""The `operator-service` command.
+
+    operator-service run      embedded Postgres (unless POSTGRES_HOST is set) + schema + API + local engine
+    operator-service serve    the API alone under gunicorn, on the configured database
+    operator-service migrate  create or upgrade the schema
+    operator-service engine   the local engine alone
+    operator-service demo     submit a sample job to a running service and download its result
+    operator-service sign     sign a message as the Provider does (for curl examples)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from operator_service.config import ConfigError, load_settings
+
+DEFAULT_DATA_DIR = ".operator-data"
+DEFAULT_BIND = "127.0.0.1:8050"
+DEFAULT_EMBEDDED_PORT = 54329
+DEFAULT_DATABASE = "operator"
+DEFAULT_ADMIN_SECRET = "myAdminSecret"
+# Chosen by bench/: see README, "Performance".
+DEFAULT_WORKERS = 4
+DEFAULT_WORKER_CLASS = "sync"
+
+
+def _gunicorn_command(bind: str) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", bind,
+        "--workers", os.environ.get("OPERATOR_WORKERS", str(DEFAULT_WORKERS)),
+        "--worker-class", os.environ.get("OPERATOR_WORKER_CLASS", DEFAULT_WORKER_CLASS),
+        "--timeout", os.environ.get("OPERATOR_TIMEOUT", "120"),
+        "operator_service.run:app",
+    ]
+
+
+def _start_embedded_database(data_dir: Path) -> "EmbeddedPostgres":  # noqa: F821
+    from operator_service.embedded_db import EmbeddedPostgres
+
+    port = int(os.environ.get("POSTGRES_PORT") or DEFAULT_EMBEDDED_PORT)
+    server = EmbeddedPostgres(data_dir / "postgres", port=port).start()
+    database = os.environ.get("POSTGRES_DB") or DEFAULT_DATABASE
+    server.create_database(database)
+    os.environ.update(server.env(database))
+    print(f"embedded Postgres on 127.0.0.1:{port}, database {database}, data in {server.data_dir}")
+    return server
+
+
+def migrate() -> None:
+    from operator_service.store import migrations
+    from operator_service.store.pool import Database
+
+    db = Database(load_settings().postgres, max_connections=1)
+    try:
+        applied = migrations.upgrade(db)
+    finally:
+        db.close()
+    print(f"schema at version {migrations.LATEST_VERSION} (applied now: {applied or 'none'})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything on one machine: the front door of `make run`."""
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = None if os.environ.get("POSTGRES_HOST") else _start_embedded_database(data_dir)
+    os.environ.setdefault("RESULTS_DIR", str(data_dir / "results"))
+    os.environ.setdefault("ENGINE_WORK_DIR", str(data_dir / "jobs"))
+    if not os.environ.get("ALLOWED_ADMINS"):
+        os.environ["ALLOWED_ADMINS"] = f'["{DEFAULT_ADMIN_SECRET}"]'
+        print(f"ALLOWED_ADMINS not set: the admin secret is {DEFAULT_ADMIN_SECRET!r} (set ALLOWED_ADMINS to change it)")
+    load_settings()
+    migrate()
+    children = [subprocess.Popen(_gunicorn_command(args.bind))]
+    if not args.no_engine:
+        children.append(subprocess.Popen([sys.executable, "-m", "operator_service.cli", "engine"]))
+    print(f"operator-service on http://{args.bind}  (API docs: http://{args.bind}/api/v1/docs/)")
+    try:
+        return _wait_for_any(children)
+    finally:
+        _terminate(children)
+        if server is not None:
+            server.stop()
+
+
+def _wait_for_any(children: list[subprocess.Popen]) -> int:
+    stop = {"requested": False}
+
+    def request_stop(signum, frame) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        while not stop["requested"]:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"{' '.join(child.args[-2:])} exited with {child.returncode}", file=sys.stderr)
+                    return child.returncode or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _terminate(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def serve(args: argparse.Namespace) -> int:
+    load_settings()
+    return subprocess.call(_gunicorn_command(args.bind))
+
+
+def sign(args: argparse.Namespace) -> int:
+    from operator_service.signatures import sign_provider_message
+
+    key = args.key or os.environ.get("PROVIDER_PRIVATE_KEY")
+    if not key:
+        print("give the Provider's private key with --key or PROVIDER_PRIVATE_KEY", file=sys.stderr)
+        return 2
+    print(sign_provider_message(key, args.message))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="operator-service", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="embedded Postgres + API + local engine")
+    run_parser.add_argument("--bind", default=os.environ.get("OPERATOR_BIND", DEFAULT_BIND))
+    run_parser.add_argument("--data-dir", default=os.environ.get("OPERATOR_DATA_DIR", DEFAULT_DATA_DIR))
+    run_parser.add_argument("--no-engine", action="store_true", help="do not start the local engine")
+    serve_parser = commands.add_parser("serve", help="the API alone, under gunicorn")
+    serve_parser.add_argument("--bind", default=os.environ.get("OPERATOR_BIND", DEFAULT_BIND))
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    commands.add_parser("engine", help="the local engine alone", add_help=False)
+    commands.add_parser("demo", help="run a sample job against a running service", add_help=False)
+    sign_parser = commands.add_parser("sign", help="sign a message as the Provider does")
+    sign_parser.add_argument("message")
+    sign_parser.add_argument("--key", help="the Provider's private key (hex); default PROVIDER_PRIVATE_KEY")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("engine", "demo"):
+        return _delegate(argv[0], argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "migrate":
+            migrate()
+            return 0
+        return {"run": run, "serve": serve, "sign": sign}[args.command](args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    try:
+        if command == "engine":
+            from operator_service.engine import main as command_main
+        else:
+            from operator_service.demo import main as command_main
+        return command_main(rest) or 0
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Registering a job in Postgres and in Kubernetes together, or not at all.
+
+Protocol (DECISIONS.md, "Kubernetes"):
+
+1. Commit the row with status 0 ("Registering"). No engine picks it up (announce()
+   hands out status 1 only), no read route shows it, and the unique index on running
+   agreementIds already holds its place against a concurrent duplicate.
+2. Create the WorkFlow resource.
+3. Make the row eligible: status 0 -> 1, committed.
+
+Undo: if 2 fails, the row is deleted (and a resource that may have been created despite
+the error is deleted too). If 3 fails, the resource is deleted and the row with it,
+unless the row did reach status 1 (the commit landed but its answer was lost), in which
+case the job is registered and the request succeeds.
+
+Whatever a crash leaves half-way is settled by `reconcile()`, run at start-up and
+periodically: a row still at status 0 after the grace period loses its resource and is
+deleted (its request never got an answer, so it leaves no trace), and a resource whose
+row does not exist is deleted. A row is always written before its resource, so a
+resource without a row is never a registration still under way.
+
+Without a cluster, the row is inserted directly with status 1.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from operator_service.kube import Cluster, KubernetesUnavailable
+from operator_service.store import environments, jobs
+from operator_service.store.pool import Database, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    agreement_id: str
+    owner: str
+    namespace: str
+    provider: str
+    document: dict
+    document_json: str
+
+
+def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> None:
+    """Store the job in both places or in neither; raises what made it fail."""
+    insert = dict(
+        job_id=job.job_id,
+        agreement_id=job.agreement_id,
+        owner=job.owner,
+        document=job.document_json,
+        namespace=job.namespace,
+        provider=job.provider,
+    )
+    if cluster is None:
+        jobs.insert_job(db, status=jobs.QUEUED, **insert)
+        return
+    jobs.insert_job(db, status=jobs.REGISTERING, **insert)
+    try:
+        cluster.create_workflow(job.document)
+    except BaseException:
+        _forget(db, cluster, job)
+        raise
+    try:
+        queued = jobs.queue_registered_job(db, job.job_id)
+    except DatabaseUnavailable:
+        if _forget(db, cluster, job):
+            return
+        raise
+    if not queued and not _forget(db, cluster, job):
+        raise DatabaseUnavailable(f"registration of job {job.job_id} was withdrawn before it completed")
+
+
+def _forget(db: Database, cluster: Cluster, job: NewJob) -> bool:
+    """Best-effort undo; True if the job turned out to be queued after all.
+
+    What cannot be undone now (the database is down) is left to reconcile().
+    """
+    try:
+        jobs.delete_registering_job(db, job.job_id)
+        if jobs.job_namespace(db, job.job_id) is not None:
+            return True
+    except DatabaseUnavailable as exc:
+        log.warning("job %s: undo left to the reconciler, database unavailable: %s", job.job_id, exc)
+        return False
+    try:
+        cluster.delete_workflow(job.namespace, job.job_id)
+    except KubernetesUnavailable as exc:
+        log.warning("job %s: orphan WorkFlow left to the reconciler: %s", job.job_id, exc)
+    return False
+
+
+def reconcile(db: Database, cluster: Cluster, grace_seconds: float, namespaces: list[str]) -> int:
+    """Settle registrations a crash left half-way; return how many were settled."""
+    settled = 0
+    for job_id, namespace in jobs.stale_registrations(db, grace_seconds):
+        cluster.delete_workflow(namespace, job_id)
+        jobs.delete_registering_job(db, job_id)
+        log.info("reconciler: withdrew half-registered job %s", job_id)
+        settled += 1
+    for namespace in namespaces:
+        names = [item["metadata"]["name"] for item in cluster.list_workflows(namespace)]
+        known = jobs.known_job_ids(db, names)
+        for name in names:
+            if name not in known:
+                cluster.delete_workflow(namespace, name)
+                log.info("reconciler: deleted WorkFlow %s/%s that has no job", namespace, name)
+                settled += 1
+    return settled
+
+
+def reconcile_namespaces(db: Database, default_namespace: str) -> list[str]:
+    """Where WorkFlows can live: every announced environment and the default namespace."""
+    return sorted({default_namespace, *environments.environment_namespaces(db)})
+
+
+def start_reconciler(db: Database, cluster: Cluster, interval: float, grace: float, default_namespace: str) -> threading.Thread:
+    """Run reconcile() now and then every `interval` seconds, in a daemon thread."""
+
+    def loop() -> None:
+        while True:
+            try:
+                reconcile(db, cluster, grace, reconcile_namespaces(db, default_namespace))
+            except (DatabaseUnavailable, KubernetesUnavailable) as exc:
+                log.warning("reconciler pass skipped: %s", exc)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=loop, name="operator-reconciler", daemon=True)
+    thread.start()
+    return thread

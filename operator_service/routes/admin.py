@@ -1,0 +1,130 @@
+"""Admin routes under /api/v1/operator: schema set-up and reading the cluster.
+
+All need the `Admin` header. With ALLOWED_ADMINS unset every admin request is a 401.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from operator_service.admin_auth import require_admin
+from operator_service.context import services
+from operator_service.errors import ApiError, json_response
+from operator_service.kube import Cluster, KubernetesUnavailable
+from operator_service.registration import reconcile_namespaces
+from operator_service.store import jobs, migrations
+
+admin = Blueprint("admin", __name__)
+
+COMPONENTS = ("configure", "algorithm", "filter", "publish")
+
+
+@admin.before_request
+def _check_admin() -> None:
+    require_admin(services().settings)
+
+
+def _cluster() -> Cluster:
+    cluster = services().cluster
+    if cluster is None:
+        raise KubernetesUnavailable(
+            f"Kubernetes unavailable: the service runs without a cluster (KUBERNETES={services().settings.kubernetes})"
+        )
+    return cluster
+
+
+def _job_namespace(job_id: str) -> str:
+    namespace = jobs.job_namespace(services().db, job_id)
+    if namespace is None:
+        raise ApiError(f"The jobId {job_id} is not registered in your namespace.", 404)
+    return namespace
+
+
+@admin.route("/pgsqlinit", methods=["POST"])
+def init_database() -> Response:
+    """Create the database schema, or bring an older one up to date (idempotent).
+    ---
+    tags: [admin]
+    parameters:
+      - {in: header, name: Admin, type: string, required: true, description: one of ALLOWED_ADMINS}
+    responses:
+      200: {description: "Schema up to date: {version, applied}"}
+      400: {description: Admin header is empty.}
+      401: {description: Access admin route failed due to invalid admin address.}
+      503: {description: Database unavailable}
+    """
+    applied = migrations.upgrade(services().db)
+    return json_response({"version": migrations.LATEST_VERSION, "applied": applied})
+
+
+@admin.route("/list", methods=["GET"])
+def list_workflows() -> Response:
+    """Names of the WorkFlow resources in every environment namespace.
+    ---
+    tags: [admin]
+    parameters:
+      - {in: header, name: Admin, type: string, required: true}
+    responses:
+      200: {description: Array of WorkFlow names (job ids)}
+      401: {description: Access admin route failed due to invalid admin address.}
+      503: {description: Kubernetes or database unavailable}
+    """
+    cluster = _cluster()
+    names = []
+    for namespace in reconcile_namespaces(services().db, services().settings.default_namespace):
+        names.extend(item["metadata"]["name"] for item in cluster.list_workflows(namespace))
+    return json_response(names)
+
+
+@admin.route("/info", methods=["GET"])
+def workflow_info() -> Response:
+    """The WorkFlow resource of a job.
+    ---
+    tags: [admin]
+    parameters:
+      - {in: header, name: Admin, type: string, required: true}
+      - {in: query, name: jobId, type: string, required: true}
+    responses:
+      200: {description: The WorkFlow object}
+      400: {description: jobId missing}
+      404: {description: The jobId <id> is not registered in your namespace.}
+      503: {description: Kubernetes or database unavailable}
+    """
+    job_id = request.args.get("jobId", "")
+    if not job_id:
+        raise ApiError('"jobId" is required in the call to GET:/info', 400)
+    workflow = _cluster().get_workflow(_job_namespace(job_id), job_id)
+    if workflow is None:
+        raise ApiError(f"The jobId {job_id} is not registered in your namespace.", 404)
+    return json_response(workflow)
+
+
+@admin.route("/logs", methods=["GET"])
+def pod_logs() -> Response:
+    """The log of a job's pod for one component (configure, algorithm, filter, publish).
+    ---
+    tags: [admin]
+    produces: [text/plain]
+    parameters:
+      - {in: header, name: Admin, type: string, required: true}
+      - {in: query, name: jobId, type: string, required: true}
+      - {in: query, name: component, type: string, required: true, enum: [configure, algorithm, filter, publish]}
+    responses:
+      200: {description: The log text}
+      400: {description: jobId or component missing or invalid}
+      404: {description: Pod with workflow=<jobId> and component=<component> not found}
+      503: {description: Kubernetes or database unavailable}
+    """
+    job_id = request.args.get("jobId", "")
+    component = request.args.get("component", "")
+    if not job_id or component not in COMPONENTS:
+        raise ApiError(f"jobId and component (one of {', '.join(COMPONENTS)}) are required", 400)
+    cluster = _cluster()
+    namespace = _job_namespace(job_id)
+    not_found = ApiError(f"Pod with workflow={job_id} and component={component} not found", 404)
+    pods = cluster.find_pods(namespace, job_id, component)
+    if not pods:
+        raise not_found
+    text = cluster.read_pod_log(namespace, pods[0])
+    if text is None:
+        raise not_found
+    return Response(text, status=200, content_type="text/plain; charset=utf-8")

@@ -1,0 +1,325 @@
+"""The routes the Ocean Provider calls, under /api/v1/operator.
+
+Each route translates HTTP into calls on the data layer, the signature layer, the
+registration protocol and the cluster module, and back. The YAML after `---` in each
+docstring is the route's Swagger documentation.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from operator_service import job_views, results, signatures
+from operator_service.context import services
+from operator_service.errors import ApiError, json_response
+from operator_service.kube import GROUP, KIND, STOP_ANNOTATION, VERSION
+from operator_service.registration import NewJob, register_job
+from operator_service.routes.params import check_required, job_filter, request_data, text_field
+from operator_service.store import environments, jobs
+
+operator = Blueprint("operator", __name__)
+
+STAGE_PARTS = (("algorithm", dict), ("compute", dict), ("input", list), ("output", dict))
+
+
+def _statuses(filters: jobs.JobFilter) -> Response:
+    rows = jobs.job_statuses(services().db, filters)
+    return json_response([job_views.status_object(row) for row in rows])
+
+
+def _check_environment(environment: Any, chain_id: Any) -> str:
+    """The environment id, if an engine announced it and it allows this chain."""
+    if isinstance(environment, str):
+        status_text = environments.environment_status(services().db, environment)
+        document = job_views.environment_object(environment, status_text, None) if status_text else None
+        if document is not None and job_views.chain_allowed(document, chain_id):
+            return environment
+    raise ApiError("Environment invalid or does not exist", 400)
+
+
+def _check_stages(workflow: dict) -> None:
+    stages = workflow.get("stages")
+    if not stages or not isinstance(stages, list):
+        raise ApiError("Missing stages", 400)
+    if len(stages) > 1:
+        raise ApiError("Multiple stages are not supported yet", 400)
+    stage = stages[0]
+    for part, kind in STAGE_PARTS:
+        if not isinstance(stage, dict) or part not in stage:
+            raise ApiError(f"Missing {part} in stage 0", 400)
+        if not isinstance(stage[part], kind):
+            raise ApiError(f"Invalid {part} in stage 0: it must be a JSON {'object' if kind is dict else 'array'}", 400)
+
+
+def _job_document(job_id: str, namespace: str, workflow: dict) -> dict:
+    """The WorkFlow body (original-api.md §6.2), stored in jobs.workflow and in the cluster."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "name": job_id,
+            "namespace": namespace,
+            "labels": {"workflow": job_id},
+            "secret": uuid.uuid4().hex,
+        },
+        "spec": {"metadata": workflow},
+    }
+
+
+@operator.route("/compute", methods=["POST"])
+def start_compute_job() -> Response:
+    """Create a compute job: registered in Postgres (status 1) and, with a cluster, as a WorkFlow.
+    ---
+    tags: [operation]
+    consumes: [application/json]
+    parameters:
+      - in: body
+        name: body
+        required: true
+        schema:
+          type: object
+          required: [workflow, agreementId, owner, providerSignature, environment, nonce]
+          properties:
+            workflow: {type: object, description: "{stages: [one stage with algorithm, compute, input, output]}"}
+            agreementId: {type: string, description: order transaction id; one running job per agreementId}
+            owner: {type: string, description: consumer address}
+            providerSignature: {type: string, description: "Provider signature of owner + nonce"}
+            environment: {type: string, description: compute environment id (engine namespace)}
+            nonce: {type: string, description: "time-based nonce (s, ms, us or ns); each used once"}
+            chainId: {type: integer, description: copied into workflow.chainId}
+    responses:
+      200: {description: "Array with the new job's status object"}
+      400: {description: "Invalid request, e.g. payload seems empty., Missing stages, Environment invalid or does not exist, `agreementId` already in use for other job."}
+      401: {description: Provider not allowed, or nonce replayed / too old}
+      503: {description: Database or Kubernetes unavailable}
+    """
+    data = check_required(
+        ["workflow", "agreementId", "owner", "providerSignature", "environment", "nonce"],
+        request_data(),
+        "POST:/compute",
+    )
+    workflow = data["workflow"]
+    if not workflow or not isinstance(workflow, dict):
+        raise ApiError("`workflow` is required in the payload and must include workflow stages", 400)
+    owner = text_field(data, "owner")
+    workflow["chainId"] = data.get("chainId")
+    environment = _check_environment(data["environment"], data.get("chainId"))
+    provider = signatures.verify_provider(
+        services().db, services().settings, data["providerSignature"], owner, data["nonce"]
+    )
+    _check_stages(workflow)
+    job_id = uuid.uuid4().hex
+    document = _job_document(job_id, environment, workflow)
+    agreement_id = str(data["agreementId"])
+    new_job = NewJob(
+        job_id=job_id,
+        agreement_id=agreement_id,
+        owner=owner,
+        namespace=environment,
+        provider=provider,
+        document=document,
+        document_json=json.dumps(document),
+    )
+    try:
+        register_job(services().db, services().cluster, new_job)
+    except jobs.DuplicateAgreement:
+        raise ApiError("`agreementId` already in use for other job.", 400) from None
+    return _statuses(jobs.JobFilter(agreement_id=agreement_id, job_id=job_id, owner=owner))
+
+
+@operator.route("/compute", methods=["PUT"])
+def stop_compute_job() -> Response:
+    """Request a stop: stopreq=1 on the matching jobs, and an annotation on their WorkFlows.
+    ---
+    tags: [operation]
+    parameters:
+      - {in: query, name: owner, type: string, required: true, description: consumer address}
+      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, required: true}
+      - {in: query, name: jobId, type: string}
+      - {in: query, name: agreementId, type: string}
+    responses:
+      200: {description: Array of status objects of the matching jobs}
+      400: {description: "payload seems empty., \\"owner\\" is required in the call to PUT:/compute, Failed to recover address"}
+      401: {description: Provider not allowed, or nonce replayed / too old}
+      503: {description: Database or Kubernetes unavailable}
+    """
+    data = check_required(["owner", "providerSignature", "nonce"], request_data(), "PUT:/compute")
+    filters = job_filter(data)
+    _verify(data, filters)
+    stopped = jobs.request_stop(services().db, filters)
+    cluster = services().cluster
+    if cluster is not None:
+        for job_id, namespace in stopped:
+            cluster.annotate_workflow(namespace, job_id, {STOP_ANNOTATION: "true"})
+    return _statuses(filters)
+
+
+@operator.route("/compute", methods=["DELETE"])
+def delete_compute_job() -> Response:
+    """Delete jobs: their WorkFlows are deleted, removed=1, and a stop is requested if still running.
+    ---
+    tags: [operation]
+    parameters:
+      - {in: query, name: owner, type: string, required: true, description: consumer address}
+      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, required: true}
+      - {in: query, name: jobId, type: string}
+      - {in: query, name: agreementId, type: string}
+    responses:
+      200: {description: Array of status objects of the deleted jobs}
+      400: {description: Invalid request}
+      401: {description: Provider not allowed, or nonce replayed / too old}
+      503: {description: Database or Kubernetes unavailable}
+    """
+    data = check_required(["owner", "providerSignature", "nonce"], request_data(), "DELETE:/compute")
+    filters = job_filter(data)
+    _verify(data, filters)
+    removed = jobs.mark_removed(services().db, filters)
+    cluster = services().cluster
+    if cluster is not None:
+        for job_id, namespace in removed:
+            cluster.delete_workflow(namespace, job_id)
+    return _statuses(filters)
+
+
+@operator.route("/compute", methods=["GET"])
+def get_compute_job_status() -> Response:
+    """Status of the jobs matching agreementId, jobId and owner (AND-ed), newest first.
+    ---
+    tags: [operation]
+    parameters:
+      - {in: query, name: owner, type: string, description: consumer address}
+      - {in: query, name: jobId, type: string}
+      - {in: query, name: agreementId, type: string}
+      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, required: true}
+    responses:
+      200:
+        description: "Array of status objects: agreementId, jobId, owner, status, statusText, dateCreated, dateFinished, results, stopreq, removed, algoDID, inputDID"
+      400: {description: "You have to specify one of agreementId, jobId or owner; Failed to recover address"}
+      401: {description: Provider not allowed, or nonce replayed / too old}
+      503: {description: Database unavailable}
+    """
+    data = request_data()
+    if not isinstance(data, dict):
+        raise ApiError("You have to specify one of agreementId, jobId or owner", 400)
+    filters = job_filter(data)
+    if "nonce" not in data:
+        raise ApiError('"nonce" is required in the call to GET:/compute', 400)
+    _verify(data, filters)
+    return _statuses(filters)
+
+
+def _verify(data: dict, filters: jobs.JobFilter) -> str:
+    return signatures.verify_provider(
+        services().db,
+        services().settings,
+        data.get("providerSignature"),
+        signatures.message_prefix(filters.owner, filters.job_id),
+        data["nonce"],
+    )
+
+
+@operator.route("/runningjobs", methods=["GET"])
+def get_running_jobs() -> Response:
+    """Every unfinished job, oldest first.
+    ---
+    tags: [operation]
+    responses:
+      200: {description: "Array of agreementId, jobId, owner, status, statusText, dateCreated, namespace, algoDID, inputDID"}
+      503: {description: Database unavailable}
+    """
+    rows = jobs.running_jobs(services().db)
+    return json_response([job_views.running_object(row) for row in rows])
+
+
+@operator.route("/getResult", methods=["GET"])
+def get_result() -> Response:
+    """Stream one result file of a job (index into its outputs, logs included).
+    ---
+    tags: [operation]
+    produces: [application/octet-stream]
+    parameters:
+      - {in: query, name: index, type: integer, required: true}
+      - {in: query, name: jobId, type: string, required: true}
+      - {in: query, name: owner, type: string, required: true}
+      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, required: true}
+      - {in: header, name: Range, type: string, description: forwarded to the storage}
+    responses:
+      200: {description: The file}
+      400: {description: Invalid request}
+      401: {description: Provider not allowed, or nonce replayed / too old}
+      404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch"}
+      502: {description: Result storage unreachable}
+      503: {description: Database unavailable}
+      504: {description: Result storage did not answer in time}
+    """
+    data = request_data()
+    if data is None:
+        raise ApiError("Both index & job_id are required", 400)
+    check_required(["owner", "providerSignature", "nonce", "index", "jobId"], data, "GET:/getResult")
+    owner, job_id = str(data["owner"]), str(data["jobId"])
+    provider = signatures.verify_provider(
+        services().db, services().settings, data["providerSignature"], owner + job_id, data["nonce"]
+    )
+    index = _index(data["index"])
+    outputs = _outputs_for(job_id, owner, provider)
+    if index < 0:
+        raise ApiError(f"Negative index {index}", 404)
+    if index >= len(outputs):
+        raise ApiError(f"No such index {index} in this compute job", 404)
+    entry = outputs[index]
+    url = entry.get("url") if isinstance(entry, dict) else None
+    if not isinstance(url, str) or not url:
+        raise ApiError(f"No results for job {job_id}", 404)
+    return results.stream_result(url, services().settings, request.headers.get("Range"))
+
+
+def _index(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ApiError(f"Error getResult: index must be an integer, got {value!r}", 400)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ApiError(f"Error getResult: invalid literal for int() with base 10: {str(value)[:64]!r}", 400) from None
+
+
+def _outputs_for(job_id: str, owner: str, provider: str) -> list:
+    source = jobs.result_source(services().db, job_id)
+    if source is None:
+        raise ApiError(f"No results for job {job_id}", 404)
+    job_owner, job_provider, outputs_url = source
+    if (job_owner or "").lower() != owner.lower():
+        raise ApiError(f"Owner {owner} mismatch for job {job_id}", 404)
+    if services().settings.signature_required and (job_provider or "").lower() != provider:
+        raise ApiError(f"Provider {provider} mismatch for job {job_id}", 404)
+    outputs = job_views.parse_outputs(outputs_url)
+    if not outputs:
+        raise ApiError(f"No results for job {job_id}", 404)
+    return outputs
+
+
+@operator.route("/environments", methods=["GET"])
+def get_environments() -> Response:
+    """The compute environments announced by engines, filtered by chainId.
+    ---
+    tags: [operation]
+    parameters:
+      - {in: query, name: chainId, type: integer, description: only environments that allow this chain}
+    responses:
+      200: {description: "Array of environment documents (id, cpuNumber, ramGB, diskGB, maxJobs, currentJobs, ..., lastSeen)"}
+      503: {description: Database unavailable}
+    """
+    data = request_data() if request.args or request.get_data() else {}
+    chain_id = data.get("chainId") if isinstance(data, dict) else None
+    found = []
+    for namespace, status_text, lastping in environments.list_environments(services().db):
+        document = job_views.environment_object(namespace, status_text, lastping)
+        if document is not None and job_views.chain_allowed(document, chain_id):
+            found.append(document)
+    return json_response(found)

@@ -1,0 +1,63 @@
+"""Where a request's parameters come from, and the original's checks on them."""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+from flask import request
+
+from operator_service.errors import ApiError
+from operator_service.store.jobs import JobFilter
+
+
+def request_data() -> Any:
+    """The query string if it has any parameter, else the JSON body (None when there is none).
+
+    Like the original, the body is read whatever the Content-Type says; a body that is not
+    JSON is a 400 instead of the framework's 415 page.
+    """
+    if request.args:
+        return request.args.to_dict()
+    raw = request.get_data(cache=True)
+    if not raw or not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("Request body is not valid JSON", 400) from None
+
+
+def check_required(keys: Sequence[str], data: Any, call: str) -> dict:
+    """The original's required-attribute check: a present key passes even when null."""
+    if not data or not isinstance(data, dict):
+        raise ApiError("payload seems empty.", 400)
+    for key in keys:
+        if key not in data:
+            raise ApiError(f'"{key}" is required in the call to {call}', 400)
+    return data
+
+
+def normalised_id(value: Any) -> Optional[str]:
+    """An id filter, or None when it is absent, falsy or shorter than 2 characters."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value)
+    return text if len(text) >= 2 else None
+
+
+def job_filter(data: Any) -> JobFilter:
+    filters = JobFilter(
+        agreement_id=normalised_id(data.get("agreementId")),
+        job_id=normalised_id(data.get("jobId")),
+        owner=normalised_id(data.get("owner")),
+    )
+    if filters.is_empty():
+        raise ApiError("You have to specify one of agreementId, jobId or owner", 400)
+    return filters
+
+
+def text_field(data: dict, key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise ApiError(f'"{key}" must be a non-empty string', 400)
+    return value

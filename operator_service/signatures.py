@@ -1,0 +1,110 @@
+"""Provider signatures and nonces (original-api.md §4, DECISIONS.md items 1-3).
+
+The Provider signs `owner + (jobId or "") + str(nonce)`: keccak256 of that text, then
+keccak256 of the 32-byte personal-sign prefix and that hash, signed with secp256k1
+(r ‖ s ‖ v, v = 0/1). We recover the signer over the same message, check the allow-list,
+then record the nonce, so only accepted requests consume nonces.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Optional
+
+from eth_hash.auto import keccak
+from eth_keys import keys
+from eth_keys.exceptions import BadSignature, ValidationError
+
+from operator_service.config import Settings
+from operator_service.errors import ApiError
+from operator_service.store import nonces
+from operator_service.store.pool import Database
+
+PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
+NONCE_PATTERN = re.compile(r"^[0-9]{1,40}(\.[0-9]{1,40})?$")
+# A nonce this far ahead of our clock is refused: accepted, it would push the provider's
+# window forward and lock out every honest nonce after it.
+MAX_FUTURE_SECONDS = 86400
+
+
+@dataclass(frozen=True)
+class Nonce:
+    text: str
+    seconds: Decimal
+
+
+def message_hash(message: str) -> bytes:
+    return keccak(PERSONAL_SIGN_PREFIX + keccak(message.encode("utf-8")))
+
+
+def sign_provider_message(private_key: str, message: str) -> str:
+    """Sign as the Ocean Provider does; the 0x-hex signature r ‖ s ‖ v with v in {0, 1}."""
+    key = keys.PrivateKey(bytes.fromhex(private_key.removeprefix("0x")))
+    return "0x" + key.sign_msg_hash(message_hash(message)).to_bytes().hex()
+
+
+def recover_address(signature: Any, message: str) -> str:
+    """The lowercase address that signed `message`; ApiError 400 if it cannot be recovered."""
+    try:
+        raw = bytes.fromhex(str(signature).removeprefix("0x"))
+        if len(raw) < 65:
+            raise ValueError("signature shorter than 65 bytes")
+        v = raw[64]
+        if v in (27, 28):
+            raw = raw[:64] + bytes([v - 27])
+        public_key = keys.Signature(raw[:65]).recover_public_key_from_msg_hash(message_hash(message))
+    except (ValueError, TypeError, BadSignature, ValidationError):
+        raise ApiError("Failed to recover address", 400) from None
+    return public_key.to_checksum_address().lower()
+
+
+def parse_nonce(value: Any) -> Nonce:
+    """The nonce as signed (str) and as seconds: ns, us, ms or s chosen by magnitude."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ApiError("Invalid nonce: it must be a positive number", 400)
+    text = str(value)
+    if not NONCE_PATTERN.match(text):
+        raise ApiError("Invalid nonce: it must be a positive number", 400)
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise ApiError("Invalid nonce: it must be a positive number", 400) from None
+    return Nonce(text=text, seconds=number / _unit(number))
+
+
+def _unit(number: Decimal) -> int:
+    for threshold, unit in ((Decimal(10) ** 17, 10**9), (Decimal(10) ** 14, 10**6), (Decimal(10) ** 11, 10**3)):
+        if number >= threshold:
+            return unit
+    return 1
+
+
+def verify_provider(
+    db: Database, settings: Settings, signature: Any, message_prefix: str, nonce_value: Any
+) -> str:
+    """Check a signed Provider request and record its nonce; return the signer's address."""
+    nonce = parse_nonce(nonce_value)
+    message = message_prefix + nonce.text
+    address = recover_address(signature, message)
+    if settings.signature_required and address not in settings.allowed_providers:
+        raise ApiError(
+            f"Invalid signature {signature} of documentId {message},the signing ethereum account"
+            f" {address} is not authorized to use this service.",
+            401,
+        )
+    if nonce.seconds > Decimal(time.time() + MAX_FUTURE_SECONDS):
+        raise ApiError(f"Invalid nonce {nonce.text}: too far in the future", 401)
+    if not nonces.record_nonce(db, address, nonce.text, nonce.seconds, settings.nonce_window_seconds):
+        raise ApiError(
+            f"Invalid nonce {nonce.text}: already used, or older than the"
+            f" {settings.nonce_window_seconds} s window below the newest nonce of {address}",
+            401,
+        )
+    return address
+
+
+def message_prefix(owner: Optional[str], job_id: Optional[str]) -> str:
+    """What the Provider puts before the nonce: owner, then the job id when there is one."""
+    return f"{owner or ''}{job_id or ''}"

@@ -1,0 +1,1 @@
+"""The data layer: the connection pool, the schema and every SQL statement."""

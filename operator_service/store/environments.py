@@ -1,0 +1,32 @@
+"""Statements on `envs`: the compute environments the engines announce."""
+from __future__ import annotations
+
+from typing import Optional
+
+from operator_service.store.pool import Database
+
+MAX_ENVIRONMENTS = 1000
+
+
+def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[float]]]:
+    """(namespace, status JSON text, lastping epoch) of every announced environment."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT namespace, status, extract(epoch from lastping) FROM envs ORDER BY namespace LIMIT %s",
+            (MAX_ENVIRONMENTS,),
+        )
+        return cur.fetchall()
+
+
+def environment_status(db: Database, namespace: str) -> Optional[str]:
+    """The status JSON text of one environment; None if it was never announced."""
+    with db.transaction() as cur:
+        cur.execute("SELECT status FROM envs WHERE namespace = %s", (namespace,))
+        row = cur.fetchone()
+        return None if row is None else (row[0] or "")
+
+
+def environment_namespaces(db: Database) -> list[str]:
+    with db.transaction() as cur:
+        cur.execute("SELECT namespace FROM envs ORDER BY namespace LIMIT %s", (MAX_ENVIRONMENTS,))
+        return [row[0] for row in cur.fetchall()]

