@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +31,20 @@ OWNER = "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"
 
 
 @pytest.fixture(scope="session")
-def postgres_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+def postgres_env() -> Iterator[dict[str, str]]:
     """POSTGRES_* for the test database: POSTGRES_HOST's server if set, else an embedded one."""
     if os.environ.get("POSTGRES_HOST"):
         env = {key: value for key, value in os.environ.items() if key.startswith("POSTGRES_")}
         yield env
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data").start()
+    # Not under pytest's basetemp: pytest makes that folder private to root at every
+    # session start, which would cut the server (run as an unprivileged user) off its data.
+    data_dir = Path(tempfile.mkdtemp(prefix="operator-test-pg-"))
+    server = EmbeddedPostgres(data_dir / "data").start()
     server.create_database(TEST_DATABASE)
     yield server.env(TEST_DATABASE)
     server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3
 STATEMENT_TIMEOUT_MS = 15000
+CHECKOUT_TIMEOUT_SECONDS = 10
 
 
 class DatabaseUnavailable(Exception):
@@ -38,6 +39,8 @@ class Database:
         self._pool: Optional[psycopg2.pool.ThreadedConnectionPool] = None
         self._pid = 0
         self._lock = threading.Lock()
+        # psycopg2's pool raises when every connection is out; threads wait their turn instead.
+        self._slots = threading.BoundedSemaphore(max_connections)
 
     def _connect_kwargs(self) -> dict:
         return {
@@ -59,15 +62,16 @@ class Database:
         return self._pool
 
     def _checkout(self) -> psycopg2.extensions.connection:
+        if not self._slots.acquire(timeout=CHECKOUT_TIMEOUT_SECONDS):
+            raise DatabaseUnavailable("no database connection free within 10 s")
         try:
             conn = self._get_pool().getconn()
-        except psycopg2.pool.PoolError as exc:
-            raise DatabaseUnavailable(f"database connection pool exhausted: {exc}") from None
+            if conn.closed:
+                self._get_pool().putconn(conn, close=True)
+                conn = self._get_pool().getconn()
         except psycopg2.Error as exc:
+            self._slots.release()
             raise DatabaseUnavailable(_describe(exc)) from None
-        if conn.closed:
-            self._get_pool().putconn(conn, close=True)
-            return self._checkout()
         return conn
 
     @contextmanager
@@ -87,6 +91,7 @@ class Database:
             raise
         finally:
             self._get_pool().putconn(conn, close=broken or bool(conn.closed))
+            self._slots.release()
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():

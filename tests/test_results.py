@@ -1,0 +1,202 @@
+"""GET /getResult: checks, streaming from storage, and storage failures."""
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+from operator_service.app import create_app
+from tests.conftest import OWNER
+
+RESULT = "/api/v1/operator/getResult"
+PAYLOAD = b"line one\nline two\n"
+
+
+class Storage(BaseHTTPRequestHandler):
+    """An upstream result store (IPFS gateway, S3) that records the headers it gets."""
+
+    seen: list[dict] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        Storage.seen.append(dict(self.headers))
+        if self.path.startswith("/slow"):
+            threading.Event().wait(2)
+        if self.path.startswith("/missing"):
+            self.send_response(404)
+            self.end_headers()
+            self.wfile.write(b"not here")
+            return
+        body = PAYLOAD[:4] if "Range" in self.headers else PAYLOAD
+        self.send_response(206 if "Range" in self.headers else 200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        if self.path.startswith("/named"):
+            self.send_header("Content-Disposition", 'attachment; filename="renamed.txt"')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def storage() -> Iterator[str]:
+    Storage.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Storage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def finished_job(submit, engine):
+    """Submit a job and publish outputs for it as pod-publishing does; returns a setter."""
+    [job] = submit().get_json()
+
+    def publish(*urls: str) -> str:
+        outputs = [
+            {"filename": url.rsplit("/", 1)[-1], "filesize": len(PAYLOAD), "url": url, "type": "output"}
+            for url in urls
+        ]
+        engine.publish(job["jobId"], outputs)
+        return job["jobId"]
+
+    return publish
+
+
+def _query(provider, job_id, index=0, owner=OWNER):
+    return {"index": index, "jobId": job_id, "owner": owner, **provider.signed(owner, job_id)}
+
+
+def test_streams_the_file_with_its_name(client, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/result.txt")
+    response = client.get(RESULT, query_string=_query(provider, job_id))
+    assert response.status_code == 200
+    assert response.data == PAYLOAD
+    assert response.headers["Content-Disposition"] == "attachment;filename=result.txt"
+    assert response.headers["Access-Control-Expose-Headers"] == "Content-Disposition"
+
+
+def test_upstream_content_disposition_names_the_file(client, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/named/abc")
+    response = client.get(RESULT, query_string=_query(provider, job_id))
+    assert response.headers["Content-Disposition"] == "attachment;filename=renamed.txt"
+
+
+def test_owner_is_compared_case_insensitively(client, provider, finished_job, storage):
+    """DECISIONS.md item 4: the original compared the owner case-sensitively."""
+    job_id = finished_job(f"{storage}/result.txt")
+    response = client.get(RESULT, query_string=_query(provider, job_id, owner=OWNER.lower()))
+    assert response.status_code == 200 and response.data == PAYLOAD
+
+
+def test_range_and_storage_credentials_are_forwarded(make_settings, db, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/result.txt")
+    settings = make_settings(**{"X-API-KEY": "ipfs-key", "CLIENT-ID": "ipfs-client"})
+    client = create_app(settings, background=False).test_client()
+    response = client.get(RESULT, query_string=_query(provider, job_id), headers={"Range": "bytes=0-3"})
+    assert response.status_code == 206
+    assert response.data == PAYLOAD[:4]
+    assert response.headers["Range"] == "bytes=0-3"
+    sent = Storage.seen[-1]
+    assert (sent["Range"], sent["X-API-KEY"], sent["CLIENT-ID"]) == ("bytes=0-3", "ipfs-key", "ipfs-client")
+
+
+def test_upstream_status_is_passed_through(client, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/missing.txt")
+    assert client.get(RESULT, query_string=_query(provider, job_id)).status_code == 404
+
+
+def test_no_outputs_is_a_404_no_results(client, provider, submit):
+    """DECISIONS.md item 4: the original answered "Owner ... mismatch" for a job without outputs."""
+    [job] = submit().get_json()
+    response = client.get(RESULT, query_string=_query(provider, job["jobId"]))
+    assert (response.status_code, response.get_json()) == (404, {"error": f"No results for job {job['jobId']}"})
+
+
+def test_unknown_job_is_a_404(client, provider):
+    response = client.get(RESULT, query_string=_query(provider, "f" * 32))
+    assert response.status_code == 404
+
+
+def test_other_owner_is_refused(client, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/result.txt")
+    other = "0x0000000000000000000000000000000000000002"
+    response = client.get(RESULT, query_string=_query(provider, job_id, owner=other))
+    assert (response.status_code, response.get_json()) == (404, {"error": f"Owner {other} mismatch for job {job_id}"})
+
+
+def test_index_errors(client, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/result.txt")
+    negative = client.get(RESULT, query_string=_query(provider, job_id, index=-1))
+    assert (negative.status_code, negative.get_json()) == (404, {"error": "Negative index -1"})
+    beyond = client.get(RESULT, query_string=_query(provider, job_id, index=1))
+    assert (beyond.status_code, beyond.get_json()) == (404, {"error": "No such index 1 in this compute job"})
+    word = client.get(RESULT, query_string=_query(provider, job_id, index="x"))
+    assert word.status_code == 400
+    assert word.get_json()["error"].startswith("Error getResult: invalid literal for int()")
+
+
+def test_required_parameters(client, provider):
+    assert client.get(RESULT).get_json() == {"error": "Both index & job_id are required"}
+    for key in ["owner", "providerSignature", "nonce", "index", "jobId"]:
+        query = _query(provider, "a" * 32)
+        del query[key]
+        response = client.get(RESULT, query_string=query)
+        assert response.get_json() == {"error": f'"{key}" is required in the call to GET:/getResult'}
+
+
+def test_only_the_creating_provider_gets_results_when_signatures_are_required(make_settings, db, provider, engine, storage):
+    """DECISIONS.md item 4: the original's provider check was dead code."""
+    from tests.conftest import Provider, compute_body
+
+    other = Provider("0x" + "11" * 32)
+    allowed = f'["{provider.address}", "{other.address}"]'
+    client = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed), background=False).test_client()
+    engine.announce()
+    body = compute_body()
+    body.update(provider.signed(OWNER))
+    [job] = client.post("/api/v1/operator/compute", json=body).get_json()
+    engine.publish(job["jobId"], [{"filename": "r", "filesize": 1, "url": f"{storage}/r.txt", "type": "output"}])
+    refused = client.get(RESULT, query_string=_query(other, job["jobId"]))
+    assert (refused.status_code, refused.get_json()) == (404, {"error": f"Provider {other.address} mismatch for job {job['jobId']}"})
+    assert client.get(RESULT, query_string=_query(provider, job["jobId"])).status_code == 200
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_refused_storage_is_a_502(client, provider, finished_job):
+    job_id = finished_job(f"http://127.0.0.1:{_closed_port()}/result.txt")
+    response = client.get(RESULT, query_string=_query(provider, job_id))
+    assert response.status_code == 502
+    assert response.get_json()["error"].startswith("Result storage unreachable")
+
+
+def test_slow_storage_is_a_504(make_settings, db, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/slow.txt")
+    client = create_app(make_settings(RESULT_TIMEOUT="0.5"), background=False).test_client()
+    response = client.get(RESULT, query_string=_query(provider, job_id))
+    assert (response.status_code, response.get_json()) == (504, {"error": "Result storage did not answer in time"})
+
+
+def test_local_files_are_served_from_the_results_folder_only(client, provider, finished_job, results_dir, tmp_path):
+    inside = results_dir / "job" / "outputs" / "result.txt"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(PAYLOAD)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("password")
+    job_id = finished_job(inside.as_uri(), outside.as_uri(), f"file://{results_dir}/../{outside.name}", "ftp://x/y")
+    assert client.get(RESULT, query_string=_query(provider, job_id, 0)).data == PAYLOAD
+    for index in (1, 2, 3):
+        response = client.get(RESULT, query_string=_query(provider, job_id, index))
+        assert response.status_code == 400, index
+        assert b"password" not in response.data
