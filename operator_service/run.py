@@ -3,9 +3,10 @@ import sys
 
 from operator_service.app import create_app
 from operator_service.config import ConfigError
+from operator_service.kube import KubernetesUnavailable
 
 try:
     app = create_app()
-except ConfigError as exc:
-    sys.stderr.write(f"configuration error: {exc}\n")
+except (ConfigError, KubernetesUnavailable) as exc:
+    sys.stderr.write(f"operator-service cannot start: {exc}\n")
     raise SystemExit(4) from None

@@ -22,8 +22,7 @@ from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.ocean_engine import OceanEngine
 
-import importlib.util
-pytest_plugins = [p for p in ["tests.fake_kube"] if importlib.util.find_spec(p)]  # TEMP
+pytest_plugins = ["tests.fake_kube"]
 
 TEST_DATABASE = "operator_test"
 ADMIN_SECRET = "test-admin-secret"
@@ -96,6 +95,16 @@ def app(settings, db):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def cluster_app(make_settings, db, kubeconfig, monkeypatch):
+    """The app with KUBERNETES=on, talking to the fake API server through a kubeconfig."""
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    application = create_app(make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01"), background=False)
+    yield application
+    application.extensions["operator_service"].db.close()
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def test_environments_skip_a_status_that_is_not_json(client, engine, db):
 def test_pgsqlinit_needs_the_admin_header(client, admin_headers):
     assert client.post(INIT, headers=admin_headers).status_code == 200
     empty = client.post(INIT)
-    assert (empty.status_code, empty.get_json()) == (400, {"error": "Admin header is empty."})
+    assert (empty.status_code, empty.get_json()) == (401, {"error": "Admin header is empty."})
     wrong = client.post(INIT, headers={"Admin": "foo_admin"})
     assert (wrong.status_code, wrong.get_json()) == (
         401, {"error": "Access admin route failed due to invalid admin address."}

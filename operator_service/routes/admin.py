@@ -4,13 +4,14 @@ All need the `Admin` header. With ALLOWED_ADMINS unset every admin request is a 
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from operator_service.admin_auth import require_admin
 from operator_service.context import services
 from operator_service.errors import ApiError, json_response
 from operator_service.kube import Cluster, KubernetesUnavailable
 from operator_service.registration import reconcile_namespaces
+from operator_service.routes.params import request_data
 from operator_service.store import jobs, migrations
 
 admin = Blueprint("admin", __name__)
@@ -30,6 +31,13 @@ def _cluster() -> Cluster:
             f"Kubernetes unavailable: the service runs without a cluster (KUBERNETES={services().settings.kubernetes})"
         )
     return cluster
+
+
+def _param(name: str) -> str:
+    """A parameter from the query string or JSON body, as text ("" when absent)."""
+    data = request_data()
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _job_namespace(job_id: str) -> str:
@@ -89,7 +97,7 @@ def workflow_info() -> Response:
       404: {description: The jobId <id> is not registered in your namespace.}
       503: {description: Kubernetes or database unavailable}
     """
-    job_id = request.args.get("jobId", "")
+    job_id = _param("jobId")
     if not job_id:
         raise ApiError('"jobId" is required in the call to GET:/info', 400)
     workflow = _cluster().get_workflow(_job_namespace(job_id), job_id)
@@ -114,8 +122,8 @@ def pod_logs() -> Response:
       404: {description: Pod with workflow=<jobId> and component=<component> not found}
       503: {description: Kubernetes or database unavailable}
     """
-    job_id = request.args.get("jobId", "")
-    component = request.args.get("component", "")
+    job_id = _param("jobId")
+    component = _param("component")
     if not job_id or component not in COMPONENTS:
         raise ApiError(f"jobId and component (one of {', '.join(COMPONENTS)}) are required", 400)
     cluster = _cluster()

@@ -17,14 +17,31 @@ def request_data() -> Any:
     JSON is a 400 instead of the framework's 415 page.
     """
     if request.args:
-        return request.args.to_dict()
+        return _without_nul(request.args.to_dict())
     raw = request.get_data(cache=True)
     if not raw or not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return _without_nul(json.loads(raw))
     except (ValueError, UnicodeDecodeError):
         raise ApiError("Request body is not valid JSON", 400) from None
+
+
+def _without_nul(data: Any) -> Any:
+    """Refuse NUL characters, which Postgres text cannot hold, anywhere in the parameters."""
+    if _has_nul(data):
+        raise ApiError("Request parameters must not contain NUL characters", 400)
+    return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def check_required(keys: Sequence[str], data: Any, call: str) -> dict:

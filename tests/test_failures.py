@@ -1,0 +1,105 @@
+"""Dependency failures and races: the database going away, concurrent POSTs, secrets in logs."""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from operator_service.app import create_app
+from operator_service.config import load_settings
+from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.store import migrations
+from operator_service.store.pool import Database
+from tests.conftest import ADMIN_SECRET, OWNER, compute_body
+from tests.ocean_engine import OceanEngine
+
+COMPUTE = "/api/v1/operator/compute"
+
+
+@pytest.fixture
+def own_server(base_env):
+    """A database server of this test's own, which the test may stop and start."""
+    data_dir = Path(tempfile.mkdtemp(prefix="operator-outage-"))
+    server = EmbeddedPostgres(data_dir / "data").start()
+    server.create_database("outage")
+    settings = load_settings({**base_env, **server.env("outage")})
+    migrations.upgrade(Database(settings.postgres))
+    yield server, settings
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, provider):
+    """DECISIONS.md item 5: the original answered 200 [] with the database down."""
+    server, settings = own_server
+    app = create_app(settings, background=False)
+    client = app.test_client()
+    engine = OceanEngine(server.dsn_kwargs("outage"))
+    engine.announce()
+    body = compute_body()
+    body.update(provider.signed(OWNER))
+    assert client.post(COMPUTE, json=body).status_code == 200
+
+    server.stop()
+    calls = {
+        "POST /compute": lambda: client.post(COMPUTE, json={**compute_body("0xabc"), **provider.signed("0xabc")}),
+        "GET /compute": lambda: client.get(COMPUTE, query_string={"owner": OWNER, **provider.signed(OWNER)}),
+        "PUT /compute": lambda: client.put(COMPUTE, query_string={"owner": OWNER, **provider.signed(OWNER)}),
+        "GET /runningjobs": lambda: client.get("/api/v1/operator/runningjobs"),
+        "GET /environments": lambda: client.get("/api/v1/operator/environments"),
+        "POST /pgsqlinit": lambda: client.post("/api/v1/operator/pgsqlinit", headers={"Admin": ADMIN_SECRET}),
+    }
+    for name, call in calls.items():
+        response = call()
+        assert response.status_code == 503, name
+        assert response.get_json()["error"].startswith("Database unavailable"), name
+
+    server.start()
+    response = client.get(COMPUTE, query_string={"owner": OWNER, **provider.signed(OWNER)})
+    assert response.status_code == 200
+    assert [job["owner"] for job in response.get_json()] == [OWNER]
+
+
+def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provider, db):
+    """DECISIONS.md item 10: the original's Python-side check let both through."""
+    engine.announce()
+    barrier = threading.Barrier(6)
+    codes: list[int] = []
+
+    def post() -> None:
+        body = compute_body(agreement_id="0xsame")
+        body.update(provider.signed(OWNER))
+        client = app.test_client()
+        barrier.wait()
+        codes.append(client.post(COMPUTE, json=body).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [200] + [400] * 5
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM jobs WHERE agreementId = '0xsame'")
+        assert cur.fetchone()[0] == 1
+
+
+def test_secrets_never_reach_the_logs(make_settings, db, engine, provider, caplog):
+    """DECISIONS.md item 11: the original logged the Admin header, signatures and payloads."""
+    caplog.set_level(logging.DEBUG)
+    client = create_app(make_settings(LOG_LEVEL="DEBUG"), background=False).test_client()
+    engine.announce()
+    body = compute_body()
+    body.update(provider.signed(OWNER))
+    client.post(COMPUTE, json=body)
+    client.post(COMPUTE, json=body)
+    client.post("/api/v1/operator/pgsqlinit", headers={"Admin": ADMIN_SECRET})
+    client.post("/api/v1/operator/pgsqlinit", headers={"Admin": "wrong-secret"})
+    logged = caplog.text
+    assert caplog.records, "the requests above must have logged something to check"
+    for secret in (ADMIN_SECRET, "wrong-secret", body["providerSignature"], provider.private_key[2:]):
+        assert secret not in logged
