@@ -1,0 +1,45 @@
+"""The local engine: runs compute jobs on this machine through Ocean's database contract.
+
+`operator-service engine` runs it until SIGINT or SIGTERM; tests call `run_engine` in a
+thread. How it works and every setting: operator_service/engine/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+from operator_service.config import ConfigError, load_settings
+from operator_service.engine.config import EngineConfig, load_engine_config
+from operator_service.engine.runner import run_engine
+from operator_service.logging_setup import setup_logging
+
+__all__ = ["EngineConfig", "load_engine_config", "main", "run_engine"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the engine with settings from the environment (POSTGRES_*, ENGINE_*, nCPU, ...)."""
+    parser = argparse.ArgumentParser(
+        prog="operator-service engine",
+        description="Run the local compute engine until SIGINT or SIGTERM. It is configured by"
+        " environment variables: see operator_service/engine/README.md.",
+    )
+    parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        engine_config = load_engine_config()
+    except ConfigError as exc:
+        print(f"operator-service engine: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        run_engine(settings, engine_config, stop)
+    except ConfigError as exc:
+        print(f"operator-service engine: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,144 @@
+"""The local engine's settings, read from the environment once at start-up.
+
+The environment advert uses the variable names of Ocean's operator-engine (nCPU, ramGB,
+diskGB, maxJobs, maxJobDuration, priceMinute, description, cpuType, nGPU, gpuType,
+STORAGE_EXPIRY, OPERATOR_PRIVATE_KEY, DEBUG_NO_CLEANUP); the ENGINE_* variables are the
+local engine's own.
+See operator_service/engine/README.md for the full list with defaults.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from eth_keys import keys
+from eth_keys.exceptions import ValidationError
+
+from operator_service.config import ConfigError
+
+DOCKER_MODES = ("auto", "on", "off")
+KEY_FILE = ".operator-key"  # a job id never starts with a dot: no clash with job folders
+DEFAULT_WORK_DIR = ".operator-data/jobs"
+DEFAULT_RESULTS_DIR = ".operator-data/results"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    namespace: str = "ocean-compute"
+    cpus: int = 1
+    cpu_type: str = ""
+    gpus: int = 0
+    gpu_type: str = ""
+    ram_gb: float = 1.0
+    disk_gb: float = 1.0
+    price_per_minute: float = 0.0
+    description: str = ""
+    max_jobs: int = 10
+    max_job_duration: float = 60.0
+    storage_expiry: int = 0
+    work_dir: Path = Path(DEFAULT_WORK_DIR).resolve()
+    results_dir: Path = Path(DEFAULT_RESULTS_DIR).resolve()
+    poll_seconds: float = 2.0
+    use_docker: str = "auto"
+    max_input_bytes: int = 100 * 1024 * 1024
+    fetch_timeout: float = 300.0
+    keep_job_folders: bool = False
+    private_key: Optional[str] = field(default=None, repr=False)
+
+    @property
+    def ram_bytes(self) -> int:
+        return int(self.ram_gb * 1024**3)
+
+    @property
+    def disk_bytes(self) -> int:
+        return int(self.disk_gb * 1024**3)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _number(env, name, default, minimum)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)
+
+
+def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
+    return Path(env.get(name) or default).expanduser().resolve()
+
+
+def _private_key(env: Mapping[str, str]) -> Optional[str]:
+    raw = (env.get("OPERATOR_PRIVATE_KEY") or "").strip()
+    if not raw:
+        return None
+    try:
+        keys.PrivateKey(bytes.fromhex(raw.removeprefix("0x")))
+    except (ValueError, ValidationError):
+        raise ConfigError("OPERATOR_PRIVATE_KEY must be a 32-byte hex private key") from None
+    return raw
+
+
+def load_engine_config(env: Optional[Mapping[str, str]] = None) -> EngineConfig:
+    """Read and check every engine setting; ConfigError names the variable at fault."""
+    env = os.environ if env is None else env
+    use_docker = (env.get("ENGINE_USE_DOCKER") or "auto").strip().lower()
+    if use_docker not in DOCKER_MODES:
+        raise ConfigError(f"ENGINE_USE_DOCKER must be one of {', '.join(DOCKER_MODES)}, got {use_docker!r}")
+    return EngineConfig(
+        namespace=(env.get("ENGINE_NAMESPACE") or "ocean-compute").strip(),
+        cpus=_whole(env, "nCPU", 1, 1),
+        cpu_type=env.get("cpuType", ""),
+        gpus=_whole(env, "nGPU", 0, 0),
+        gpu_type=env.get("gpuType", ""),
+        ram_gb=_number(env, "ramGB", 1.0, 0.125),
+        disk_gb=_number(env, "diskGB", 1.0, 0.001),
+        price_per_minute=_number(env, "priceMinute", 0.0, 0.0),
+        description=env.get("description", ""),
+        max_jobs=_whole(env, "maxJobs", 10, 1),
+        max_job_duration=_number(env, "maxJobDuration", 60.0, 0.1),
+        storage_expiry=_whole(env, "STORAGE_EXPIRY", 0, 0),
+        work_dir=_folder(env, "ENGINE_WORK_DIR", DEFAULT_WORK_DIR),
+        results_dir=_folder(env, "RESULTS_DIR", DEFAULT_RESULTS_DIR),
+        poll_seconds=_number(env, "ENGINE_POLL_SECONDS", 2.0, 0.01),
+        use_docker=use_docker,
+        max_input_bytes=_whole(env, "ENGINE_MAX_INPUT_BYTES", 100 * 1024 * 1024, 1),
+        fetch_timeout=_number(env, "ENGINE_FETCH_TIMEOUT", 300.0, 0.1),
+        keep_job_folders=(env.get("DEBUG_NO_CLEANUP") or "0").strip() not in ("", "0"),
+        private_key=_private_key(env),
+    )
+
+
+def operator_key(config: EngineConfig) -> keys.PrivateKey:
+    """OPERATOR_PRIVATE_KEY, or a key generated once and kept (mode 0600) in the work dir."""
+    if config.private_key:
+        return keys.PrivateKey(bytes.fromhex(config.private_key.removeprefix("0x")))
+    path = config.work_dir / KEY_FILE
+    if path.exists():
+        return keys.PrivateKey(bytes.fromhex(path.read_text().strip()))
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    key = _new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.to_hex().removeprefix("0x") + "\n")
+    return key
+
+
+def _new_key() -> keys.PrivateKey:
+    while True:
+        try:
+            return keys.PrivateKey(os.urandom(32))
+        except ValidationError:  # the 1-in-2**128 value outside the curve order
+            continue

@@ -1,0 +1,74 @@
+"""Bounded downloads of inputs and algorithms (what pod-configuration does, with limits).
+
+Only http and https URLs are fetched. A download fails when it is larger than
+ENGINE_MAX_INPUT_BYTES, takes longer than ENGINE_FETCH_TIMEOUT in total, or the engine
+is stopping; the partial file is removed. The target is created exclusively in a folder
+only the engine writes to.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+CHUNK_BYTES = 64 * 1024
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+
+
+class FetchError(Exception):
+    """A download that failed; the message says why, without the URL's query string."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int
+    total_seconds: float
+
+
+def describe(url: str) -> str:
+    """scheme://host/path only: query strings of signed URLs often carry credentials."""
+    parts = urlparse(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def download(url: object, target: Path, limits: FetchLimits, stop: threading.Event) -> int:
+    """Save `url` to `target`; return the number of bytes written or raise FetchError."""
+    if not isinstance(url, str) or urlparse(url).scheme.lower() not in ("http", "https"):
+        raise FetchError(f"not an http(s) URL: {url!r:.200}")
+    try:
+        return _stream(url, target, limits, stop)
+    except requests.RequestException as exc:
+        target.unlink(missing_ok=True)
+        raise FetchError(f"{describe(url)}: {exc.__class__.__name__}") from None
+    except FetchError:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _stream(url: str, target: Path, limits: FetchLimits, stop: threading.Event) -> int:
+    deadline = time.monotonic() + limits.total_seconds
+    with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as response:
+        if response.status_code != 200:
+            raise FetchError(f"{describe(url)}: HTTP {response.status_code}")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limits.max_bytes:
+            raise FetchError(f"{describe(url)}: {declared} bytes, more than the limit of {limits.max_bytes}")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        written = 0
+        with os.fdopen(fd, "wb") as out:
+            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                written += len(chunk)
+                if written > limits.max_bytes:
+                    raise FetchError(f"{describe(url)}: more than the limit of {limits.max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(f"{describe(url)}: not complete after {limits.total_seconds:g} s")
+                if stop.is_set():
+                    raise FetchError(f"{describe(url)}: the engine is stopping")
+                out.write(chunk)
+        return written

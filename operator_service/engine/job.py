@@ -1,0 +1,270 @@
+"""One job through the stages of Ocean's engine: 20 -> 30/31/32 -> 40 -> 60 -> 70.
+
+Status writes follow engine-contract.md A.2: 20 when the job is taken; 30/31/32 after
+configure (as pod-configuration writes them); 40 before the algorithm starts; 60 and 70
+only when configure succeeded; dateFinished always, at the end. After 31/32 the
+algorithm is skipped, the logs are still published and the status stays 31/32.
+
+A stop request (stopreq=1), read about once a second while the algorithm runs, kills it;
+so does passing the time limit (the smaller of maxJobDuration and the job's positive
+compute.maxtime), which also sets stopreq=2. A stop requested before the algorithm
+starts means it is not started. Either way the job is published and ends at 70, as in
+Ocean; the reason is the last line of algorithm.log.
+
+Restart (resume): a job an earlier engine took and did not finish is picked up by the
+next start. At 20 or 30 no untrusted code ran yet, so the job starts over. At 40 the
+algorithm was interrupted: it is killed if still alive, never run a second time, and the
+job is published and ends at 70 with an algorithm.log line saying so (stopreq stays as
+it was). At 31/32, 60 or 70 only publishing and finishing are repeated.
+
+Once the job is finished its folder is deleted (the results stay in RESULTS_DIR), as
+Ocean's engine deletes the job's volumes, unless DEBUG_NO_CLEANUP is set.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Optional, TypeVar
+
+from operator_service.engine import sandbox
+from operator_service.engine.config import EngineConfig
+from operator_service.engine.fetch import FetchLimits
+from operator_service.engine.provision import input_dids, provision
+from operator_service.engine.publish import publish
+from operator_service.engine.sandbox import AlgorithmProcess, AlgorithmUser, Limits
+from operator_service.engine.workspace import create, ensure, open_engine_file, workspace_for
+from operator_service.store import engine_queries as q
+from operator_service.store.pool import Database, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+NOTE_PREFIX = "operator-engine: "
+DB_RETRY_SECONDS = 1.0
+
+
+class EngineStopping(Exception):
+    """The engine is shutting down: the job is left as it is, for the next start to resume."""
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    db: Database
+    config: EngineConfig
+    stop: threading.Event
+    user: Optional[AlgorithmUser]
+    docker: bool
+
+    def call(self, statement: Callable[..., T], *args: Any) -> T:
+        """Run a statement of engine_queries, waiting out a database outage."""
+        while True:
+            try:
+                return statement(self.db, *args)
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying", exc)
+                if self.stop.wait(DB_RETRY_SECONDS):
+                    raise EngineStopping() from None
+
+
+class JobRun:
+    def __init__(self, ctx: EngineContext, job_id: str, document: str):
+        self.ctx = ctx
+        self.job_id = job_id
+        self.workspace = workspace_for(ctx.config.work_dir, job_id)
+        self.document = _parse(document)
+        self.stage = _first_stage(self.document)
+        self.algorithm = _dict(self.stage.get("algorithm"))
+        self.container = _dict(self.algorithm.get("container"))
+
+    def run(self) -> None:
+        """A job just taken (status 20): every stage."""
+        create(self.workspace, self.ctx.user)
+        open_engine_file(self.workspace.algorithm_log, "w").close()
+        status = self._configure()
+        if status == q.PROVISIONED:
+            self._algorithm_stage()
+        self._publish_and_finish(status)
+
+    def resume(self, status: int) -> None:
+        """A job an earlier engine took and did not finish (see the module docstring)."""
+        log.info("resuming job %s found at status %s", self.job_id, status)
+        if status in (q.CONFIGURING, q.PROVISIONED):
+            self.ctx.call(q.set_status, self.job_id, q.CONFIGURING)
+            self.run()
+            return
+        ensure(self.workspace, self.ctx.user)
+        if status == q.RUNNING:
+            self._end_interrupted_algorithm()
+        configured = status if status in (q.DATA_FAILED, q.ALGORITHM_FAILED) else q.PROVISIONED
+        self._publish_and_finish(configured)
+
+    def _configure(self) -> int:
+        limits = FetchLimits(self.ctx.config.max_input_bytes, self.ctx.config.fetch_timeout)
+        status = provision(self.workspace, self.stage, limits, self.ctx.stop, self._admin_log("configure"))
+        if self.ctx.stop.is_set():
+            raise EngineStopping()
+        self.ctx.call(q.set_status, self.job_id, status)
+        return status
+
+    def _algorithm_stage(self) -> None:
+        if self._stop_requested():
+            self._note("stop requested before the algorithm started; it was not run")
+            return
+        self.ctx.call(q.set_status, self.job_id, q.RUNNING)
+        seconds = self._time_limit()
+        with open_engine_file(self.workspace.algorithm_log, "a") as output:
+            process = self._start(output, seconds)
+            if process is None:
+                return
+            outcome = self._supervise(process, seconds)
+        self._note(outcome)
+
+    def _start(self, output: BinaryIO, seconds: float) -> Optional[AlgorithmProcess]:
+        """Start the algorithm (container or subprocess); None, with a note, if it cannot start."""
+        config = self.ctx.config
+        limits = Limits(config.cpus, config.ram_bytes, config.disk_bytes, seconds)
+        entrypoint = str(self.container.get("entrypoint", ""))
+        image = str(self.container.get("image") or "")
+        try:
+            if self.ctx.docker and image:
+                return self._start_container(image, entrypoint, output, limits)
+            if config.use_docker == "on":
+                self._note("the algorithm has no container image and ENGINE_USE_DOCKER=on; it was not run")
+                return None
+            return self._start_local(entrypoint, output, limits)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._note(f"the algorithm could not be started: {exc}")
+            return None
+
+    def _start_local(self, entrypoint: str, output: BinaryIO, limits: Limits) -> AlgorithmProcess:
+        volume = str(self.workspace.root)
+        env = sandbox.algorithm_env(self._pod_env(volume), home=volume)
+        command = entrypoint.replace("$ALGO", str(self.workspace.algorithm))
+        process = sandbox.start_local(command, env, self.workspace.root, output, limits, self.ctx.user)
+        started = sandbox.process_start_time(process.popen.pid) or ""
+        self.workspace.pid_file.write_text(f"{process.popen.pid} {started}\n")
+        return process
+
+    def _start_container(self, image: str, entrypoint: str, output: BinaryIO, limits: Limits) -> AlgorithmProcess:
+        reference = sandbox.image_reference(image, self.container.get("tag"), self.container.get("checksum"))
+        ws = self.workspace
+        mounts = [(ws.inputs, "inputs", True), (ws.transformations, "transformations", True),
+                  (ws.ddos, "ddos", True), (ws.outputs, "outputs", False), (ws.logs, "logs", False)]
+        command = entrypoint.replace("$ALGO", f"{sandbox.CONTAINER_VOLUME}/transformations/algorithm")
+        return sandbox.start_container(reference, command, self._pod_env(sandbox.CONTAINER_VOLUME), mounts,
+                                       output, limits, sandbox.container_name(self.job_id))
+
+    def _supervise(self, process: AlgorithmProcess, seconds: float) -> str:
+        """Wait for the algorithm; kill it on a stop request, on timeout or when the engine stops."""
+        started = time.monotonic()
+        interval = min(1.0, self.ctx.config.poll_seconds)
+        while True:
+            code = process.wait(interval)
+            if code is not None:
+                return f"the algorithm exited with code {code}"
+            if self.ctx.stop.is_set():
+                process.kill()
+                raise EngineStopping()
+            if time.monotonic() - started > seconds:
+                process.kill()
+                self.ctx.call(q.mark_timed_out, self.job_id)
+                return f"the algorithm was killed after exceeding the time limit of {seconds:g} s (stopreq=2)"
+            if self._stop_requested():
+                process.kill()
+                return "the algorithm was stopped on request (stopreq=1)"
+
+    def _stop_requested(self) -> bool:
+        """One look at stopreq; a database outage reads as "no request" so supervision goes on."""
+        try:
+            return q.stop_request(self.ctx.db, self.job_id) == q.STOP_REQUESTED
+        except DatabaseUnavailable:
+            return False
+
+    def _end_interrupted_algorithm(self) -> None:
+        record = self.workspace.pid_file.read_text() if self.workspace.pid_file.exists() else ""
+        if record and sandbox.kill_leftover(record):
+            log.info("killed the algorithm of job %s left running by the previous engine", self.job_id)
+        if self.ctx.docker:
+            sandbox.remove_container(sandbox.container_name(self.job_id))
+        self._note("the engine restarted while the algorithm was running; the algorithm was stopped"
+                   " and is not run again")
+
+    def _publish_and_finish(self, configured: int) -> None:
+        if configured == q.PROVISIONED:
+            self.ctx.call(q.set_status, self.job_id, q.PUBLISHING)
+        publish_log = self._admin_log("publish")
+        try:
+            entries = publish(self.workspace, self.ctx.config.results_dir, self.job_id,
+                              self.ctx.config.disk_bytes, publish_log)
+        except OSError as exc:
+            log.error("publishing job %s failed: %s", self.job_id, exc)
+            entries = []
+        self.ctx.call(q.publish_outputs, self.job_id, json.dumps(entries))
+        self.ctx.call(q.finish_job, self.job_id, q.FINISHED if configured == q.PROVISIONED else None)
+        log.info("job %s finished (%d results published)", self.job_id, len(entries))
+        if not self.ctx.config.keep_job_folders:
+            shutil.rmtree(self.workspace.root, ignore_errors=True)
+
+    def _pod_env(self, volume: str) -> dict[str, str]:
+        """The variables Ocean's algorithm pod gets (engine-contract.md A.2, stage 2)."""
+        metadata = _dict(self.document.get("metadata"))
+        return {
+            "DIDS": json.dumps(input_dids(self.stage)),
+            "TRANSFORMATION_DID": str(self.algorithm.get("id") or ""),
+            "VOLUME": volume,
+            "LOGS": f"{volume}/logs",
+            "INPUTS": f"{volume}/inputs",
+            "OUTPUTS": f"{volume}/outputs",
+            "secret": str(metadata.get("secret") or ""),
+        }
+
+    def _time_limit(self) -> float:
+        limit = self.ctx.config.max_job_duration
+        try:
+            requested = float(_dict(self.stage.get("compute")).get("maxtime"))
+        except (TypeError, ValueError):
+            return limit
+        return min(limit, requested) if requested > 0 else limit
+
+    def _note(self, text: str) -> None:
+        """Append the engine's own line to algorithm.log, where the Provider's user reads it.
+
+        The algorithm may have replaced the file by something else; the job goes on regardless.
+        """
+        try:
+            with open_engine_file(self.workspace.algorithm_log, "a") as output:
+                output.write(f"\n{NOTE_PREFIX}{text}\n".encode())
+        except OSError as exc:
+            log.warning("job %s: cannot write to algorithm.log (%s): %s", self.job_id, exc, text)
+
+    def _admin_log(self, name: str) -> Callable[[str], None]:
+        path = self.workspace.adminlogs / f"{name}.log"
+
+        def write(line: str) -> None:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
+
+        return write
+
+
+def _parse(document: str) -> dict:
+    try:
+        value = json.loads(document)
+    except (TypeError, ValueError):
+        return {}
+    return _dict(value)
+
+
+def _first_stage(document: dict) -> dict:
+    """spec.metadata.stages[0] of the job document; {} when the document has none."""
+    stages = _dict(_dict(document.get("spec")).get("metadata")).get("stages")
+    return _dict(stages[0]) if isinstance(stages, list) and stages else {}
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}

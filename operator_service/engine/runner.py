@@ -1,0 +1,160 @@
+"""The engine loop: announce the environment, take queued jobs, run each in a thread.
+
+Like Ocean's operator-engine (original-api.md §5.5) it talks to the service only through
+the database: every ENGINE_POLL_SECONDS it calls announce(namespace, document, limit)
+with limit = maxJobs - currentJobs, so it never holds more than maxJobs jobs, and it only
+ever sees jobs of its own namespace. It is the only engine of its namespace: at start-up
+it resumes every job of the namespace that an earlier run took and did not finish.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Callable
+
+import psycopg2
+
+from operator_service.config import ConfigError, Settings
+from operator_service.engine import sandbox
+from operator_service.engine.config import EngineConfig, operator_key
+from operator_service.engine.job import EngineContext, EngineStopping, JobRun
+from operator_service.engine.workspace import prepare_work_dir
+from operator_service.store import engine_queries as q
+from operator_service.store.pool import Database, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, ctx: EngineContext, consumer_address: str):
+        self.ctx = ctx
+        self.consumer_address = consumer_address
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+
+    @property
+    def current_jobs(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def run(self) -> None:
+        """Resume unfinished jobs, then announce and take jobs until the stop event is set."""
+        stop = self.ctx.stop
+        resumed = False
+        while not stop.is_set():
+            try:
+                if not resumed:
+                    self._resume_unfinished()
+                    resumed = True
+                self._announce_and_take()
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying in %g s", exc, self.ctx.config.poll_seconds)
+            except psycopg2.Error as exc:
+                log.error("database error (%s); is the schema created (operator-service migrate)?", exc)
+            stop.wait(self.ctx.config.poll_seconds)
+        self._wait_for_jobs()
+
+    def status_document(self, current_jobs: int) -> dict:
+        """The environment as Ocean's engine announces it (original-api.md §7.2)."""
+        config = self.ctx.config
+        return {
+            "id": config.namespace,
+            "cpuNumber": config.cpus,
+            "cpuType": config.cpu_type,
+            "gpuNumber": config.gpus,
+            "gpuType": config.gpu_type,
+            "ramGB": _plain(config.ram_gb),
+            "diskGB": _plain(config.disk_gb),
+            "priceMin": _plain(config.price_per_minute),
+            "desc": config.description,
+            "currentJobs": current_jobs,
+            "maxJobs": config.max_jobs,
+            "consumerAddress": self.consumer_address,
+            "storageExpiry": config.storage_expiry,
+            "maxJobDuration": _plain(config.max_job_duration),
+        }
+
+    def _resume_unfinished(self) -> None:
+        for job_id, status, document in q.unfinished_jobs(self.ctx.db, self.ctx.config.namespace):
+            self._start(job_id, document, lambda run, status=status: run.resume(status))
+
+    def _announce_and_take(self) -> None:
+        current = self.current_jobs
+        limit = max(self.ctx.config.max_jobs - current, 0)
+        document = json.dumps(self.status_document(current))
+        for job_id in q.announce(self.ctx.db, self.ctx.config.namespace, document, limit):
+            if self.current_jobs >= self.ctx.config.max_jobs or self.ctx.stop.is_set():
+                break
+            job_document = q.claim_job(self.ctx.db, job_id, self.ctx.config.namespace)
+            if job_document is not None:
+                self._start(job_id, job_document, JobRun.run)
+
+    def _start(self, job_id: str, document: str, action: Callable[[JobRun], None]) -> None:
+        thread = threading.Thread(
+            target=self._run_job, args=(job_id, document, action), name=f"job-{job_id}", daemon=True
+        )
+        with self._lock:
+            self._threads[job_id] = thread
+        log.info("taking job %s", job_id)
+        thread.start()
+
+    def _run_job(self, job_id: str, document: str, action: Callable[[JobRun], None]) -> None:
+        try:
+            action(JobRun(self.ctx, job_id, document))
+        except EngineStopping:
+            log.info("engine stopping: job %s is left for the next start", job_id)
+        except Exception:
+            log.exception("job %s failed inside the engine; ending it where it is", job_id)
+            self._end_broken_job(job_id)
+        finally:
+            with self._lock:
+                self._threads.pop(job_id, None)
+
+    def _end_broken_job(self, job_id: str) -> None:
+        """An engine bug must not leave a job running for ever: set dateFinished, keep its status."""
+        try:
+            self.ctx.call(q.finish_job, job_id, None)
+        except EngineStopping:
+            pass
+
+    def _wait_for_jobs(self) -> None:
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join()
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def _use_docker(config: EngineConfig) -> bool:
+    if config.use_docker == "off":
+        return False
+    available = sandbox.docker_available()
+    if config.use_docker == "on" and not available:
+        raise ConfigError("ENGINE_USE_DOCKER=on but `docker info` fails: is the docker daemon running?")
+    return available
+
+
+def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: threading.Event) -> None:
+    """Run the engine until `stop_event` is set; return once its job threads have stopped."""
+    user = sandbox.algorithm_user()
+    prepare_work_dir(engine_config.work_dir, user)
+    engine_config.results_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        engine_config.results_dir.chmod(0o711)  # the algorithm user must not list other jobs' results
+    address = operator_key(engine_config).public_key.to_checksum_address()
+    docker = _use_docker(engine_config)
+    db = Database(settings.postgres, max_connections=engine_config.max_jobs + 2)
+    log.info(
+        "local engine for environment %s: up to %d jobs; algorithms run %s%s; consumer address %s",
+        engine_config.namespace, engine_config.max_jobs, "in docker when they name an image, else " if docker else "",
+        f"as user {user.name}" if user else "as the engine's user", address,
+    )
+    try:
+        Engine(EngineContext(db, engine_config, stop_event, user, docker), address).run()
+    finally:
+        db.close()
+        log.info("local engine for environment %s stopped", engine_config.namespace)

@@ -1,0 +1,497 @@
+"""The local engine, end to end: jobs go through the API, the engine runs them, results download.
+
+Every engine runs in a thread of this process against the test database, polling every
+0.1 s; inputs come from an HTTP server on 127.0.0.1. Nothing sleeps for a fixed time:
+each test polls for the condition it expects, with a deadline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pytest
+
+from operator_service.embedded_db import free_port
+from operator_service.engine import EngineConfig, run_engine
+from tests.conftest import OWNER
+
+COMPUTE = "/api/v1/operator/compute"
+RESULT = "/api/v1/operator/getResult"
+ENVIRONMENTS = "/api/v1/operator/environments"
+SAMPLE = b"alpha\nbeta\ngamma\n"
+
+COUNT_LINES = """
+import json, os
+total = 0
+for did in json.loads(os.environ["DIDS"]):
+    folder = os.path.join(os.environ["INPUTS"], did)
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as handle:
+            total += sum(1 for _ in handle)
+with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
+    out.write(f"{total} lines\\n")
+print("counted", total)
+"""
+
+# Records its pid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
+SLEEPER = """
+import os, time
+with open(os.path.join(os.environ["OUTPUTS"], "runs.txt"), "a") as out:
+    out.write(f"{os.getpid()}\\n")
+print("started", flush=True)
+time.sleep(60)
+"""
+
+FAILING = """
+import sys
+print("boom: the algorithm failed", file=sys.stderr)
+sys.exit(3)
+"""
+
+ENV_DUMP = """
+import json, os
+with open(os.path.join(os.environ["OUTPUTS"], "env.json"), "w") as out:
+    json.dump({"env": dict(os.environ), "uid": os.getuid()}, out)
+"""
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_row(db, job_id: str) -> dict:
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT status, statusText, stopreq, dateFinished, outputsURL, workflow FROM jobs WHERE workflowId = %s",
+            (job_id,),
+        )
+        status, text, stopreq, finished, outputs, workflow = cur.fetchone()
+    return {"status": status, "statusText": text, "stopreq": stopreq, "dateFinished": finished,
+            "outputs": json.loads(outputs) if outputs else None, "workflow": json.loads(workflow)}
+
+
+def wait_finished(db, job_id: str, timeout: float = 15.0) -> dict:
+    return wait_for(lambda: (row := job_row(db, job_id))["dateFinished"] and row, f"job {job_id} to finish", timeout)
+
+
+def wait_status(db, job_id: str, status: int) -> dict:
+    return wait_for(lambda: (row := job_row(db, job_id))["status"] == status and row, f"job {job_id} at {status}")
+
+
+def last_ping(db, namespace: str) -> Optional[Any]:
+    with db.transaction() as cur:
+        cur.execute("SELECT lastping FROM envs WHERE namespace = %s", (namespace,))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def wait_announces(db, namespace: str, count: int = 3) -> None:
+    """Wait until the engine of `namespace` has announced `count` more times."""
+    for _ in range(count):
+        before = last_ping(db, namespace)
+        wait_for(lambda: last_ping(db, namespace) != before, f"an announce of {namespace}")
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+class Inputs(BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    gate = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        Inputs.gate.wait(10)
+        body = Inputs.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def inputs() -> Iterator[str]:
+    """Base URL of an HTTP server on 127.0.0.1 serving Inputs.files; Inputs.gate holds requests."""
+    Inputs.files = {"/sample.txt": SAMPLE}
+    Inputs.gate.set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Inputs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    Inputs.gate.set()
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class RunningEngine:
+    config: EngineConfig
+    stop: threading.Event
+    thread: threading.Thread
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the engine did not stop"
+
+    def job_folder(self, job_id: str) -> Path:
+        return self.config.work_dir / job_id
+
+
+@pytest.fixture
+def work_dirs() -> Iterator[Callable[[], Path]]:
+    """Fresh engine work dirs, outside pytest's private temp folder (the algorithm user must reach them)."""
+    made: list[Path] = []
+
+    def make() -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix="engine-test-")))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def start_engine(settings, db, work_dirs) -> Iterator[Callable[..., RunningEngine]]:
+    engines: list[RunningEngine] = []
+
+    def start(namespace: str = "ocean-compute", work_dir: Optional[Path] = None, **overrides: Any) -> RunningEngine:
+        options = {"max_job_duration": 20.0, "max_jobs": 4, **overrides}
+        config = EngineConfig(
+            namespace=namespace, work_dir=work_dir or work_dirs(), results_dir=Path(settings.results_dir),
+            poll_seconds=0.1, use_docker="off", max_input_bytes=1024 * 1024, fetch_timeout=10.0, **options,
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=run_engine, args=(settings, config, stop), daemon=True)
+        thread.start()
+        engine = RunningEngine(config, stop, thread)
+        engines.append(engine)
+        wait_announces(db, namespace, 1)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.halt()
+
+
+def workflow(environment: str, rawcode: str, urls: list[str], maxtime: int = 60) -> dict:
+    return {
+        "stages": [{
+            "index": 0,
+            "input": [{"index": 0, "id": "did:op:" + uuid.uuid4().hex, "url": urls}],
+            "algorithm": {
+                "id": "did:op:" + uuid.uuid4().hex,
+                "rawcode": rawcode,
+                "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""},
+            },
+            "compute": {"Instances": 1, "namespace": environment, "maxtime": maxtime},
+            "output": {},
+        }]
+    }
+
+
+@pytest.fixture
+def submit(client, provider, inputs) -> Callable[..., str]:
+    """POST a signed job through the API; returns its job id."""
+
+    def post(rawcode: str, environment: str = "ocean-compute", urls: Optional[list[str]] = None) -> str:
+        body = {
+            "agreementId": uuid.uuid4().hex,
+            "owner": OWNER,
+            "environment": environment,
+            "chainId": 8996,
+            "workflow": workflow(environment, rawcode, urls if urls is not None else [f"{inputs}/sample.txt"]),
+            **provider.signed(OWNER),
+        }
+        response = client.post(COMPUTE, json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()[0]["jobId"]
+
+    return post
+
+
+def get_result(client, provider, job_id: str, index: int):
+    query = {"index": index, "jobId": job_id, "owner": OWNER, **provider.signed(OWNER, job_id)}
+    return client.get(RESULT, query_string=query)
+
+
+def status_via_api(client, provider, job_id: str) -> dict:
+    response = client.get(COMPUTE, query_string={"owner": OWNER, "jobId": job_id, **provider.signed(OWNER, job_id)})
+    assert response.status_code == 200
+    return response.get_json()[0]
+
+
+def published(row: dict, kind: str) -> list[dict]:
+    return [entry for entry in row["outputs"] if entry["type"] == kind]
+
+
+def read_published(row: dict, kind: str) -> str:
+    (entry,) = published(row, kind)
+    return Path(entry["url"].removeprefix("file://")).read_text()
+
+
+def test_a_job_goes_from_queued_to_finished_and_its_result_downloads(
+    client, db, provider, submit, start_engine, settings
+):
+    engine = start_engine()
+    Inputs.gate.clear()  # hold the input download so that status 20 can be seen
+    job_id = submit(COUNT_LINES)
+    configuring = wait_status(db, job_id, 20)
+    assert configuring["statusText"] == "Configuring volumes"
+    Inputs.gate.set()
+
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["statusText"], row["stopreq"]) == (70, "Job finished", 0)
+    kinds = [entry["type"] for entry in row["outputs"]]
+    assert kinds == ["output", "algorithmLog", "configrationLog", "publishLog"]
+    results_dir = Path(settings.results_dir).resolve()
+    for entry in row["outputs"]:
+        assert entry["url"].startswith("file://")
+        path = Path(entry["url"].removeprefix("file://"))
+        assert results_dir in path.parents and path.stat().st_size == entry["filesize"]
+
+    status = status_via_api(client, provider, job_id)
+    assert status["status"] == 70 and status["dateFinished"]
+    assert status["results"][0] == {"filename": "result.txt", "filesize": len(b"3 lines\n"), "type": "output"}
+    download = get_result(client, provider, job_id, 0)
+    assert download.status_code == 200
+    assert download.get_data() == b"3 lines\n"
+    assert "counted 3" in get_result(client, provider, job_id, 1).get_data(as_text=True)
+    assert "Downloaded 17 bytes to inputs/" in read_published(row, "configrationLog")
+    assert not engine.job_folder(job_id).exists(), "the job folder is removed once the job is finished"
+
+
+def test_the_environment_is_announced_as_ocean_engines_announce_it(client, start_engine):
+    start_engine(namespace="announced", max_jobs=3, max_job_duration=30.0)
+    (environment,) = [env for env in client.get(ENVIRONMENTS).get_json() if env["id"] == "announced"]
+    assert {key: environment[key] for key in ("cpuNumber", "ramGB", "diskGB", "maxJobs", "currentJobs",
+                                              "maxJobDuration", "priceMin")} == {
+        "cpuNumber": 1, "ramGB": 1, "diskGB": 1, "maxJobs": 3, "currentJobs": 0, "maxJobDuration": 30, "priceMin": 0}
+    assert environment["consumerAddress"].startswith("0x") and len(environment["consumerAddress"]) == 42
+    assert set(environment) == {"id", "cpuNumber", "cpuType", "gpuNumber", "gpuType", "ramGB", "diskGB", "priceMin",
+                                "desc", "currentJobs", "maxJobs", "consumerAddress", "storageExpiry",
+                                "maxJobDuration", "lastSeen"}
+
+
+def test_a_failing_algorithm_still_finishes_and_publishes_its_log(client, db, provider, submit, start_engine):
+    start_engine()
+    job_id = submit(FAILING)
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["statusText"]) == (70, "Job finished")
+    assert published(row, "output") == []
+    (log_entry,) = [i for i, entry in enumerate(row["outputs"]) if entry["type"] == "algorithmLog"]
+    log_text = get_result(client, provider, job_id, log_entry).get_data(as_text=True)
+    assert "boom: the algorithm failed" in log_text
+    assert "exited with code 3" in log_text
+
+
+def test_an_unreachable_input_fails_data_provisioning(db, submit, start_engine):
+    engine = start_engine(keep_job_folders=True)
+    job_id = submit(COUNT_LINES, urls=[f"http://127.0.0.1:{free_port()}/gone.txt"])
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["statusText"]) == (31, "Data provisioning failed")
+    assert published(row, "output") == []
+    assert "Input 0 failed" in read_published(row, "configrationLog")
+    assert not (engine.job_folder(job_id) / "transformations" / "algorithm").exists()
+
+
+def test_an_algorithm_without_code_fails_algorithm_provisioning(db, submit, start_engine):
+    start_engine()
+    job_id = submit("")
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["statusText"]) == (32, "Algorithm provisioning failed")
+    assert "neither rawcode nor url" in read_published(row, "configrationLog")
+
+
+def test_a_stop_request_kills_the_algorithm_within_seconds(client, db, provider, submit, start_engine):
+    engine = start_engine()
+    job_id = submit(SLEEPER)
+    running = wait_status(db, job_id, 40)
+    assert running["statusText"] == "Running algorithm "
+    runs = engine.job_folder(job_id) / "outputs" / "runs.txt"
+    pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+
+    asked = time.monotonic()
+    response = client.put(COMPUTE, query_string={"owner": OWNER, "jobId": job_id, **provider.signed(OWNER, job_id)})
+    assert response.status_code == 200
+    row = wait_finished(db, job_id, timeout=5)
+    assert time.monotonic() - asked < 5
+    assert (row["status"], row["stopreq"]) == (70, 1)
+    assert "stopped on request" in read_published(row, "algorithmLog")
+    assert published(row, "output")[0]["filename"] == "runs.txt"
+    wait_for(lambda: not alive(pid), "the algorithm process to be gone", timeout=5)
+
+
+def test_passing_max_job_duration_kills_the_algorithm_and_sets_stopreq_2(db, submit, start_engine):
+    start_engine(max_job_duration=1.0)
+    started = time.monotonic()
+    job_id = submit(SLEEPER)
+    row = wait_finished(db, job_id, timeout=10)
+    assert time.monotonic() - started < 8
+    assert (row["status"], row["stopreq"]) == (70, 2)
+    assert "exceeding the time limit of 1 s" in read_published(row, "algorithmLog")
+    assert [entry["filename"] for entry in published(row, "output")] == ["runs.txt"]
+
+
+def test_an_engine_restart_ends_the_interrupted_job_without_running_it_again(db, submit, start_engine, work_dirs):
+    work_dir = work_dirs()
+    first = start_engine(work_dir=work_dir)
+    job_id = submit(SLEEPER)
+    wait_status(db, job_id, 40)
+    runs = first.job_folder(job_id) / "outputs" / "runs.txt"
+    pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+
+    first.halt()
+    left = job_row(db, job_id)
+    assert (left["status"], left["dateFinished"]) == (40, None)
+    assert not alive(pid)
+
+    start_engine(work_dir=work_dir)
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["statusText"], row["stopreq"]) == (70, "Job finished", 0)
+    assert "engine restarted while the algorithm was running" in read_published(row, "algorithmLog")
+    assert read_published(row, "output").split() == [str(pid)], "the algorithm must not run a second time"
+
+
+def test_after_an_engine_crash_the_next_engine_kills_the_leftover_algorithm(
+    db, settings, submit, start_engine, work_dirs
+):
+    work_dir = work_dirs()
+    postgres = settings.postgres
+    env = {
+        "PATH": os.environ["PATH"], "POSTGRES_HOST": postgres.host or "", "POSTGRES_PORT": str(postgres.port),
+        "POSTGRES_USER": postgres.user or "", "POSTGRES_PASSWORD": postgres.password or "",
+        "POSTGRES_DB": postgres.database or "", "ENGINE_NAMESPACE": "crashing", "ENGINE_WORK_DIR": str(work_dir),
+        "RESULTS_DIR": settings.results_dir, "ENGINE_POLL_SECONDS": "0.1", "ENGINE_USE_DOCKER": "off",
+    }
+    crashing = subprocess.Popen([sys.executable, "-m", "operator_service.engine"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_announces(db, "crashing", 1)
+        job_id = submit(SLEEPER, environment="crashing")
+        runs = work_dir / job_id / "outputs" / "runs.txt"
+        pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+    finally:
+        crashing.send_signal(signal.SIGKILL)
+        crashing.wait()
+    assert alive(pid), "the algorithm outlives a crashed engine"
+
+    start_engine(namespace="crashing", work_dir=work_dir)
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["statusText"]) == (70, "Job finished")
+    wait_for(lambda: not alive(pid), "the leftover algorithm to be killed", timeout=5)
+    assert read_published(row, "output").split() == [str(pid)]
+
+
+def test_engines_of_two_environments_never_take_each_others_jobs(db, submit, start_engine):
+    first = start_engine(namespace="env-a", keep_job_folders=True)
+    second = start_engine(namespace="env-b", keep_job_folders=True)
+    with db.transaction() as cur:
+        cur.execute("SELECT * FROM announce('env-c', '{}', 0)")  # an environment with no engine running
+    job_a = submit(COUNT_LINES, environment="env-a")
+    job_b = submit(COUNT_LINES, environment="env-b")
+    job_c = submit(COUNT_LINES, environment="env-c")
+
+    assert wait_finished(db, job_a)["status"] == 70
+    assert wait_finished(db, job_b)["status"] == 70
+    wait_announces(db, "env-a")
+    wait_announces(db, "env-b")
+    assert job_row(db, job_c)["status"] == 1
+    assert first.job_folder(job_a).exists() and not second.job_folder(job_a).exists()
+    assert second.job_folder(job_b).exists() and not first.job_folder(job_b).exists()
+    assert not first.job_folder(job_c).exists() and not second.job_folder(job_c).exists()
+
+
+def test_an_engine_never_holds_more_than_max_jobs(client, db, provider, submit, start_engine):
+    start_engine(namespace="small", max_jobs=2)
+    jobs = [submit(SLEEPER, environment="small") for _ in range(3)]
+    running = wait_for(lambda: [j for j in jobs if job_row(db, j)["status"] == 40] if
+                       sum(job_row(db, j)["status"] == 40 for j in jobs) == 2 else None, "two running jobs")
+    wait_announces(db, "small")
+    (waiting,) = [j for j in jobs if j not in running]
+    assert job_row(db, waiting)["status"] == 1
+    (environment,) = [env for env in client.get(ENVIRONMENTS).get_json() if env["id"] == "small"]
+    assert (environment["currentJobs"], environment["maxJobs"]) == (2, 2)
+
+    client.put(COMPUTE, query_string={"owner": OWNER, "jobId": running[0], **provider.signed(OWNER, running[0])})
+    wait_finished(db, running[0])
+    wait_status(db, waiting, 40)
+    assert job_row(db, running[1])["status"] == 40
+
+
+def test_the_algorithm_gets_only_the_pod_environment(db, submit, start_engine, monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "engine-secret-password")
+    engine = start_engine(keep_job_folders=True)
+    job_id = submit(ENV_DUMP)
+    row = wait_finished(db, job_id)
+    seen = json.loads(read_published(row, "output"))
+    env = seen["env"]
+    assert "POSTGRES_PASSWORD" not in env
+    assert set(env) - {"PWD"} == {"DIDS", "TRANSFORMATION_DID", "VOLUME", "LOGS", "INPUTS", "OUTPUTS", "secret",
+                                  "PATH", "HOME", "LANG"}
+    volume = str(engine.job_folder(job_id))
+    assert (env["VOLUME"], env["INPUTS"], env["OUTPUTS"], env["LOGS"]) == (
+        volume, f"{volume}/inputs", f"{volume}/outputs", f"{volume}/logs")
+    stage = row["workflow"]["spec"]["metadata"]["stages"][0]
+    assert json.loads(env["DIDS"]) == [stage["input"][0]["id"].removeprefix("did:op:")]
+    assert env["TRANSFORMATION_DID"] == stage["algorithm"]["id"]
+    assert env["secret"] == row["workflow"]["metadata"]["secret"] and env["secret"]
+    if os.geteuid() == 0:
+        assert seen["uid"] == pwd.getpwnam("ocean-algo").pw_uid != 0
+
+
+def test_get_result_refuses_a_file_url_outside_the_results_folder(client, db, provider, submit, settings):
+    with db.transaction() as cur:
+        cur.execute("SELECT * FROM announce('ocean-compute', '{}', 0)")
+    job_id = submit(COUNT_LINES)
+    results_dir = Path(settings.results_dir).resolve()
+    outside = results_dir.parent / f"outside-{job_id}.txt"
+    outside.write_text("not a result")
+    inside = results_dir / job_id / "outputs" / "result.txt"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("a result")
+    entries = [
+        {"filename": "passwd", "filesize": 1, "type": "output", "url": "file:///etc/passwd"},
+        {"filename": "o", "filesize": 1, "type": "output", "url": f"file://{results_dir}/../{outside.name}"},
+        {"filename": "result.txt", "filesize": 8, "type": "output", "url": inside.as_uri()},
+    ]
+    with db.transaction() as cur:
+        cur.execute("UPDATE jobs SET outputsURL = %s WHERE workflowId = %s", (json.dumps(entries), job_id))
+
+    for index in (0, 1):
+        response = get_result(client, provider, job_id, index)
+        assert response.status_code in (400, 404)
+        assert b"not a result" not in response.get_data() and b"root:" not in response.get_data()
+    allowed = get_result(client, provider, job_id, 2)
+    assert (allowed.status_code, allowed.get_data()) == (200, b"a result")

@@ -1,0 +1,182 @@
+"""The local engine's parts that guard this machine: settings, downloads, limits, publishing."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from operator_service.config import ConfigError
+from operator_service.engine import load_engine_config
+from operator_service.engine.config import operator_key
+from operator_service.engine.fetch import FetchError, FetchLimits, download
+from operator_service.engine.publish import publish
+from operator_service.engine.sandbox import (
+    Limits, algorithm_env, algorithm_user, image_reference, start_container, start_local,
+)
+from operator_service.engine.workspace import Workspace, ensure, open_engine_file
+
+PAYLOAD = b"x" * 4096
+
+
+class Body(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self.send_response(200)
+        if self.path == "/declared":
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Body)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_settings_use_ocean_engine_names_and_name_the_variable_at_fault(tmp_path):
+    config = load_engine_config({"nCPU": "2", "ramGB": "0.5", "maxJobs": "3", "maxJobDuration": "90",
+                                 "ENGINE_NAMESPACE": "gpu-env", "ENGINE_WORK_DIR": str(tmp_path)})
+    assert (config.cpus, config.ram_bytes, config.max_jobs, config.max_job_duration) == (2, 512 * 1024**2, 3, 90)
+    assert (config.namespace, config.work_dir, config.poll_seconds) == ("gpu-env", tmp_path, 2.0)
+    for name, value in (("nCPU", "two"), ("maxJobs", "0"), ("ENGINE_USE_DOCKER", "maybe"),
+                        ("OPERATOR_PRIVATE_KEY", "0x1234"), ("maxJobs", "1.5")):
+        with pytest.raises(ConfigError, match=name):
+            load_engine_config({name: value})
+
+
+def test_the_operator_key_is_generated_once_and_kept_private(tmp_path):
+    config = load_engine_config({"ENGINE_WORK_DIR": str(tmp_path)})
+    first = operator_key(config)
+    assert operator_key(config) == first
+    (key_file,) = tmp_path.glob(".*key")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    given = "0x" + "11" * 32
+    assert operator_key(load_engine_config({"ENGINE_WORK_DIR": str(tmp_path), "OPERATOR_PRIVATE_KEY": given})) != first
+
+
+@pytest.mark.parametrize("path", ["/declared", "/streamed"])
+def test_a_download_larger_than_the_limit_fails_and_leaves_nothing(server, tmp_path, path):
+    target = tmp_path / "0"
+    with pytest.raises(FetchError, match="limit"):
+        download(server + path, target, FetchLimits(max_bytes=1000, total_seconds=10), threading.Event())
+    assert not target.exists()
+    assert download(server + path, target, FetchLimits(len(PAYLOAD), 10), threading.Event()) == len(PAYLOAD)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "/etc/passwd", None])
+def test_only_http_urls_are_downloaded(tmp_path, url):
+    with pytest.raises(FetchError, match="not an http"):
+        download(url, tmp_path / "0", FetchLimits(1000, 10), threading.Event())
+    assert not (tmp_path / "0").exists()
+
+
+def _workspace(tmp_path: Path) -> Workspace:
+    workspace = Workspace(tmp_path / "job")
+    ensure(workspace, None)
+    return workspace
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+
+
+def test_publishing_copies_regular_files_only_never_what_a_link_points_to(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("machine secret")
+    secret_dir = tmp_path / "secret-dir"
+    secret_dir.mkdir()
+    (secret_dir / "inside.txt").write_text("machine secret")
+    workspace = _workspace(tmp_path)
+    (workspace.outputs / "result.txt").write_text("ok")
+    (workspace.outputs / "nested").mkdir()
+    (workspace.outputs / "nested" / "part.txt").write_text("ok too")
+    (workspace.outputs / "link.txt").symlink_to(secret)
+    (workspace.outputs / "linked-dir").symlink_to(secret_dir)
+    os.link(secret, workspace.outputs / "hardlink.txt")
+    os.mkfifo(workspace.outputs / "pipe")
+    workspace.algorithm_log.symlink_to(secret)
+
+    results = tmp_path / "results"
+    entries = publish(workspace, results, "job1", 10**6, lambda line: _append(workspace.publish_log, line))
+    outputs = [(entry["filename"], entry["filesize"]) for entry in entries if entry["type"] == "output"]
+    assert outputs == [("result.txt", 2), ("nested/part.txt", 6)]
+    assert [entry["type"] for entry in entries][2:] == ["publishLog"], "the linked algorithm.log is not published"
+    assert all(entry["url"] == (results / "job1" / "outputs" / entry["filename"]).as_uri()
+               for entry in entries if entry["type"] == "output")
+    published = "".join(path.read_text() for path in results.rglob("*") if path.is_file())
+    assert "machine secret" not in published
+
+
+def test_the_engine_never_writes_through_a_link_planted_in_the_logs_folder(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("untouched")
+    workspace = _workspace(tmp_path)
+    workspace.algorithm_log.symlink_to(target)
+    with pytest.raises(OSError):
+        open_engine_file(workspace.algorithm_log, "a")
+    assert target.read_text() == "untouched"
+
+
+@pytest.mark.parametrize(
+    "program, error",
+    [
+        ("x = bytearray(600 * 1024 * 1024)", "MemoryError"),
+        ("open('big', 'wb').write(b'x' * 2 * 1024 * 1024)", "File too large"),
+    ],
+)
+def test_the_algorithm_runs_within_the_memory_and_file_size_limits(program, error):
+    folder = Path(tempfile.mkdtemp(prefix="engine-limits-"))  # outside pytest's folder, private to root
+    try:
+        folder.chmod(0o755)
+        workspace = _workspace(folder)
+        user = algorithm_user()
+        if user is not None:
+            os.chown(workspace.root, user.uid, user.gid)
+        limits = Limits(cpus=1, ram_bytes=256 * 1024**2, disk_bytes=1024**2, seconds=10)
+        env = algorithm_env({}, home=str(workspace.root))
+        with open_engine_file(workspace.algorithm_log, "a") as log:
+            code = start_local(f'python3 -c "{program}"', env, workspace.root, log, limits, user).wait(timeout=20)
+        output = workspace.algorithm_log.read_text()
+    finally:
+        shutil.rmtree(folder)
+    assert code not in (0, None)
+    assert error in output
+
+
+def test_a_container_runs_like_the_algorithm_pod_without_the_secret_on_its_command_line(tmp_path, monkeypatch):
+    fake_docker = tmp_path / "docker"
+    fake_docker.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD/argv"\nenv > "$RECORD/env"\n')
+    fake_docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD", str(tmp_path))
+    workspace = _workspace(tmp_path)
+    mounts = [(workspace.inputs, "inputs", True), (workspace.outputs, "outputs", False)]
+    reference = image_reference("python", "3.11", "sha256:" + "ab" * 32)
+    command = "python3 /data/transformations/algorithm"
+    with open_engine_file(workspace.algorithm_log, "a") as log:
+        process = start_container(reference, command, {"secret": "job-secret", "OUTPUTS": "/data/outputs"}, mounts,
+                                  log, Limits(cpus=2, ram_bytes=2**30, disk_bytes=2**30, seconds=5), "ocean-algo-j1")
+        assert process.wait(timeout=10) == 0
+
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[-3:] == [f"python@sha256:{'ab' * 32}", "-c", command]
+    assert f"{workspace.inputs}:/data/inputs:ro" in argv and f"{workspace.outputs}:/data/outputs" in argv
+    assert argv[argv.index("--cpus") + 1] == "2" and argv[argv.index("--memory") + 1] == str(2**30)
+    assert "secret" in argv and not any("job-secret" in arg for arg in argv)
+    assert "secret=job-secret" in (tmp_path / "env").read_text().splitlines()
+    assert image_reference("python", "3.11", "") == "python:3.11"
+    assert image_reference("python", "", None) == "python:latest"
