@@ -12,8 +12,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["operator_service", "operator_service.*"]),
-    include_package_data=True,
-    package_data={"operator_service": ["engine/README.md"]},
     install_requires=[
         "flask>=3.0,<4",
         "flasgger>=0.9.7",

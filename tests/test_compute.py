@@ -224,3 +224,11 @@ def test_a_signature_made_with_a_27_28_v_byte_is_accepted(client, submit, provid
     signature[64] += 27
     query = {"owner": OWNER, "nonce": nonce, "providerSignature": "0x" + signature.hex()}
     assert client.get(COMPUTE, query_string=query).status_code == 200
+
+
+def test_put_leaves_a_finished_job_alone(client, submit, provider, engine):
+    [job] = submit().get_json()
+    engine.finish(job["jobId"])
+    query = {"owner": OWNER, "jobId": job["jobId"], **provider.signed(OWNER, job["jobId"])}
+    [after] = client.put(COMPUTE, query_string=query).get_json()
+    assert after["stopreq"] == 0 and engine.read_stopreq(job["jobId"]) == 0

@@ -1,7 +1,7 @@
 """The local engine: runs compute jobs on this machine through Ocean's database contract.
 
 `operator-service engine` runs it until SIGINT or SIGTERM; tests call `run_engine` in a
-thread. How it works and every setting: operator_service/engine/README.md.
+thread. How it works and every setting: README.md, "The local engine".
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="operator-service engine",
         description="Run the local compute engine until SIGINT or SIGTERM. It is configured by"
-        " environment variables: see operator_service/engine/README.md.",
+        " environment variables: see README.md, "The local engine".",
     )
     parser.parse_args(argv)
     try:

@@ -4,7 +4,7 @@ The environment advert uses the variable names of Ocean's operator-engine (nCPU,
 diskGB, maxJobs, maxJobDuration, priceMinute, description, cpuType, nGPU, gpuType,
 STORAGE_EXPIRY, OPERATOR_PRIVATE_KEY, DEBUG_NO_CLEANUP); the ENGINE_* variables are the
 local engine's own.
-See operator_service/engine/README.md for the full list with defaults.
+See README.md, "The local engine" for the full list with defaults.
 """
 from __future__ import annotations
 

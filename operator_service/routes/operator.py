@@ -93,7 +93,7 @@ def start_compute_job() -> Response:
     responses:
       200: {description: "Array with the new job's status object"}
       400: {description: "Invalid request, e.g. payload seems empty., Missing stages, Environment invalid or does not exist, `agreementId` already in use for other job."}
-      401: {description: Provider not allowed, or nonce replayed / too old}
+      401: {description: "Provider not allowed, or nonce replayed / too old"}
       503: {description: Database or Kubernetes unavailable}
     """
     data = check_required(
@@ -144,7 +144,7 @@ def stop_compute_job() -> Response:
     responses:
       200: {description: Array of status objects of the matching jobs}
       400: {description: "payload seems empty., \\"owner\\" is required in the call to PUT:/compute, Failed to recover address"}
-      401: {description: Provider not allowed, or nonce replayed / too old}
+      401: {description: "Provider not allowed, or nonce replayed / too old"}
       503: {description: Database or Kubernetes unavailable}
     """
     data = check_required(["owner", "providerSignature", "nonce"], request_data(), "PUT:/compute")
@@ -172,7 +172,7 @@ def delete_compute_job() -> Response:
     responses:
       200: {description: Array of status objects of the deleted jobs}
       400: {description: Invalid request}
-      401: {description: Provider not allowed, or nonce replayed / too old}
+      401: {description: "Provider not allowed, or nonce replayed / too old"}
       503: {description: Database or Kubernetes unavailable}
     """
     data = check_required(["owner", "providerSignature", "nonce"], request_data(), "DELETE:/compute")
@@ -201,7 +201,7 @@ def get_compute_job_status() -> Response:
       200:
         description: "Array of status objects: agreementId, jobId, owner, status, statusText, dateCreated, dateFinished, results, stopreq, removed, algoDID, inputDID"
       400: {description: "You have to specify one of agreementId, jobId or owner; Failed to recover address"}
-      401: {description: Provider not allowed, or nonce replayed / too old}
+      401: {description: "Provider not allowed, or nonce replayed / too old"}
       503: {description: Database unavailable}
     """
     data = request_data()
@@ -253,7 +253,7 @@ def get_result() -> Response:
     responses:
       200: {description: The file}
       400: {description: Invalid request}
-      401: {description: Provider not allowed, or nonce replayed / too old}
+      401: {description: "Provider not allowed, or nonce replayed / too old"}
       404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch"}
       502: {description: Result storage unreachable}
       503: {description: Database unavailable}

@@ -133,12 +133,16 @@ def job_statuses(db: Database, filters: JobFilter) -> list[tuple]:
 
 
 def request_stop(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
-    """Set stopreq=1 on every matching job not already stopping; return their (jobId, namespace)."""
+    """Set stopreq=1 on the matching jobs still running; return their (jobId, namespace).
+
+    A finished job keeps its stopreq (it was not stopped on request), and a time-out (2)
+    is not overwritten.
+    """
     where, params = filters.where()
     with db.transaction() as cur:
         cur.execute(
-            "UPDATE jobs SET stopreq = CASE WHEN stopreq = 0 THEN 1 ELSE stopreq END"
-            f" WHERE {where} RETURNING workflowId, namespace",
+            "UPDATE jobs SET stopreq = 1"
+            f" WHERE {where} AND dateFinished IS NULL AND stopreq = 0 RETURNING workflowId, namespace",
             params,
         )
         return cur.fetchall()
