@@ -24,7 +24,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="operator-service engine",
         description="Run the local compute engine until SIGINT or SIGTERM. It is configured by"
-        " environment variables: see README.md, "The local engine".",
+        " environment variables: see README.md, section 'The local engine'.",
     )
     parser.parse_args(argv)
     try:
