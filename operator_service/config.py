@@ -73,9 +73,10 @@ def _json_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A whole number of at least `minimum`; `default` when unset or empty."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
         return default
     try:
         value = int(raw)
@@ -86,16 +87,17 @@ def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) 
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+def env_number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    """A number of at least `minimum`; `default` when unset or empty."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+    if not value >= minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
 
 
@@ -104,7 +106,7 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> Optional[str]:
     raw = env.get(name)
     if raw is None or raw == "":
         return None
-    _integer(env, name, 0)
+    env_int(env, name, 0)
     return raw
 
 
@@ -117,8 +119,9 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
-    raw = env.get(name, default).strip().lower() or default
+def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of `choices` (any letter case); `default` when unset or empty."""
+    raw = (env.get(name) or "").strip().lower() or default
     if raw not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
@@ -146,7 +149,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     env = os.environ if env is None else env
     postgres = PostgresSettings(
         host=env.get("POSTGRES_HOST") or None,
-        port=_integer(env, "POSTGRES_PORT", 5432, minimum=1),
+        port=env_int(env, "POSTGRES_PORT", 5432, minimum=1),
         user=env.get("POSTGRES_USER") or None,
         password=env.get("POSTGRES_PASSWORD") or None,
         database=env.get("POSTGRES_DB") or None,
@@ -164,11 +167,11 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         result_client_id=env.get("CLIENT-ID") or None,
         log_cfg=_log_cfg(env),
         log_level=_log_level(env),
-        nonce_window_seconds=_integer(env, "NONCE_WINDOW", 300, minimum=1),
-        kubernetes=_choice(env, "KUBERNETES", KUBERNETES_MODES, "auto"),
-        db_pool_size=_integer(env, "DB_POOL_SIZE", 4, minimum=1),
-        result_timeout_seconds=_number(env, "RESULT_TIMEOUT", 10.0),
+        nonce_window_seconds=env_int(env, "NONCE_WINDOW", 300, minimum=1),
+        kubernetes=env_choice(env, "KUBERNETES", KUBERNETES_MODES, "auto"),
+        db_pool_size=env_int(env, "DB_POOL_SIZE", 4, minimum=1),
+        result_timeout_seconds=env_number(env, "RESULT_TIMEOUT", 10.0, 0.1),
         results_dir=env.get("RESULTS_DIR") or None,
-        reconcile_interval_seconds=_number(env, "RECONCILE_INTERVAL", 30.0),
-        registration_grace_seconds=_number(env, "REGISTRATION_GRACE", 60.0),
+        reconcile_interval_seconds=env_number(env, "RECONCILE_INTERVAL", 30.0, 0.1),
+        registration_grace_seconds=env_number(env, "REGISTRATION_GRACE", 60.0, 0.001),
     )

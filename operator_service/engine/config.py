@@ -16,7 +16,7 @@ from typing import Mapping, Optional
 from eth_keys import keys
 from eth_keys.exceptions import ValidationError
 
-from operator_service.config import ConfigError
+from operator_service.config import ConfigError, env_choice, env_number
 
 DOCKER_MODES = ("auto", "on", "off")
 KEY_FILE = ".operator-key"  # a job id never starts with a dot: no clash with job folders
@@ -56,21 +56,8 @@ class EngineConfig:
         return int(self.disk_gb * 1024**3)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
-
-
 def _whole(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    value = _number(env, name, default, minimum)
+    value = env_number(env, name, default, minimum)
     if value != int(value):
         raise ConfigError(f"{name} must be a whole number, got {env.get(name)!r}")
     return int(value)
@@ -94,28 +81,25 @@ def _private_key(env: Mapping[str, str]) -> Optional[str]:
 def load_engine_config(env: Optional[Mapping[str, str]] = None) -> EngineConfig:
     """Read and check every engine setting; ConfigError names the variable at fault."""
     env = os.environ if env is None else env
-    use_docker = (env.get("ENGINE_USE_DOCKER") or "auto").strip().lower()
-    if use_docker not in DOCKER_MODES:
-        raise ConfigError(f"ENGINE_USE_DOCKER must be one of {', '.join(DOCKER_MODES)}, got {use_docker!r}")
     return EngineConfig(
         namespace=(env.get("ENGINE_NAMESPACE") or "ocean-compute").strip(),
         cpus=_whole(env, "nCPU", 1, 1),
         cpu_type=env.get("cpuType", ""),
         gpus=_whole(env, "nGPU", 0, 0),
         gpu_type=env.get("gpuType", ""),
-        ram_gb=_number(env, "ramGB", 1.0, 0.125),
-        disk_gb=_number(env, "diskGB", 1.0, 0.001),
-        price_per_minute=_number(env, "priceMinute", 0.0, 0.0),
+        ram_gb=env_number(env, "ramGB", 1.0, 0.125),
+        disk_gb=env_number(env, "diskGB", 1.0, 0.001),
+        price_per_minute=env_number(env, "priceMinute", 0.0, 0.0),
         description=env.get("description", ""),
         max_jobs=_whole(env, "maxJobs", 10, 1),
-        max_job_duration=_number(env, "maxJobDuration", 60.0, 0.1),
+        max_job_duration=env_number(env, "maxJobDuration", 60.0, 0.1),
         storage_expiry=_whole(env, "STORAGE_EXPIRY", 0, 0),
         work_dir=_folder(env, "ENGINE_WORK_DIR", DEFAULT_WORK_DIR),
         results_dir=_folder(env, "RESULTS_DIR", DEFAULT_RESULTS_DIR),
-        poll_seconds=_number(env, "ENGINE_POLL_SECONDS", 2.0, 0.01),
-        use_docker=use_docker,
+        poll_seconds=env_number(env, "ENGINE_POLL_SECONDS", 2.0, 0.01),
+        use_docker=env_choice(env, "ENGINE_USE_DOCKER", DOCKER_MODES, "auto"),
         max_input_bytes=_whole(env, "ENGINE_MAX_INPUT_BYTES", 100 * 1024 * 1024, 1),
-        fetch_timeout=_number(env, "ENGINE_FETCH_TIMEOUT", 300.0, 0.1),
+        fetch_timeout=env_number(env, "ENGINE_FETCH_TIMEOUT", 300.0, 0.1),
         keep_job_folders=(env.get("DEBUG_NO_CLEANUP") or "0").strip() not in ("", "0"),
         private_key=_private_key(env),
     )

@@ -147,9 +147,7 @@ def stop_compute_job() -> Response:
       401: {description: "Provider not allowed, or nonce replayed / too old"}
       503: {description: Database or Kubernetes unavailable}
     """
-    data = check_required(["owner", "providerSignature", "nonce"], request_data(), "PUT:/compute")
-    filters = job_filter(data)
-    _verify(data, filters)
+    filters = _signed_job_filter("PUT:/compute")
     stopped = jobs.request_stop(services().db, filters)
     cluster = services().cluster
     if cluster is not None:
@@ -175,9 +173,7 @@ def delete_compute_job() -> Response:
       401: {description: "Provider not allowed, or nonce replayed / too old"}
       503: {description: Database or Kubernetes unavailable}
     """
-    data = check_required(["owner", "providerSignature", "nonce"], request_data(), "DELETE:/compute")
-    filters = job_filter(data)
-    _verify(data, filters)
+    filters = _signed_job_filter("DELETE:/compute")
     removed = jobs.mark_removed(services().db, filters)
     cluster = services().cluster
     if cluster is not None:
@@ -212,6 +208,14 @@ def get_compute_job_status() -> Response:
         raise ApiError('"nonce" is required in the call to GET:/compute', 400)
     _verify(data, filters)
     return _statuses(filters)
+
+
+def _signed_job_filter(call: str) -> jobs.JobFilter:
+    """The filters of a signed PUT or DELETE, once its signature and nonce are accepted."""
+    data = check_required(["owner", "providerSignature", "nonce"], request_data(), call)
+    filters = job_filter(data)
+    _verify(data, filters)
+    return filters
 
 
 def _verify(data: dict, filters: jobs.JobFilter) -> str:
