@@ -13,7 +13,7 @@ from operator_service.config import Settings, load_settings
 from operator_service.context import EXTENSION_KEY, Services, services
 from operator_service.errors import json_response, register_error_handlers
 from operator_service.logging_setup import setup_logging
-from operator_service.registration import reconcile_namespaces, start_reconciler
+from operator_service.registration import start_reconciler
 from operator_service.routes.admin import admin
 from operator_service.routes.operator import operator
 from operator_service.store.pool import Database
@@ -43,16 +43,17 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = True
     db = Database(settings.postgres, max_connections=settings.db_pool_size)
-    app.extensions[EXTENSION_KEY] = Services(settings=settings, db=db, cluster=cluster)
+    current = Services(settings=settings, db=db, cluster=cluster)
+    app.extensions[EXTENSION_KEY] = current
     app.register_blueprint(operator, url_prefix=BASE_URL)
     app.register_blueprint(admin, url_prefix=BASE_URL)
     app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "../../../spec", config={"app_name": "Operator service"}))
     Swagger(app, config=_swagger_config(), template=_swagger_template(), merge=True)
     register_error_handlers(app)
     app.add_url_rule("/", "version", version)
-    log.info("operator-service %s, Kubernetes %s", __version__, app.extensions[EXTENSION_KEY].kubernetes_mode)
+    log.info("operator-service %s, Kubernetes %s", __version__, current.kubernetes_mode)
     if cluster is not None and background:
-        start_reconciler(
+        current.reconciler = start_reconciler(
             db,
             cluster,
             settings.reconcile_interval_seconds,

@@ -1,6 +1,7 @@
 """What every request works with: the settings, the database and (maybe) the cluster."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -20,6 +21,13 @@ class Services:
     settings: Settings
     db: Database
     cluster: Optional["Cluster"]
+    reconciler: Optional[threading.Event] = None
+
+    def close(self) -> None:
+        """Stop the reconciler and close the pool (tests build many apps in one process)."""
+        if self.reconciler is not None:
+            self.reconciler.set()
+        self.db.close()
 
     @property
     def kubernetes_mode(self) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -119,17 +118,17 @@ def reconcile_namespaces(db: Database, default_namespace: str) -> list[str]:
     return sorted({default_namespace, *environments.environment_namespaces(db)})
 
 
-def start_reconciler(db: Database, cluster: Cluster, interval: float, grace: float, default_namespace: str) -> threading.Thread:
-    """Run reconcile() now and then every `interval` seconds, in a daemon thread."""
+def start_reconciler(db: Database, cluster: Cluster, interval: float, grace: float, default_namespace: str) -> threading.Event:
+    """Run reconcile() now and then every `interval` seconds in a daemon thread; set the event to stop it."""
+    stop = threading.Event()
 
     def loop() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 reconcile(db, cluster, grace, reconcile_namespaces(db, default_namespace))
             except (DatabaseUnavailable, KubernetesUnavailable) as exc:
                 log.warning("reconciler pass skipped: %s", exc)
-            time.sleep(interval)
+            stop.wait(interval)
 
-    thread = threading.Thread(target=loop, name="operator-reconciler", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=loop, name="operator-reconciler", daemon=True).start()
+    return stop

@@ -89,7 +89,7 @@ def db(session_db) -> Database:
 def app(settings, db):
     application = create_app(settings, background=False)
     yield application
-    application.extensions["operator_service"].db.close()
+    application.extensions["operator_service"].close()
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def cluster_app(make_settings, db, kubeconfig, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     application = create_app(make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01"), background=False)
     yield application
-    application.extensions["operator_service"].db.close()
+    application.extensions["operator_service"].close()
 
 
 @pytest.fixture

@@ -232,3 +232,20 @@ def test_without_kubernetes_the_service_starts_and_posts_work(make_settings, db,
         listed = client.get("/api/v1/operator/list", headers=ADMIN)
         assert listed.status_code == 503 and "Kubernetes" in listed.get_json()["error"]
         assert client.get("/").get_json()["kubernetes"] == f"{mode}: running without Kubernetes"
+
+
+def test_the_service_runs_the_reconciler_at_start_up(make_settings, db, fake_kube, kubeconfig, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    jobs.insert_job(db, job_id="leftover", agreement_id="0x8", owner=OWNER, document="{}",
+                    namespace="ocean-compute", provider="0xp", status=jobs.REGISTERING)
+    connect("on").create_workflow(_resource("leftover"))
+    time.sleep(0.05)
+    settings = make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01", RECONCILE_INTERVAL="0.2")
+    app = create_app(settings, background=True)
+    try:
+        deadline = time.monotonic() + 10
+        while (_rows(db) or fake_kube.objects()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _rows(db) == [] and fake_kube.objects() == []
+    finally:
+        app.extensions["operator_service"].close()
