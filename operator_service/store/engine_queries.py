@@ -38,14 +38,14 @@ MAX_UNFINISHED = 1000
 
 def announce(db: Database, namespace: str, status_json: str, limit: int) -> list[str]:
     """Publish the environment document and get up to `limit` queued job ids of `namespace`."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("SELECT * FROM announce(%s, %s, %s)", (namespace, status_json, max(limit, 0)))
         return [row[0] for row in cur.fetchall()]
 
 
 def claim_job(db: Database, job_id: str, namespace: str) -> Optional[str]:
     """Take a queued job (1 -> 20) and return its job document; None if it is not queued."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s AND namespace = %s AND status = 1 AND dateFinished IS NULL"
@@ -57,7 +57,7 @@ def claim_job(db: Database, job_id: str, namespace: str) -> Optional[str]:
 
 
 def set_status(db: Database, job_id: str, status: int) -> None:
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s",
@@ -67,26 +67,26 @@ def set_status(db: Database, job_id: str, status: int) -> None:
 
 def stop_request(db: Database, job_id: str) -> int:
     """The job's stopreq: 0 none, 1 requested through the API, 2 timed out."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("SELECT stopreq FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))
         row = cur.fetchone()
         return int(row[0] or 0) if row else 0
 
 
 def mark_timed_out(db: Database, job_id: str) -> None:
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("UPDATE jobs SET stopreq = %s WHERE workflowId = %s", (TIMED_OUT, job_id))
 
 
 def publish_outputs(db: Database, job_id: str, outputs_json: str) -> None:
     """Write outputsURL as pod-publishing does: a JSON array of {filename, filesize, url, type}."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("UPDATE jobs SET outputsURL = %s WHERE workflowId = %s", (outputs_json, job_id))
 
 
 def finish_job(db: Database, job_id: str, status: Optional[int]) -> None:
     """Set dateFinished, and the final status when one is given (31/32 are left as they are)."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         if status is None:
             cur.execute(
                 "UPDATE jobs SET dateFinished = timezone('UTC', now()) WHERE workflowId = %s",
@@ -102,7 +102,7 @@ def finish_job(db: Database, job_id: str, status: Optional[int]) -> None:
 
 def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, int, str]]:
     """(jobId, status, job document) of the jobs an engine of `namespace` took and did not finish."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "SELECT workflowId, status, workflow FROM jobs WHERE namespace = %s"
             " AND status BETWEEN %s AND %s AND dateFinished IS NULL ORDER BY dateCreated LIMIT %s",

@@ -10,7 +10,7 @@ MAX_ENVIRONMENTS = 1000
 
 def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[float]]]:
     """(namespace, status JSON text, lastping epoch) of every announced environment."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "SELECT namespace, status, extract(epoch from lastping) FROM envs ORDER BY namespace LIMIT %s",
             (MAX_ENVIRONMENTS,),
@@ -20,13 +20,13 @@ def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[f
 
 def environment_status(db: Database, namespace: str) -> Optional[str]:
     """The status JSON text of one environment; None if it was never announced."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("SELECT status FROM envs WHERE namespace = %s", (namespace,))
         row = cur.fetchone()
         return None if row is None else (row[0] or "")
 
 
 def environment_namespaces(db: Database) -> list[str]:
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("SELECT namespace FROM envs ORDER BY namespace LIMIT %s", (MAX_ENVIRONMENTS,))
         return [row[0] for row in cur.fetchall()]

@@ -73,7 +73,7 @@ def insert_job(
     """Insert a job row; raise DuplicateAgreement if the agreementId is still running."""
     status_text = "Warming up" if status == QUEUED else "Registering"
     try:
-        with db.transaction() as cur:
+        with db.cursor() as cur:
             cur.execute(
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
                 " workflow, namespace, provider) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -85,7 +85,7 @@ def insert_job(
 
 def queue_registered_job(db: Database, job_id: str) -> bool:
     """Make a registered job eligible for the engines (0 -> 1); False if it is gone."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = 'Warming up', laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s AND status = %s",
@@ -96,13 +96,13 @@ def queue_registered_job(db: Database, job_id: str) -> bool:
 
 def delete_registering_job(db: Database, job_id: str) -> None:
     """Undo a registration that did not complete; a queued job is never deleted."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("DELETE FROM jobs WHERE workflowId = %s AND status = %s", (job_id, REGISTERING))
 
 
 def stale_registrations(db: Database, older_than_seconds: float) -> list[tuple[str, str]]:
     """(jobId, namespace) of registrations left half-way, e.g. by a crash."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "SELECT workflowId, namespace FROM jobs WHERE status = %s"
             " AND dateCreated < timezone('UTC', now()) - make_interval(secs => %s)"
@@ -116,7 +116,7 @@ def known_job_ids(db: Database, job_ids: list[str]) -> set[str]:
     """The subset of `job_ids` that has a row."""
     if not job_ids:
         return set()
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("SELECT workflowId FROM jobs WHERE workflowId = ANY(%s)", (job_ids,))
         return {row[0] for row in cur.fetchall()}
 
@@ -124,7 +124,7 @@ def known_job_ids(db: Database, job_ids: list[str]) -> set[str]:
 def job_statuses(db: Database, filters: JobFilter) -> list[tuple]:
     """Rows in STATUS_COLUMNS order, newest first, at most MAX_ROWS."""
     where, params = filters.where()
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             f"SELECT {STATUS_COLUMNS} FROM jobs WHERE {where} ORDER BY dateCreated DESC LIMIT %s",
             (*params, MAX_ROWS),
@@ -139,7 +139,7 @@ def request_stop(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
     is not overwritten.
     """
     where, params = filters.where()
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET stopreq = 1"
             f" WHERE {where} AND dateFinished IS NULL AND stopreq = 0 RETURNING workflowId, namespace",
@@ -151,7 +151,7 @@ def request_stop(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
 def mark_removed(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
     """Set removed=1 and request a stop of the matching jobs still running."""
     where, params = filters.where()
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET removed = 1,"
             " stopreq = CASE WHEN dateFinished IS NULL AND stopreq = 0 THEN 1 ELSE stopreq END"
@@ -163,7 +163,7 @@ def mark_removed(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
 
 def running_jobs(db: Database) -> list[tuple]:
     """Unfinished jobs in RUNNING_COLUMNS order, oldest first, at most MAX_RUNNING_ROWS."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             f"SELECT {RUNNING_COLUMNS} FROM jobs WHERE dateFinished IS NULL AND status <> %s"
             " ORDER BY dateCreated LIMIT %s",
@@ -174,7 +174,7 @@ def running_jobs(db: Database) -> list[tuple]:
 
 def result_source(db: Database, job_id: str) -> Optional[tuple[str, Optional[str], Optional[str]]]:
     """(owner, provider, outputsURL) of a job, or None if there is no such job."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             "SELECT owner, provider, outputsURL FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
             (job_id, REGISTERING),
@@ -184,7 +184,7 @@ def result_source(db: Database, job_id: str) -> Optional[tuple[str, Optional[str
 
 def job_namespace(db: Database, job_id: str) -> Optional[str]:
     """The environment (namespace) of a job, or None if there is no such job."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute("SELECT namespace FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))
         row = cur.fetchone()
         return row[0] if row else None

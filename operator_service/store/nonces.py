@@ -30,7 +30,7 @@ SELECT count(*) FROM inserted
 
 def record_nonce(db: Database, provider: str, nonce: str, seconds: Decimal, window_seconds: int) -> bool:
     """Record the nonce if it is new and recent enough for this provider; True if recorded."""
-    with db.transaction() as cur:
+    with db.cursor() as cur:
         cur.execute(
             RECORD_NONCE,
             {"provider": provider, "nonce": nonce[:255], "seconds": seconds, "window": window_seconds},

@@ -1,21 +1,23 @@
-"""Database connections: one pool per process, short transactions, failures named.
+"""Database connections: a small pool per process, one round trip per statement, failures named.
 
-Every statement runs inside `transaction()`. A connection that broke (server restart,
-network cut) is thrown away instead of being returned to the pool, so the service
-recovers by itself once the database is back. Any driver error that means "the
-database is not there" becomes `DatabaseUnavailable`, which the routes turn into a 503.
+Connections stay open and are reused (the original opened one per statement). They run
+in autocommit mode, so a single statement costs one round trip: `cursor()` is for the
+usual case of one statement, `transaction()` for several that must commit together.
+A connection that broke (server restart, network cut) is thrown away instead of being
+reused, so the service recovers by itself once the database is back. Any driver error
+that means "the database is not there" becomes `DatabaseUnavailable` (a 503).
 """
 from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.pool
 
 from operator_service.config import PostgresSettings
 
@@ -25,61 +27,91 @@ CONNECT_TIMEOUT_SECONDS = 3
 STATEMENT_TIMEOUT_MS = 15000
 CHECKOUT_TIMEOUT_SECONDS = 10
 
+Connection = psycopg2.extensions.connection
+Cursor = psycopg2.extensions.cursor
+
 
 class DatabaseUnavailable(Exception):
     """Postgres could not be reached or dropped the connection."""
 
 
 class Database:
-    """A lazily created, fork-safe connection pool for one Postgres database."""
+    """At most `max_connections` open connections to one database, shared by the threads of a process."""
 
     def __init__(self, settings: PostgresSettings, max_connections: int = 4):
         self.settings = settings
-        self.max_connections = max_connections
-        self._pool: Optional[psycopg2.pool.ThreadedConnectionPool] = None
-        self._pid = 0
+        self._idle: list[Connection] = []
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        # psycopg2's pool raises when every connection is out; threads wait their turn instead.
         self._slots = threading.BoundedSemaphore(max_connections)
 
-    def _connect_kwargs(self) -> dict:
-        return {
-            **self.settings.dsn_kwargs(),
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "options": f"-c timezone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            "application_name": "operator-service",
-        }
-
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        """Create the pool on first use in this process (gunicorn forks after import)."""
-        if self._pool is None or self._pid != os.getpid():
-            with self._lock:
-                if self._pool is None or self._pid != os.getpid():
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.max_connections, **self._connect_kwargs()
-                    )
-                    self._pid = os.getpid()
-        return self._pool
-
-    def _checkout(self) -> psycopg2.extensions.connection:
-        if not self._slots.acquire(timeout=CHECKOUT_TIMEOUT_SECONDS):
-            raise DatabaseUnavailable("no database connection free within 10 s")
+    def _connect(self) -> Connection:
         try:
-            conn = self._get_pool().getconn()
-            if conn.closed:
-                self._get_pool().putconn(conn, close=True)
-                conn = self._get_pool().getconn()
+            conn = psycopg2.connect(
+                **self.settings.dsn_kwargs(),
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                options=f"-c timezone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                application_name="operator-service",
+            )
         except psycopg2.Error as exc:
-            self._slots.release()
             raise DatabaseUnavailable(_describe(exc)) from None
+        conn.autocommit = True
         return conn
 
+    def _checkout(self) -> Connection:
+        if not self._slots.acquire(timeout=CHECKOUT_TIMEOUT_SECONDS):
+            raise DatabaseUnavailable(f"no database connection free within {CHECKOUT_TIMEOUT_SECONDS} s")
+        try:
+            return self._reuse() or self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _reuse(self) -> Connection | None:
+        """An idle connection that is still open, or None; dead ones are closed on the way."""
+        while True:
+            with self._lock:
+                if self._pid != os.getpid():
+                    # A forked child must not use (or close) its parent's sockets.
+                    self._idle, self._pid = [], os.getpid()
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if _is_open(conn):
+                return conn
+            conn.close()
+
+    def _checkin(self, conn: Connection, broken: bool) -> None:
+        try:
+            if broken or conn.closed:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
+
     @contextmanager
-    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor in one transaction: committed on success, rolled back on error."""
+    def cursor(self) -> Iterator[Cursor]:
+        """A cursor for one statement, committed as it runs."""
         conn = self._checkout()
         broken = False
         try:
+            with conn.cursor() as cur:
+                yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            broken = True
+            raise DatabaseUnavailable(_describe(exc)) from None
+        finally:
+            self._checkin(conn, broken)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A cursor whose statements commit together, or roll back on error."""
+        conn = self._checkout()
+        broken = False
+        try:
+            conn.autocommit = False
             with conn.cursor() as cur:
                 yield cur
             conn.commit()
@@ -90,16 +122,26 @@ class Database:
             broken = not _rollback(conn)
             raise
         finally:
-            self._get_pool().putconn(conn, close=broken or bool(conn.closed))
-            self._slots.release()
+            if not broken and not conn.closed:
+                conn.autocommit = True
+            self._checkin(conn, broken)
 
     def close(self) -> None:
-        if self._pool is not None and self._pid == os.getpid():
-            self._pool.closeall()
-        self._pool = None
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
-def _rollback(conn: psycopg2.extensions.connection) -> bool:
+def _is_open(conn: Connection) -> bool:
+    """An idle connection has nothing to read: if it has, the server ended it (a restart, say)."""
+    if conn.closed:
+        return False
+    readable, _, _ = select.select([conn], [], [], 0)
+    return not readable
+
+
+def _rollback(conn: Connection) -> bool:
     try:
         conn.rollback()
         return True

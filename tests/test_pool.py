@@ -1,0 +1,61 @@
+"""The connection pool: connections are reused, bounded, and replaced after a server restart."""
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg2.errors
+import pytest
+
+from operator_service.store.pool import Database
+
+
+def _backend_pid(db: Database) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+def test_statements_reuse_one_connection(settings):
+    """The original opened a new connection for every statement."""
+    db = Database(settings.postgres, max_connections=2)
+    first = _backend_pid(db)
+    assert all(_backend_pid(db) == first for _ in range(5))
+    db.close()
+
+def test_at_most_max_connections_are_open(settings):
+    db = Database(settings.postgres, max_connections=2)
+    barrier = threading.Barrier(6)
+    pids: list[int] = []
+
+    def work() -> None:
+        barrier.wait()
+        with db.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), pg_sleep(0.05)")
+            pids.append(cur.fetchone()[0])
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(pids) == 6 and len(set(pids)) <= 2
+    db.close()
+
+def test_a_connection_the_server_ended_is_replaced_without_an_error(settings):
+    db = Database(settings.postgres, max_connections=1)
+    old = _backend_pid(db)
+    with Database(settings.postgres).cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (old,))
+
+    time.sleep(0.1)
+    assert _backend_pid(db) != old
+    db.close()
+
+def test_a_transaction_commits_all_or_nothing(db):
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        with db.transaction() as cur:
+            cur.execute("INSERT INTO envs (namespace, status) VALUES ('a', '{}')")
+            cur.execute("INSERT INTO envs (namespace, status) VALUES ('a', '{}')")
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM envs")
+        assert cur.fetchone()[0] == 0
