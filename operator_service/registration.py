@@ -46,8 +46,11 @@ class NewJob:
     document_json: str
 
 
-def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> None:
-    """Store the job in both places or in neither; raises what made it fail."""
+def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple:
+    """Store the job in both places or in neither; return its row (jobs.STATUS_COLUMNS).
+
+    Raises what made it fail.
+    """
     insert = dict(
         job_id=job.job_id,
         agreement_id=job.agreement_id,
@@ -57,8 +60,7 @@ def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> None:
         provider=job.provider,
     )
     if cluster is None:
-        jobs.insert_job(db, status=jobs.QUEUED, **insert)
-        return
+        return jobs.insert_job(db, status=jobs.QUEUED, **insert)
     jobs.insert_job(db, status=jobs.REGISTERING, **insert)
     try:
         cluster.create_workflow(job.document)
@@ -68,11 +70,22 @@ def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> None:
     try:
         queued = jobs.queue_registered_job(db, job.job_id)
     except DatabaseUnavailable:
-        if _forget(db, cluster, job):
-            return
-        raise
-    if not queued and not _forget(db, cluster, job):
+        queued = _queued_after_all(db, cluster, job)
+        if queued is None:
+            raise
+    if queued is None:
+        queued = _queued_after_all(db, cluster, job)
+    if queued is None:
         raise DatabaseUnavailable(f"registration of job {job.job_id} was withdrawn before it completed")
+    return queued
+
+
+def _queued_after_all(db: Database, cluster: Cluster, job: NewJob) -> Optional[tuple]:
+    """After a failed queue step: the job's row if it did get queued, else None once undone."""
+    if not _forget(db, cluster, job):
+        return None
+    rows = jobs.job_statuses(db, jobs.JobFilter(job_id=job.job_id))
+    return rows[0] if rows else None
 
 
 def _forget(db: Database, cluster: Cluster, job: NewJob) -> bool:

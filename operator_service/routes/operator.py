@@ -124,10 +124,10 @@ def start_compute_job() -> Response:
         document_json=json.dumps(document),
     )
     try:
-        register_job(services().db, services().cluster, new_job)
+        row = register_job(services().db, services().cluster, new_job)
     except jobs.DuplicateAgreement:
         raise ApiError("`agreementId` already in use for other job.", 400) from None
-    return _statuses(jobs.JobFilter(agreement_id=agreement_id, job_id=job_id, owner=owner))
+    return json_response([job_views.status_object(row)])
 
 
 @operator.route("/compute", methods=["PUT"])

@@ -69,29 +69,31 @@ def insert_job(
     namespace: str,
     provider: str,
     status: int,
-) -> None:
-    """Insert a job row; raise DuplicateAgreement if the agreementId is still running."""
+) -> tuple:
+    """Insert a job row and return it in STATUS_COLUMNS order; DuplicateAgreement if the agreementId is still running."""
     status_text = "Warming up" if status == QUEUED else "Registering"
     try:
         with db.cursor() as cur:
             cur.execute(
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
-                " workflow, namespace, provider) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " workflow, namespace, provider) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                f" RETURNING {STATUS_COLUMNS}",
                 (agreement_id, job_id, owner, status, status_text, document, namespace, provider),
             )
+            return cur.fetchone()
     except psycopg2.errors.UniqueViolation:
         raise DuplicateAgreement(agreement_id) from None
 
 
-def queue_registered_job(db: Database, job_id: str) -> bool:
-    """Make a registered job eligible for the engines (0 -> 1); False if it is gone."""
+def queue_registered_job(db: Database, job_id: str) -> Optional[tuple]:
+    """Make a registered job eligible for the engines (0 -> 1); its STATUS_COLUMNS row, None if it is gone."""
     with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = 'Warming up', laststatusupdate = timezone('UTC', now())"
-            " WHERE workflowId = %s AND status = %s",
+            f" WHERE workflowId = %s AND status = %s RETURNING {STATUS_COLUMNS}",
             (QUEUED, job_id, REGISTERING),
         )
-        return cur.rowcount == 1
+        return cur.fetchone()
 
 
 def delete_registering_job(db: Database, job_id: str) -> None:
