@@ -26,7 +26,7 @@ DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_DATABASE = "operator"
 DEFAULT_ADMIN_SECRET = "myAdminSecret"
 # Chosen by bench/: see README, "Performance".
-DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = 2
 DEFAULT_WORKER_CLASS = "sync"
 
 

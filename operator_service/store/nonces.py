@@ -8,7 +8,9 @@ from operator_service.store.pool import Database
 # One statement, so the check and the record are atomic: the row is inserted only if the
 # nonce is within the window below the provider's newest, and the unique index on
 # (provider, seconds) lets exactly one of two concurrent equal nonces in. Rows that fell
-# below the window can never be accepted again, so they are pruned on the way.
+# below the window can never be accepted again, so they are pruned on the way. The prune
+# bound is computed in Python: a bound Postgres only knows at run time made it plan a
+# scan of the whole table.
 RECORD_NONCE = """
 WITH latest AS (
     SELECT max(seconds) AS top FROM nonces WHERE provider = %(provider)s
@@ -22,7 +24,7 @@ WITH latest AS (
     DELETE FROM nonces
     WHERE provider = %(provider)s
       AND EXISTS (SELECT 1 FROM inserted)
-      AND seconds < (SELECT GREATEST(top, %(seconds)s) FROM latest) - %(window)s
+      AND seconds < %(cutoff)s
 )
 SELECT count(*) FROM inserted
 """
@@ -33,6 +35,7 @@ def record_nonce(db: Database, provider: str, nonce: str, seconds: Decimal, wind
     with db.cursor() as cur:
         cur.execute(
             RECORD_NONCE,
-            {"provider": provider, "nonce": nonce[:255], "seconds": seconds, "window": window_seconds},
+            {"provider": provider, "nonce": nonce[:255], "seconds": seconds, "window": window_seconds,
+             "cutoff": seconds - window_seconds},
         )
         return cur.fetchone()[0] == 1

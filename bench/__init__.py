@@ -1,0 +1,1 @@
+"""Load benchmark of operator-service: `python -m bench --help` (see bench/README.md)."""

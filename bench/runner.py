@@ -1,0 +1,430 @@
+"""`python -m bench`: the whole benchmark in one command (see bench/README.md).
+
+1. wrk is found (or installed with apt-get when running as root).
+2. An embedded Postgres starts in .bench/; per row count, a database is migrated, the
+   environment announced, N jobs seeded with one INSERT ... SELECT, then ANALYZEd.
+3. The ceiling (bench/ceiling.py, a Flask app that only returns {"ok": true}) is measured
+   under the same gunicorn settings, then the service is started against each database.
+4. Each scenario: pre-signed requests (a fresh nonce each) are written to a file that
+   bench/replay.lua replays with wrk; a short warm-up sizes the measured run.
+5. A table (Markdown, to paste into README) and the issue-5 targets are printed; the exit
+   status is 1 if any answer was not 2xx (or a socket error happened), 2 on a setup failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from bench import presign
+from bench.cpu import CpuMeter, postmaster_pid
+from bench.database import RUNNING, BenchDatabase
+from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, run_wrk, wrk_version
+from bench.server import REPO, Gunicorn, GunicornSettings
+
+DATA_DIR = REPO / ".bench"
+API = presign.API
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    signed: bool
+    path: str = ""
+
+
+SCENARIOS = [
+    Scenario("environments", "GET /environments", False, f"{API}/environments?chainId={presign.CHAIN_ID}"),
+    Scenario("runningjobs", f"GET /runningjobs ({RUNNING} running)", False, f"{API}/runningjobs"),
+    Scenario("get", "GET /compute, signed (jobId + owner)", True),
+    Scenario("post", "POST /compute, signed (new agreementId)", True),
+]
+CEILING = Scenario("ceiling", 'ceiling: Flask {"ok": true}', False, "/")
+BY_KEY = {s.key: s for s in SCENARIOS}
+
+
+@dataclass
+class Row:
+    scenario: str
+    title: str
+    rows: Optional[int]
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    socket_errors: int
+    requests: int
+    codes: dict
+    app_cpu_ms: float = 0.0
+    pg_cpu_ms: float = 0.0
+    other_cores: float = 0.0
+    stolen_cores: float = 0.0
+    of_ceiling: Optional[float] = None
+    note: str = ""
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Load benchmark of operator-service (wrk).")
+    parser.add_argument("--rows", default="10000,1000000", help="comma-separated row counts to seed (default 10000,1000000)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured scenario (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each scenario (default 2)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (default sync)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker, gthread only (default 4)")
+    parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
+                        help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS))
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="reuse connections (default: every request says Connection: close, as the Provider does)")
+    parser.add_argument("--nonce-window", type=int, default=300, help="NONCE_WINDOW of the service (default 300)")
+    parser.add_argument("--reseed", action="store_true", help="seed the databases again even if .bench/ has them")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling measurement (fractions not shown)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--strict", action="store_true", help="exit 1 also when an issue-5 target is missed")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        rows_list = [int(value.replace("_", "")) for value in args.rows.split(",") if value.strip()]
+        wanted = [key.strip() for key in args.scenarios.split(",") if key.strip()]
+        unknown = [key for key in wanted if key not in BY_KEY]
+        if unknown or not rows_list or min(rows_list) < RUNNING:
+            raise ValueError(f"unknown scenario(s) {unknown}" if unknown else f"--rows: each count must be >= {RUNNING}")
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    scenarios = [s for s in SCENARIOS if s.key in wanted]
+    settings = GunicornSettings(args.workers, args.worker_class, args.threads if args.worker_class == "gthread" else 1)
+    if args.connections < args.wrk_threads:
+        args.wrk_threads = args.connections
+    try:
+        wrk = ensure_wrk(log)
+    except (WrkMissing, OSError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    bench = Bench(args, settings, wrk)
+    try:
+        results = bench.run(rows_list, scenarios)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bench.close()
+    return report(results, args, settings, wrk, rows_list)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, settings: GunicornSettings, wrk: str):
+        self.args = args
+        self.settings = settings
+        self.wrk = wrk
+        self.db = BenchDatabase(DATA_DIR)
+        self.signer = presign.Signer()
+        self.rng = random.Random(5)
+        self.servers: list[Gunicorn] = []
+        self.started_db = False
+        self.ceiling_rps: Optional[float] = None
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        if self.started_db:
+            self.db.stop()
+
+    def run(self, rows_list: list[int], scenarios: list[Scenario]) -> list[Row]:
+        log(f"bench: gunicorn {self.settings.describe()}, wrk {self.args.wrk_threads} threads x "
+            f"{self.args.connections} connections, {self.args.duration:g} s per scenario (+{self.args.warmup:g} s warm-up)")
+        log("starting embedded Postgres in .bench/postgres")
+        self.db.start()
+        self.started_db = True
+        results: list[Row] = []
+        for rows in rows_list:
+            log(f"rows = {rows}")
+            name = self.db.prepare(rows, self.args.reseed, log)
+            if not self.args.no_ceiling:
+                # Measured next to the scenarios it is compared with: a shared machine drifts.
+                server = self._serve("bench.ceiling:app", {})
+                try:
+                    ceiling = self._measure(server, CEILING, rows, None)
+                finally:
+                    server.stop()
+                self.ceiling_rps = ceiling.rps
+                results.append(ceiling)
+            server = self._serve("operator_service.run:app", self._service_env(name))
+            try:
+                for scenario in scenarios:
+                    if scenario.key == "runningjobs":
+                        running = self.db.running_count(name)
+                        if running != RUNNING:
+                            log(f"  warning: {running} running jobs instead of {RUNNING}")
+                    row = self._measure(server, scenario, rows, name)
+                    if self.ceiling_rps and not self.args.no_ceiling:
+                        row.of_ceiling = row.rps / self.ceiling_rps
+                    results.append(row)
+                    if scenario.key == "post":
+                        self.db.after_post(name)
+            finally:
+                server.stop()
+        return results
+
+    def _service_env(self, database: str) -> dict[str, str]:
+        return {
+            **self.db.env(database),
+            "KUBERNETES": "off",
+            "ALLOWED_ADMINS": '["bench-admin-secret"]',
+            "SIGNATURE_REQUIRED": "1",
+            "ALLOWED_PROVIDERS": json.dumps([self.signer.address]),
+            "NONCE_WINDOW": str(self.args.nonce_window),
+            "DB_POOL_SIZE": str(max(4, self.settings.threads)),
+            "LOG_LEVEL": "WARNING",
+            "RESULTS_DIR": str(DATA_DIR / "results"),
+        }
+
+    def _serve(self, app: str, env: dict[str, str]) -> Gunicorn:
+        server = Gunicorn(app, self.settings, env, DATA_DIR / "logs" / f"{app.split(':')[0]}.log")
+        self.servers.append(server)
+        return server.start()
+
+    # -- one scenario -------------------------------------------------------------------
+
+    def _lines(self, scenario: Scenario, rows: Optional[int], count: int) -> list[str]:
+        if scenario.key == "get":
+            return presign.status_requests(self.signer, rows, count, self.rng)
+        if scenario.key == "post":
+            return presign.start_requests(self.signer, count, self.rng)
+        return presign.plain_requests(scenario.path)
+
+    def _file(self, scenario: Scenario, rows: Optional[int], count: int, phase: str) -> Path:
+        started = time.monotonic()
+        lines = self._lines(scenario, rows, count)
+        path = presign.write_lines(DATA_DIR / "requests" / f"{scenario.key}-{rows or 0}-{phase}.txt", lines)
+        if scenario.signed:
+            log(f"    signed {len(lines)} requests in {time.monotonic() - started:.1f} s")
+        return path
+
+    def _probe(self, server: Gunicorn, scenario: Scenario, rows: Optional[int]) -> None:
+        """One request sent before the load, so a broken scenario says why at once."""
+        line = self._lines(scenario, rows, 1)[0]
+        method, target, *body = line.split("\t")
+        request = urllib.request.Request(
+            server.url + target, method=method, data=body[0].encode() if body else None,
+            headers={"Content-Type": "application/json"} if body else {},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")[:300]
+            raise RuntimeError(f"{scenario.title}: probe answered {exc.code}: {text}\n{server.log_tail()}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeError(f"{scenario.title}: probe failed: {exc}\n{server.log_tail()}") from None
+        # The answers must carry what the scenario claims to measure, not an empty list.
+        expected = {"get": 1, "post": 1, "runningjobs": RUNNING}.get(scenario.key)
+        if expected is not None or scenario.key == "environments":
+            found = json.loads(body)
+            if not isinstance(found, list) or (len(found) != expected if expected else not found):
+                raise RuntimeError(f"{scenario.title}: probe answered {str(found)[:200]!r}, expected {expected or 'some'} item(s)")
+
+    def _wrk(self, server: Gunicorn, path: Path, seconds: float) -> WrkResult:
+        return run_wrk(self.wrk, server.url, path, self.args.wrk_threads, self.args.connections, seconds,
+                       keep_alive=self.args.keep_alive)
+
+    def _measure(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], database: Optional[str]) -> Row:
+        log(f"  {scenario.title}")
+        self._probe(server, scenario, rows)
+        expected = self.ceiling_rps or 8000.0
+        if self.args.warmup > 0:
+            count = math.ceil(expected * self.args.warmup * 1.5) + 500
+            warm = self._wrk(server, self._file(scenario, rows, count, "warmup"), self.args.warmup)
+            expected = max(warm.rps, 50.0)
+        count = math.ceil(expected * self.args.duration * 1.5) + 1000
+        note = ""
+        for attempt in range(3):
+            path = self._file(scenario, rows, count, "run")
+            meter = CpuMeter(server.process.pid, postmaster_pid(self.db.server.data_dir)).start()
+            result = self._wrk(server, path, self.args.duration)
+            cpu = meter.stop()
+            if not (scenario.signed and result.wrapped):
+                break
+            # Ran out of pre-signed requests: the replays failed. Size by what was sent, again.
+            log(f"    ran out of pre-signed requests ({count}); again with more")
+            note = "re-run: more requests"
+            count = math.ceil(result.sent * 1.6) + 1000
+            if scenario.key == "post" and database:
+                self.db.after_post(database)
+        row = Row(
+            scenario=scenario.key, title=scenario.title, rows=rows, rps=result.rps, p50_ms=result.p50_ms,
+            p99_ms=result.p99_ms, non2xx=result.non2xx, socket_errors=result.socket_errors,
+            requests=result.requests, codes=result.codes, note=note,
+        )
+        row.app_cpu_ms, row.pg_cpu_ms = cpu.per_request_ms(result.requests)
+        row.other_cores = cpu.other
+        row.stolen_cores = cpu.stolen
+        codes = f" {result.codes}" if result.codes else ""
+        log(f"    {row.rps:8.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:6.2f} ms  "
+            f"non-2xx {row.non2xx}{codes}  socket errors {row.socket_errors} {result.errors if row.socket_errors else ''}"
+            f" | CPU/request: app {row.app_cpu_ms:.2f} ms, Postgres {row.pg_cpu_ms:.2f} ms;"
+            f" wrk {cpu.wrk:.2f} cores, other processes {cpu.other:.2f} cores, stolen {cpu.stolen:.2f} cores")
+        if row.non2xx:
+            log(server.log_tail(10))
+        return row
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    import flask
+    import gunicorn
+
+    return {
+        "nproc": str(cores),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "gunicorn": gunicorn.__version__,
+        "flask": flask.__version__,
+    }
+
+
+def _fmt_rows(rows: Optional[int]) -> str:
+    return "–" if rows is None else f"{rows:,}".replace(",", " ")
+
+
+def _pct(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value * 100:.0f} %"
+
+
+def table(results: list[Row]) -> str:
+    lines = [
+        "| scenario | rows | req/s | p50 ms | p99 ms | non-2xx | socket errors | of ceiling"
+        " | CPU ms/req app + PG | other load | stolen |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row.title} | {_fmt_rows(row.rows) if row.scenario != 'ceiling' else '(' + _fmt_rows(row.rows) + ')'} | {row.rps:.0f} | {row.p50_ms:.1f} | {row.p99_ms:.1f} "
+            f"| {row.non2xx} | {row.socket_errors} | {_pct(row.of_ceiling) if row.scenario != 'ceiling' else '100 %'} "
+            f"| {row.app_cpu_ms:.2f} + {row.pg_cpu_ms:.2f} | {row.other_cores:.2f} | {row.stolen_cores:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(results: list[Row], rows_list: list[int]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for the issue-5 targets that this run measured."""
+    checks: list[tuple[str, str, bool]] = []
+    by = {(r.scenario, r.rows): r for r in results}
+    measured_rows = sorted(set(rows_list))
+    for key, share, p99 in (("get", 0.5, 20.0), ("post", 0.3, 40.0)):
+        rows_here = [by[(key, n)] for n in measured_rows if (key, n) in by]
+        if not rows_here:
+            continue
+        name = "signed GET /compute" if key == "get" else "signed POST /compute"
+        if rows_here[0].of_ceiling is not None:
+            checks.append((f"{name} >= {share * 100:.0f} % of ceiling",
+                           ", ".join(f"{_fmt_rows(r.rows)}: {_pct(r.of_ceiling)}" for r in rows_here),
+                           all(r.of_ceiling >= share for r in rows_here)))
+        checks.append((f"{name} p99 < {p99:.0f} ms",
+                       ", ".join(f"{_fmt_rows(r.rows)}: {r.p99_ms:.1f} ms" for r in rows_here),
+                       all(r.p99_ms < p99 for r in rows_here)))
+    if len(measured_rows) >= 2:
+        low, high = measured_rows[0], measured_rows[-1]
+        for scenario in SCENARIOS:
+            a, b = by.get((scenario.key, low)), by.get((scenario.key, high))
+            if a and b and a.rps:
+                change = (b.rps - a.rps) / a.rps
+                measured = f"{change * 100:+.0f} % req/s"
+                if a.of_ceiling and b.of_ceiling:
+                    # Each block's ceiling is measured just before it: this part of the change is the
+                    # machine's drift, not the service's.
+                    relative = (b.of_ceiling - a.of_ceiling) / a.of_ceiling
+                    measured += f" ({relative * 100:+.0f} % as a fraction of each block's ceiling)"
+                    change = relative
+                checks.append((f"{scenario.title}: {_fmt_rows(high)} rows within 15 % of {_fmt_rows(low)}",
+                               measured, abs(change) <= 0.15))
+    bad = sum(r.non2xx + r.socket_errors for r in results)
+    checks.append(("zero non-2xx answers and socket errors", str(bad), bad == 0))
+    return checks
+
+
+def report(results: list[Row], args: argparse.Namespace, settings: GunicornSettings, wrk: str,
+           rows_list: list[int]) -> int:
+    info = machine()
+    header = (
+        f"Machine: {info['nproc']} cores ({info['cpu']}), {info['kernel']}, Python {info['python']}, "
+        f"gunicorn {info['gunicorn']}, Flask {info['flask']}, {wrk_version(wrk)}.\n"
+        f"Settings: gunicorn {settings.describe()}; wrk {args.wrk_threads} threads, {args.connections} connections, "
+        f"{args.duration:g} s per scenario after {args.warmup:g} s warm-up; "
+        f"{'keep-alive' if args.keep_alive else 'Connection: close on every request (as the Provider sends)'}; "
+        f"embedded Postgres on the same machine; "
+        f"SIGNATURE_REQUIRED=1, a fresh nonce per signed request."
+    )
+    checks = targets(results, rows_list)
+    print()
+    print(header)
+    print()
+    print(table(results))
+    print()
+    print("CPU ms/req: CPU time per answered request in the server's processes (gunicorn master and workers)"
+          " + in Postgres. Other load: cores that processes outside the benchmark (and the kernel) used meanwhile;"
+          " stolen: cores the hypervisor gave to other machines (both ~0 on a quiet machine).")
+    disturbed = [r for r in results if r.other_cores + r.stolen_cores > 0.2]
+    if disturbed:
+        print(f"WARNING: other processes or machines took up to "
+              f"{max(r.other_cores + r.stolen_cores for r in disturbed):.2f} cores during "
+              f"{len(disturbed)} measurement(s); those figures are low. Run again on a quiet machine.")
+    print()
+    official = settings.workers == 4 and args.connections == 16
+    print("Issue-5 targets" + ("" if official else " (defined for 4 workers and 16 connections; this run differs)") + ":")
+    print()
+    print("| target | measured | met |")
+    print("| --- | --- | --- |")
+    for name, measured, met in checks:
+        print(f"| {name} | {measured} | {'yes' if met else 'NO'} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "machine": info, "settings": asdict(settings), "wrk_threads": args.wrk_threads,
+            "connections": args.connections, "duration": args.duration,
+            "results": [asdict(r) for r in results],
+            "targets": [{"target": n, "measured": m, "met": ok} for n, m, ok in checks],
+        }, indent=2))
+    if any(r.non2xx or r.socket_errors for r in results):
+        print("\nFAILED: some answers were not 2xx (or sockets failed); see the table and .bench/logs/.")
+        return 1
+    if args.strict and not all(ok for _, _, ok in checks):
+        return 1
+    return 0
