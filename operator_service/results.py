@@ -82,9 +82,8 @@ def _stream_file(url: str, settings: Settings) -> Response:
             while chunk := handle.read(CHUNK_BYTES):
                 yield chunk
 
-    headers_size = {"Content-Length": str(os.path.getsize(path))}
     response = _download(body(), 200, path.name, None)
-    response.headers.update(headers_size)
+    response.headers["Content-Length"] = str(os.path.getsize(path))
     return response
 
 

@@ -6,10 +6,11 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, TypeVar
 
 import pytest
 from eth_keys import keys
@@ -23,6 +24,8 @@ from operator_service.store.pool import Database
 from tests.ocean_engine import OceanEngine
 
 pytest_plugins = ["tests.fake_kube"]
+
+T = TypeVar("T")
 
 TEST_DATABASE = "operator_test"
 ADMIN_SECRET = "test-admin-secret"
@@ -110,6 +113,23 @@ def cluster_app(make_settings, db, kubeconfig, monkeypatch):
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Admin": ADMIN_SECRET}
+
+
+def run_together(count: int, call: Callable[[], T]) -> list[T]:
+    """Run `call` in `count` threads released at the same moment; their results."""
+    barrier = threading.Barrier(count)
+    results: list[T] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(call())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 _nonces = itertools.count()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from operator_service.config import load_settings
 from operator_service.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
-from tests.conftest import ADMIN_SECRET, OWNER, compute_body
+from tests.conftest import ADMIN_SECRET, OWNER, compute_body, run_together
 from tests.ocean_engine import OceanEngine
 
 COMPUTE = "/api/v1/operator/compute"
@@ -67,21 +66,12 @@ def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, p
 def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provider, db):
     """DECISIONS.md item 10: the original's Python-side check let both through."""
     engine.announce()
-    barrier = threading.Barrier(6)
-    codes: list[int] = []
-
-    def post() -> None:
+    def post() -> int:
         body = compute_body(agreement_id="0xsame")
         body.update(provider.signed(OWNER))
-        client = app.test_client()
-        barrier.wait()
-        codes.append(client.post(COMPUTE, json=body).status_code)
+        return app.test_client().post(COMPUTE, json=body).status_code
 
-    threads = [threading.Thread(target=post) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    codes = run_together(6, post)
     assert sorted(codes) == [200] + [400] * 5
     with db.transaction() as cur:
         cur.execute("SELECT count(*) FROM jobs WHERE agreementId = '0xsame'")

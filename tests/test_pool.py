@@ -1,13 +1,13 @@
 """The connection pool: connections are reused, bounded, and replaced after a server restart."""
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg2.errors
 import pytest
 
 from operator_service.store.pool import Database
+from tests.conftest import run_together
 
 
 def _backend_pid(db: Database) -> int:
@@ -24,20 +24,12 @@ def test_statements_reuse_one_connection(settings):
 
 def test_at_most_max_connections_are_open(settings):
     db = Database(settings.postgres, max_connections=2)
-    barrier = threading.Barrier(6)
-    pids: list[int] = []
-
-    def work() -> None:
-        barrier.wait()
+    def work() -> int:
         with db.cursor() as cur:
             cur.execute("SELECT pg_backend_pid(), pg_sleep(0.05)")
-            pids.append(cur.fetchone()[0])
+            return cur.fetchone()[0]
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    pids = run_together(6, work)
     assert len(pids) == 6 and len(set(pids)) <= 2
     db.close()
 

@@ -5,7 +5,6 @@ Each defect test names the DECISIONS.md item it covers; on the original each wou
 from __future__ import annotations
 
 import os
-import threading
 import time
 from decimal import Decimal
 
@@ -14,7 +13,7 @@ import pytest
 from operator_service.app import create_app
 from operator_service.errors import ApiError
 from operator_service.signatures import parse_nonce, recover_address, sign_provider_message
-from tests.conftest import OWNER, Provider
+from tests.conftest import OWNER, Provider, run_together
 
 COMPUTE = "/api/v1/operator/compute"
 
@@ -108,19 +107,7 @@ def test_nonces_are_per_provider(client, provider):
 def test_concurrent_requests_with_the_same_nonce_let_exactly_one_through(app, provider):
     nonce = str(time.time_ns())
     query = {"owner": OWNER, **provider.signed(OWNER, nonce=nonce)}
-    codes: list[int] = []
-    barrier = threading.Barrier(8)
-
-    def call() -> None:
-        client = app.test_client()
-        barrier.wait()
-        codes.append(client.get(COMPUTE, query_string=query).status_code)
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    codes = run_together(8, lambda: app.test_client().get(COMPUTE, query_string=query).status_code)
     assert sorted(codes) == [200] + [401] * 7
 
 

@@ -319,7 +319,7 @@ def get_environments() -> Response:
       200: {description: "Array of environment documents (id, cpuNumber, ramGB, diskGB, maxJobs, currentJobs, ..., lastSeen)"}
       503: {description: Database unavailable}
     """
-    data = request_data() if request.args or request.get_data() else {}
+    data = request_data()
     chain_id = data.get("chainId") if isinstance(data, dict) else None
     found = []
     for namespace, status_text, lastping in environments.list_environments(services().db):
