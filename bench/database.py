@@ -127,7 +127,7 @@ def _outputs_template() -> str:
 # (provisioning failed), a few stopped (stopreq 1) or timed out (stopreq 2).
 SEED_SQL = """
 INSERT INTO jobs (agreementId, workflowId, owner, status, statusText, laststatusupdate, dateCreated,
-                  dateFinished, outputsURL, namespace, stopreq, removed, workflow, provider)
+                  dateFinished, outputsURL, namespace, stopreq, removed, workflow, algoDID, inputDIDs, provider)
 SELECT
     '0x' || md5('bench-agreement-' || i) || md5('bench-agreement2-' || i),
     md5('bench-job-' || i),
@@ -146,6 +146,8 @@ SELECT
         '@SECRET@', md5('bench-secret-' || i)),
         '@ALGO@', md5('bench-algo-' || (i %% 200)) || md5('bench-algo2-' || (i %% 200))),
         '@INPUT@', md5('bench-input-' || (i %% 5000)) || md5('bench-input2-' || (i %% 5000))),
+    'did:op:' || md5('bench-algo-' || (i %% 200)) || md5('bench-algo2-' || (i %% 200)),
+    ARRAY['did:op:' || md5('bench-input-' || (i %% 5000)) || md5('bench-input2-' || (i %% 5000))],
     %(provider)s
 FROM (
     SELECT i,

@@ -39,24 +39,44 @@ def public_results(outputs_url: Optional[str]) -> Any:
     ]
 
 
-def stage_dids(document_text: Optional[str]) -> tuple[str, list[str]]:
+def workflow_dids(workflow: Any) -> tuple[Any, list]:
     """algoDID ("raw" when the algorithm has no id key) and the input DIDs of stage 0."""
     try:
-        stage = json.loads(document_text or "")["spec"]["metadata"]["stages"][0]
+        stage = workflow["stages"][0]
         algorithm = stage.get("algorithm") or {}
         inputs = stage.get("input") or []
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (KeyError, IndexError, TypeError, AttributeError):
         return "raw", []
     algo_did = algorithm.get("id", "raw") if isinstance(algorithm, dict) else "raw"
     input_dids = [item["id"] for item in inputs if isinstance(item, dict) and "id" in item]
     return algo_did, input_dids
 
 
+def storable_dids(workflow: Any) -> tuple[Optional[str], Optional[list[str]]]:
+    """The DIDs for the algoDID/inputDIDs columns; (None, None) unless all are text, so that
+    the status object is then built from the document, with the DIDs' own JSON types."""
+    algo_did, input_dids = workflow_dids(workflow)
+    if isinstance(algo_did, str) and all(isinstance(did, str) for did in input_dids):
+        return algo_did, input_dids
+    return None, None
+
+
+def _row_dids(algo_did: Optional[str], input_dids: Optional[list], legacy_workflow: Optional[str]) -> tuple[str, list]:
+    """The stored DIDs, or those parsed from the document of a row written before they were stored."""
+    if algo_did is not None:
+        return algo_did, input_dids or []
+    try:
+        workflow = json.loads(legacy_workflow or "")["spec"]["metadata"]
+    except (ValueError, KeyError, TypeError):
+        return "raw", []
+    return workflow_dids(workflow)
+
+
 def status_object(row: tuple) -> dict[str, Any]:
     """A row of jobs.STATUS_COLUMNS as the status object of GET/POST/PUT /compute."""
     (agreement_id, job_id, owner, status, status_text, created, finished,
-     outputs_url, stopreq, removed, document) = row
-    algo_did, input_dids = stage_dids(document)
+     outputs_url, stopreq, removed, *dids) = row
+    algo_did, input_dids = _row_dids(*dids)
     return {
         "agreementId": agreement_id,
         "jobId": job_id,
@@ -75,8 +95,8 @@ def status_object(row: tuple) -> dict[str, Any]:
 
 def running_object(row: tuple) -> dict[str, Any]:
     """A row of jobs.RUNNING_COLUMNS as the object of GET /runningjobs."""
-    agreement_id, job_id, owner, status, status_text, created, namespace, document = row
-    algo_did, input_dids = stage_dids(document)
+    agreement_id, job_id, owner, status, status_text, created, namespace, *dids = row
+    algo_did, input_dids = _row_dids(*dids)
     return {
         "agreementId": agreement_id,
         "jobId": job_id,

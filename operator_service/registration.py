@@ -44,6 +44,8 @@ class NewJob:
     provider: str
     document: dict
     document_json: str
+    algo_did: Optional[str]
+    input_dids: Optional[list[str]]
 
 
 def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple:
@@ -56,6 +58,8 @@ def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple
         agreement_id=job.agreement_id,
         owner=job.owner,
         document=job.document_json,
+        algo_did=job.algo_did,
+        input_dids=job.input_dids,
         namespace=job.namespace,
         provider=job.provider,
     )

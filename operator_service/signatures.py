@@ -87,10 +87,8 @@ def _unit(number: Decimal) -> int:
     return 1
 
 
-def verify_provider(
-    db: Database, settings: Settings, signature: Any, message_prefix: str, nonce_value: Any
-) -> str:
-    """Check a signed Provider request and record its nonce; return the signer's address."""
+def check_provider(settings: Settings, signature: Any, message_prefix: str, nonce_value: Any) -> nonces.NonceClaim:
+    """Check a signed Provider request; its nonce, still to be recorded, for the signer."""
     nonce = parse_nonce(nonce_value)
     message = message_prefix + nonce.text
     address = recover_address(signature, message)
@@ -102,13 +100,25 @@ def verify_provider(
         )
     if nonce.seconds > Decimal(time.time() + MAX_FUTURE_SECONDS):
         raise ApiError(f"Invalid nonce {nonce.text}: too far in the future", 401)
-    if not nonces.record_nonce(db, address, nonce.text, nonce.seconds, settings.nonce_window_seconds):
-        raise ApiError(
-            f"Invalid nonce {nonce.text}: already used, or older than the"
-            f" {settings.nonce_window_seconds} s window below the newest nonce of {address}",
-            401,
-        )
-    return address
+    return nonces.NonceClaim(address, nonce.text, nonce.seconds, settings.nonce_window_seconds)
+
+
+def nonce_refused(claim: nonces.NonceClaim) -> ApiError:
+    return ApiError(
+        f"Invalid nonce {claim.nonce}: already used, or older than the"
+        f" {claim.window_seconds} s window below the newest nonce of {claim.provider}",
+        401,
+    )
+
+
+def verify_provider(
+    db: Database, settings: Settings, signature: Any, message_prefix: str, nonce_value: Any
+) -> str:
+    """Check a signed Provider request and record its nonce; return the signer's address."""
+    claim = check_provider(settings, signature, message_prefix, nonce_value)
+    if not nonces.record_nonce(db, claim):
+        raise nonce_refused(claim)
+    return claim.provider
 
 
 def message_prefix(owner: Optional[str], job_id: Optional[str]) -> str:

@@ -210,6 +210,29 @@ def test_raw_algorithm_without_id_reports_raw(submit):
     assert job["algoDID"] == "raw"
 
 
+def test_non_text_dids_keep_their_json_type(submit, client):
+    body = compute_body()
+    body["workflow"]["stages"][0]["algorithm"]["id"] = 5
+    [job] = submit(body).get_json()
+    assert (job["algoDID"], job["inputDID"]) == (5, [body["workflow"]["stages"][0]["input"][0]["id"]])
+    [running] = client.get("/api/v1/operator/runningjobs").get_json()
+    assert running["algoDID"] == 5
+
+
+def test_rows_written_before_the_did_columns_get_their_dids_from_the_workflow(client, submit, provider, db):
+    [job] = submit().get_json()
+    with db.cursor() as cur:
+        cur.execute("UPDATE jobs SET algoDID = NULL, inputDIDs = NULL, workflow = %s WHERE workflowId = %s",
+                    (json.dumps({"spec": {"metadata": {"stages": [
+                        {"algorithm": {"id": "did:op:old"}, "input": [{"id": "did:op:a"}, {"id": "did:op:b"}]}]}}}),
+                     job["jobId"]))
+    query = {"owner": OWNER, "jobId": job["jobId"], **provider.signed(OWNER, job["jobId"])}
+    [status] = client.get(COMPUTE, query_string=query).get_json()
+    [running] = client.get("/api/v1/operator/runningjobs").get_json()
+    for answer in (status, running):
+        assert (answer["algoDID"], answer["inputDID"]) == ("did:op:old", ["did:op:a", "did:op:b"])
+
+
 def test_json_body_parameters_work_for_get(client, submit, provider):
     [job] = submit().get_json()
     body = {"owner": OWNER, "jobId": job["jobId"], **provider.signed(OWNER, job["jobId"])}

@@ -142,7 +142,7 @@ def test_database_dying_after_the_create_is_settled_by_the_reconciler(own_server
 def test_the_reconciler_settles_a_crash_between_the_steps(cluster_app, db, fake_kube):
     """A process that died after the create: a status-0 row and its resource, both withdrawn."""
     cluster = cluster_app.extensions["operator_service"].cluster
-    jobs.insert_job(db, job_id="crashed", agreement_id="0x9", owner=OWNER, document="{}",
+    jobs.insert_job(db, job_id="crashed", agreement_id="0x9", owner=OWNER, document="{}", algo_did="raw", input_dids=[],
                     namespace="ocean-compute", provider="0xp", status=jobs.REGISTERING)
     cluster.create_workflow(_resource("crashed"))
     cluster.create_workflow(_resource("orphan"))
@@ -236,7 +236,7 @@ def test_without_kubernetes_the_service_starts_and_posts_work(make_settings, db,
 
 def test_the_service_runs_the_reconciler_at_start_up(make_settings, db, fake_kube, kubeconfig, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    jobs.insert_job(db, job_id="leftover", agreement_id="0x8", owner=OWNER, document="{}",
+    jobs.insert_job(db, job_id="leftover", agreement_id="0x8", owner=OWNER, document="{}", algo_did="raw", input_dids=[],
                     namespace="ocean-compute", provider="0xp", status=jobs.REGISTERING)
     connect("on").create_workflow(_resource("leftover"))
     time.sleep(0.05)

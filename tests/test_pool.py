@@ -6,7 +6,7 @@ import time
 import psycopg2.errors
 import pytest
 
-from operator_service.store.pool import Database
+from operator_service.store.pool import Database, run_prepared
 from tests.conftest import run_together
 
 
@@ -51,3 +51,27 @@ def test_a_transaction_commits_all_or_nothing(db):
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM envs")
         assert cur.fetchone()[0] == 0
+
+
+def _prepared_count(cur) -> int:
+    cur.execute("SELECT count(*) FROM pg_prepared_statements")
+    return cur.fetchone()[0]
+
+
+def test_a_prepared_statement_is_prepared_once_per_connection(db):
+    with db.cursor() as cur:
+        for value in (1, 2, 3):
+            run_prepared(cur, "SELECT %s::int + 1, '100%%'", (value,))
+            assert cur.fetchone() == (value + 1, "100%")
+        assert _prepared_count(cur) == 1
+
+
+def test_a_server_that_forgot_its_prepared_statements_gets_plain_ones(db):
+    with db.cursor() as cur:
+        run_prepared(cur, "SELECT %s::text || 'b'", ("a",))
+        cur.execute("DEALLOCATE ALL")
+        run_prepared(cur, "SELECT %s::text || 'b'", ("c",))
+        assert cur.fetchone() == ("cb",)
+        run_prepared(cur, "SELECT %s::int * 2", (4,))
+        assert cur.fetchone() == (8,)
+        assert _prepared_count(cur) == 0

@@ -13,7 +13,7 @@ import pytest
 from operator_service.app import create_app
 from operator_service.errors import ApiError
 from operator_service.signatures import parse_nonce, recover_address, sign_provider_message
-from tests.conftest import OWNER, Provider, run_together
+from tests.conftest import OWNER, Provider, compute_body, run_together
 
 COMPUTE = "/api/v1/operator/compute"
 
@@ -67,6 +67,22 @@ def test_a_replayed_nonce_is_a_401_not_a_500(client, provider):
     replay = _get(client, provider, nonce)
     assert replay.status_code == 401
     assert "already used" in replay.get_json()["error"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "POST"])
+def test_every_signed_route_refuses_a_replayed_nonce(client, submit, provider, method):
+    [job] = submit().get_json()
+    nonce = str(time.time_ns())
+    if method == "POST":
+        body = compute_body(agreement_id="0x77")
+        body.update(provider.signed(OWNER, nonce=nonce))
+        send = lambda: client.post(COMPUTE, json=body)  # noqa: E731
+    else:
+        query = {"owner": OWNER, "jobId": job["jobId"], **provider.signed(OWNER, job["jobId"], nonce)}
+        send = lambda: client.open(COMPUTE, method=method, query_string=query)  # noqa: E731
+    assert send().status_code == 200
+    replay = send()
+    assert replay.status_code == 401 and "already used" in replay.get_json()["error"]
 
 
 def test_out_of_order_nonces_within_the_window_are_accepted(client, provider):

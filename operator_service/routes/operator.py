@@ -114,6 +114,7 @@ def start_compute_job() -> Response:
     job_id = uuid.uuid4().hex
     document = _job_document(job_id, environment, workflow)
     agreement_id = str(data["agreementId"])
+    algo_did, input_dids = job_views.storable_dids(workflow)
     new_job = NewJob(
         job_id=job_id,
         agreement_id=agreement_id,
@@ -122,6 +123,8 @@ def start_compute_job() -> Response:
         provider=provider,
         document=document,
         document_json=json.dumps(document),
+        algo_did=algo_did,
+        input_dids=input_dids,
     )
     try:
         row = register_job(services().db, services().cluster, new_job)
@@ -206,26 +209,27 @@ def get_compute_job_status() -> Response:
     filters = job_filter(data)
     if "nonce" not in data:
         raise ApiError('"nonce" is required in the call to GET:/compute', 400)
-    _verify(data, filters)
-    return _statuses(filters)
+    claim = signatures.check_provider(
+        services().settings, data.get("providerSignature"), _signed_prefix(filters), data["nonce"]
+    )
+    rows = jobs.claim_and_read_statuses(services().db, filters, claim)
+    if rows is None:
+        raise signatures.nonce_refused(claim)
+    return json_response([job_views.status_object(row) for row in rows])
 
 
 def _signed_job_filter(call: str) -> jobs.JobFilter:
     """The filters of a signed PUT or DELETE, once its signature and nonce are accepted."""
     data = check_required(["owner", "providerSignature", "nonce"], request_data(), call)
     filters = job_filter(data)
-    _verify(data, filters)
+    signatures.verify_provider(
+        services().db, services().settings, data["providerSignature"], _signed_prefix(filters), data["nonce"]
+    )
     return filters
 
 
-def _verify(data: dict, filters: jobs.JobFilter) -> str:
-    return signatures.verify_provider(
-        services().db,
-        services().settings,
-        data.get("providerSignature"),
-        signatures.message_prefix(filters.owner, filters.job_id),
-        data["nonce"],
-    )
+def _signed_prefix(filters: jobs.JobFilter) -> str:
+    return signatures.message_prefix(filters.owner, filters.job_id)
 
 
 @operator.route("/runningjobs", methods=["GET"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from operator_service.store.pool import Database
+from operator_service.store.pool import Database, run_prepared
 
 MAX_ENVIRONMENTS = 1000
 
@@ -11,7 +11,8 @@ MAX_ENVIRONMENTS = 1000
 def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[float]]]:
     """(namespace, status JSON text, lastping epoch) of every announced environment."""
     with db.cursor() as cur:
-        cur.execute(
+        run_prepared(
+            cur,
             "SELECT namespace, status, extract(epoch from lastping) FROM envs ORDER BY namespace LIMIT %s",
             (MAX_ENVIRONMENTS,),
         )
@@ -21,7 +22,7 @@ def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[f
 def environment_status(db: Database, namespace: str) -> Optional[str]:
     """The status JSON text of one environment; None if it was never announced."""
     with db.cursor() as cur:
-        cur.execute("SELECT status FROM envs WHERE namespace = %s", (namespace,))
+        run_prepared(cur, "SELECT status FROM envs WHERE namespace = %s", (namespace,))
         row = cur.fetchone()
         return None if row is None else (row[0] or "")
 

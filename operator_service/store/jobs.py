@@ -12,21 +12,25 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.errors
 
-from operator_service.store.pool import Database
+from operator_service.store.nonces import RECORD_NONCE_CALL, NonceClaim
+from operator_service.store.pool import Database, run_prepared
 
 REGISTERING = 0
 QUEUED = 1
 MAX_ROWS = 1000
 MAX_RUNNING_ROWS = 10000
 
+# The DIDs of stage 0 are stored in their own columns when the job is inserted; the
+# workflow document is read only for rows written before those columns existed.
+DID_COLUMNS = "algoDID, inputDIDs, CASE WHEN algoDID IS NULL THEN workflow END AS legacy_workflow"
 STATUS_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
-    " extract(epoch from dateCreated), extract(epoch from dateFinished),"
-    " outputsURL, stopreq, removed, workflow"
+    " extract(epoch from dateCreated) AS created, extract(epoch from dateFinished) AS finished,"
+    f" outputsURL, stopreq, removed, {DID_COLUMNS}"
 )
 RUNNING_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
-    " extract(epoch from dateCreated), namespace, workflow"
+    f" extract(epoch from dateCreated) AS created, namespace, {DID_COLUMNS}"
 )
 
 
@@ -66,6 +70,8 @@ def insert_job(
     agreement_id: str,
     owner: str,
     document: str,
+    algo_did: Optional[str],
+    input_dids: Optional[list[str]],
     namespace: str,
     provider: str,
     status: int,
@@ -74,11 +80,14 @@ def insert_job(
     status_text = "Warming up" if status == QUEUED else "Registering"
     try:
         with db.cursor() as cur:
-            cur.execute(
+            run_prepared(
+                cur,
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
-                " workflow, namespace, provider) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " workflow, algoDID, inputDIDs, namespace, provider)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s)"
                 f" RETURNING {STATUS_COLUMNS}",
-                (agreement_id, job_id, owner, status, status_text, document, namespace, provider),
+                (agreement_id, job_id, owner, status, status_text, document, algo_did, input_dids,
+                 namespace, provider),
             )
             return cur.fetchone()
     except psycopg2.errors.UniqueViolation:
@@ -127,11 +136,31 @@ def job_statuses(db: Database, filters: JobFilter) -> list[tuple]:
     """Rows in STATUS_COLUMNS order, newest first, at most MAX_ROWS."""
     where, params = filters.where()
     with db.cursor() as cur:
-        cur.execute(
+        run_prepared(
+            cur,
             f"SELECT {STATUS_COLUMNS} FROM jobs WHERE {where} ORDER BY dateCreated DESC LIMIT %s",
             (*params, MAX_ROWS),
         )
         return cur.fetchall()
+
+
+def claim_and_read_statuses(db: Database, filters: JobFilter, claim: NonceClaim) -> Optional[list[tuple]]:
+    """Record a signed read's nonce and read the matching jobs (as job_statuses) in one
+    statement, so one round trip to Postgres; None when the nonce is refused."""
+    where, params = filters.where()
+    with db.cursor() as cur:
+        run_prepared(
+            cur,
+            f"SELECT claim.accepted, found.* FROM {RECORD_NONCE_CALL} AS claim(accepted)"
+            f" LEFT JOIN LATERAL (SELECT {STATUS_COLUMNS} FROM jobs WHERE {where}"
+            " ORDER BY dateCreated DESC LIMIT %s) AS found ON claim.accepted"
+            " ORDER BY found.created DESC",
+            (*claim.params(), *params, MAX_ROWS),
+        )
+        rows = cur.fetchall()
+    if not rows[0][0]:
+        return None
+    return [row[1:] for row in rows if row[2] is not None]
 
 
 def request_stop(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
@@ -166,7 +195,8 @@ def mark_removed(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
 def running_jobs(db: Database) -> list[tuple]:
     """Unfinished jobs in RUNNING_COLUMNS order, oldest first, at most MAX_RUNNING_ROWS."""
     with db.cursor() as cur:
-        cur.execute(
+        run_prepared(
+            cur,
             f"SELECT {RUNNING_COLUMNS} FROM jobs WHERE dateFinished IS NULL AND status <> %s"
             " ORDER BY dateCreated LIMIT %s",
             (REGISTERING, MAX_RUNNING_ROWS),
@@ -177,7 +207,8 @@ def running_jobs(db: Database) -> list[tuple]:
 def result_source(db: Database, job_id: str) -> Optional[tuple[str, Optional[str], Optional[str]]]:
     """(owner, provider, outputsURL) of a job, or None if there is no such job."""
     with db.cursor() as cur:
-        cur.execute(
+        run_prepared(
+            cur,
             "SELECT owner, provider, outputsURL FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
             (job_id, REGISTERING),
         )

@@ -100,11 +100,49 @@ CREATE INDEX IF NOT EXISTS indx_jobs_queued ON jobs (namespace) WHERE status = 1
 CREATE INDEX IF NOT EXISTS indx_jobs_registering ON jobs (dateCreated) WHERE status = 0;
 """
 
+# The replay guard as one server-side function (DECISIONS.md item 2): plpgsql keeps the
+# plans of its statements, so a request pays for executing them, not for planning them
+# (the same logic as one statement with CTEs cost twice the server time). The check and
+# the record stay atomic: the unique index on (provider, seconds) lets exactly one of two
+# concurrent equal nonces in. Rows below the window can never be accepted again, so they
+# are pruned on the way.
+NONCE_FUNCTION = """
+CREATE OR REPLACE FUNCTION operator_record_nonce(
+    p_provider varchar, p_nonce varchar, p_seconds numeric, p_window numeric
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    newest numeric;
+BEGIN
+    SELECT max(seconds) INTO newest FROM nonces WHERE provider = p_provider;
+    IF newest IS NOT NULL AND p_seconds < newest - p_window THEN
+        RETURN false;
+    END IF;
+    INSERT INTO nonces (provider, nonce, seconds) VALUES (p_provider, p_nonce, p_seconds)
+    ON CONFLICT (provider, seconds) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM nonces WHERE provider = p_provider AND seconds < p_seconds - p_window;
+    RETURN true;
+END;
+$$;
+"""
+
+# algoDID and inputDID of every status object, stored when the job is inserted instead of
+# parsed out of the workflow document on every read. Rows written before stay NULL and
+# are read the old way (jobs.DID_COLUMNS).
+DID_COLUMNS = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS algoDID text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS inputDIDs text[];
+"""
+
 MIGRATIONS: Sequence[tuple[int, str, str]] = (
     (1, "original operator-service schema", ORIGINAL_SCHEMA),
     (2, "UTC timestamps", UTC_TIMESTAMPS),
     (3, "nonce keys", NONCE_KEYS),
     (4, "job indexes", JOB_INDEXES),
+    (5, "nonce function", NONCE_FUNCTION),
+    (6, "stage DID columns", DID_COLUMNS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
