@@ -172,7 +172,7 @@ CROSS JOIN LATERAL (
 
 def _recipe() -> str:
     """A fingerprint of everything that shapes the seeded data."""
-    text = f"{SEED_VERSION}{SEED_SQL}{_document_template()}{_outputs_template()}{OWNERS}{RUNNING}{migrations.LATEST_VERSION}"
+    text = f"{SEED_VERSION}{SEED_SQL}{_document_template()}{_outputs_template()}{OWNERS}{RUNNING}{[sql for _, _, sql in migrations.MIGRATIONS]}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

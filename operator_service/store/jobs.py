@@ -20,17 +20,18 @@ QUEUED = 1
 MAX_ROWS = 1000
 MAX_RUNNING_ROWS = 10000
 
+# Epochs come as text, as the status objects show them (no Decimal per value).
 # The DIDs of stage 0 are stored in their own columns when the job is inserted; the
 # workflow document is read only for rows written before those columns existed.
 DID_COLUMNS = "algoDID, inputDIDs, CASE WHEN algoDID IS NULL THEN workflow END AS legacy_workflow"
 STATUS_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
-    " extract(epoch from dateCreated) AS created, extract(epoch from dateFinished) AS finished,"
+    " extract(epoch from dateCreated)::text AS created, extract(epoch from dateFinished)::text AS finished,"
     f" outputsURL, stopreq, removed, {DID_COLUMNS}"
 )
 RUNNING_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
-    f" extract(epoch from dateCreated) AS created, namespace, {DID_COLUMNS}"
+    f" extract(epoch from dateCreated)::text AS created, namespace, {DID_COLUMNS}"
 )
 
 
@@ -154,7 +155,7 @@ def claim_and_read_statuses(db: Database, filters: JobFilter, claim: NonceClaim)
             f"SELECT claim.accepted, found.* FROM {RECORD_NONCE_CALL} AS claim(accepted)"
             f" LEFT JOIN LATERAL (SELECT {STATUS_COLUMNS} FROM jobs WHERE {where}"
             " ORDER BY dateCreated DESC LIMIT %s) AS found ON claim.accepted"
-            " ORDER BY found.created DESC",
+            " ORDER BY found.created::numeric DESC",
             (*claim.params(), *params, MAX_ROWS),
         )
         rows = cur.fetchall()

@@ -105,7 +105,8 @@ CREATE INDEX IF NOT EXISTS indx_jobs_registering ON jobs (dateCreated) WHERE sta
 # (the same logic as one statement with CTEs cost twice the server time). The check and
 # the record stay atomic: the unique index on (provider, seconds) lets exactly one of two
 # concurrent equal nonces in. Rows below the window can never be accepted again, so they
-# are pruned on the way.
+# are pruned, once per window-long period of each provider's nonces (pruning on every
+# call cost as much as the rest of the function).
 NONCE_FUNCTION = """
 CREATE OR REPLACE FUNCTION operator_record_nonce(
     p_provider varchar, p_nonce varchar, p_seconds numeric, p_window numeric
@@ -122,7 +123,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    DELETE FROM nonces WHERE provider = p_provider AND seconds < p_seconds - p_window;
+    IF newest IS NULL OR floor(p_seconds / p_window) > floor(newest / p_window) THEN
+        DELETE FROM nonces WHERE provider = p_provider AND seconds < p_seconds - p_window;
+    END IF;
     RETURN true;
 END;
 $$;
