@@ -30,6 +30,7 @@ from typing import Optional
 
 from operator_service.kube import Cluster, KubernetesUnavailable
 from operator_service.store import environments, jobs
+from operator_service.store.nonces import NonceClaim
 from operator_service.store.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class NewJob:
     agreement_id: str
     owner: str
     namespace: str
-    provider: str
+    claim: NonceClaim
     document: dict
     document_json: str
     algo_did: Optional[str]
@@ -49,7 +50,8 @@ class NewJob:
 
 
 def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple:
-    """Store the job in both places or in neither; return its row (jobs.STATUS_COLUMNS).
+    """Record the request's nonce and store the job in both places, or in neither; return
+    its row (jobs.STATUS_COLUMNS).
 
     Raises what made it fail.
     """
@@ -61,7 +63,7 @@ def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple
         algo_did=job.algo_did,
         input_dids=job.input_dids,
         namespace=job.namespace,
-        provider=job.provider,
+        claim=job.claim,
     )
     if cluster is None:
         return jobs.insert_job(db, status=jobs.QUEUED, **insert)

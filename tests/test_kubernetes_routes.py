@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from operator_service.embedded_db import EmbeddedPostgres
 from operator_service.kube import STOP_ANNOTATION, connect
 from operator_service.registration import reconcile
 from operator_service.store import jobs, migrations
+from operator_service.store.nonces import NonceClaim
 from operator_service.store.pool import Database
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body
 from tests.ocean_engine import OceanEngine
@@ -142,8 +144,7 @@ def test_database_dying_after_the_create_is_settled_by_the_reconciler(own_server
 def test_the_reconciler_settles_a_crash_between_the_steps(cluster_app, db, fake_kube):
     """A process that died after the create: a status-0 row and its resource, both withdrawn."""
     cluster = cluster_app.extensions["operator_service"].cluster
-    jobs.insert_job(db, job_id="crashed", agreement_id="0x9", owner=OWNER, document="{}", algo_did="raw", input_dids=[],
-                    namespace="ocean-compute", provider="0xp", status=jobs.REGISTERING)
+    _insert_registering(db, "crashed", "0x9")
     cluster.create_workflow(_resource("crashed"))
     cluster.create_workflow(_resource("orphan"))
     time.sleep(0.05)
@@ -157,6 +158,13 @@ def test_the_reconciler_leaves_complete_registrations_alone(client, cluster_app,
     cluster = cluster_app.extensions["operator_service"].cluster
     assert reconcile(db, cluster, 0.0, ["ocean-compute"]) == 0
     assert _rows(db) == [(job["jobId"], 1)] and len(fake_kube.objects()) == 1
+
+
+def _insert_registering(db: Database, job_id: str, agreement_id: str) -> None:
+    """A status-0 row as a registration leaves it when its process dies after step 1."""
+    claim = NonceClaim("0xp", str(time.time_ns()), Decimal(time.time()), 300)
+    jobs.insert_job(db, job_id=job_id, agreement_id=agreement_id, owner=OWNER, document="{}", algo_did="raw",
+                    input_dids=[], namespace="ocean-compute", claim=claim, status=jobs.REGISTERING)
 
 
 def _resource(name: str) -> dict:
@@ -236,8 +244,7 @@ def test_without_kubernetes_the_service_starts_and_posts_work(make_settings, db,
 
 def test_the_service_runs_the_reconciler_at_start_up(make_settings, db, fake_kube, kubeconfig, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    jobs.insert_job(db, job_id="leftover", agreement_id="0x8", owner=OWNER, document="{}", algo_did="raw", input_dids=[],
-                    namespace="ocean-compute", provider="0xp", status=jobs.REGISTERING)
+    _insert_registering(db, "leftover", "0x8")
     connect("on").create_workflow(_resource("leftover"))
     time.sleep(0.05)
     settings = make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01", RECONCILE_INTERVAL="0.2")

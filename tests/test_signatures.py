@@ -85,6 +85,16 @@ def test_every_signed_route_refuses_a_replayed_nonce(client, submit, provider, m
     assert replay.status_code == 401 and "already used" in replay.get_json()["error"]
 
 
+def test_a_post_refused_for_its_agreement_id_does_not_consume_its_nonce(client, submit, provider):
+    submit()
+    nonce = str(time.time_ns())
+    body = compute_body()
+    body.update(provider.signed(OWNER, nonce=nonce))
+    duplicate = client.post(COMPUTE, json=body)
+    assert duplicate.get_json() == {"error": "`agreementId` already in use for other job."}
+    assert _get(client, provider, nonce).status_code == 200
+
+
 def test_out_of_order_nonces_within_the_window_are_accepted(client, provider):
     """Item 2: the original's strictly increasing rule failed concurrent Provider requests."""
     now = time.time_ns()

@@ -19,6 +19,7 @@ from operator_service.kube import GROUP, KIND, STOP_ANNOTATION, VERSION
 from operator_service.registration import NewJob, register_job
 from operator_service.routes.params import check_required, job_filter, request_data, text_field
 from operator_service.store import environments, jobs
+from operator_service.store.nonces import NonceRefused
 
 operator = Blueprint("operator", __name__)
 
@@ -107,9 +108,7 @@ def start_compute_job() -> Response:
     owner = text_field(data, "owner")
     workflow["chainId"] = data.get("chainId")
     environment = _check_environment(data["environment"], data.get("chainId"))
-    provider = signatures.verify_provider(
-        services().db, services().settings, data["providerSignature"], owner, data["nonce"]
-    )
+    claim = signatures.check_provider(services().settings, data["providerSignature"], owner, data["nonce"])
     _check_stages(workflow)
     job_id = uuid.uuid4().hex
     document = _job_document(job_id, environment, workflow)
@@ -120,7 +119,7 @@ def start_compute_job() -> Response:
         agreement_id=agreement_id,
         owner=owner,
         namespace=environment,
-        provider=provider,
+        claim=claim,
         document=document,
         document_json=json.dumps(document),
         algo_did=algo_did,
@@ -130,6 +129,8 @@ def start_compute_job() -> Response:
         row = register_job(services().db, services().cluster, new_job)
     except jobs.DuplicateAgreement:
         raise ApiError("`agreementId` already in use for other job.", 400) from None
+    except NonceRefused:
+        raise signatures.nonce_refused(claim) from None
     return json_response([job_views.status_object(row)])
 
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.errors
 
-from operator_service.store.nonces import RECORD_NONCE_CALL, NonceClaim
+from operator_service.store.nonces import RECORD_NONCE_CALL, NonceClaim, NonceRefused
 from operator_service.store.pool import Database, run_prepared
 
 REGISTERING = 0
@@ -74,10 +74,16 @@ def insert_job(
     algo_did: Optional[str],
     input_dids: Optional[list[str]],
     namespace: str,
-    provider: str,
+    claim: NonceClaim,
     status: int,
 ) -> tuple:
-    """Insert a job row and return it in STATUS_COLUMNS order; DuplicateAgreement if the agreementId is still running."""
+    """Record the request's nonce and insert its job row, in one statement (one round trip);
+    the row in STATUS_COLUMNS order.
+
+    NonceRefused if the nonce is refused, DuplicateAgreement if the agreementId is still
+    running; either way nothing is stored (nor the nonce: the statement is undone whole).
+    The signer is the job's provider.
+    """
     status_text = "Warming up" if status == QUEUED else "Registering"
     try:
         with db.cursor() as cur:
@@ -85,14 +91,18 @@ def insert_job(
                 cur,
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
                 " workflow, algoDID, inputDIDs, namespace, provider)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s)"
+                " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s"
+                f" FROM {RECORD_NONCE_CALL} AS claim(accepted) WHERE claim.accepted"
                 f" RETURNING {STATUS_COLUMNS}",
                 (agreement_id, job_id, owner, status, status_text, document, algo_did, input_dids,
-                 namespace, provider),
+                 namespace, claim.provider, *claim.params()),
             )
-            return cur.fetchone()
+            row = cur.fetchone()
     except psycopg2.errors.UniqueViolation:
         raise DuplicateAgreement(agreement_id) from None
+    if row is None:
+        raise NonceRefused(claim.nonce)
+    return row
 
 
 def queue_registered_job(db: Database, job_id: str) -> Optional[tuple]:

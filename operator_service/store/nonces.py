@@ -15,6 +15,10 @@ from operator_service.store.pool import Database, run_prepared
 RECORD_NONCE_CALL = "operator_record_nonce(%s, %s, %s, %s)"
 
 
+class NonceRefused(Exception):
+    """The nonce was used before, or is older than the window below the provider's newest."""
+
+
 @dataclass(frozen=True)
 class NonceClaim:
     """A signed request's nonce, to be recorded for its provider."""
