@@ -21,6 +21,7 @@ setup(
         "eth-keys>=0.5",
         "eth-hash[pycryptodome]>=0.5",
         "coincurve>=19",
+        "safe-pysha3>=1.0.7",
         "requests>=2.31",
         "gunicorn>=27",
         "PyYAML>=6",

@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body
 
+COMPUTE = "/api/v1/operator/compute"
+
 ROUTES = [
     ("POST", "/api/v1/operator/compute"),
     ("PUT", "/api/v1/operator/compute"),
@@ -132,3 +134,18 @@ def test_a_nul_character_in_a_stored_field_is_a_400_not_a_500(client, submit):
     response = submit(compute_body(owner="0xabc\u0000def"))
     _assert_clean(response, "owner with NUL")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_nul_in_a_utf16_or_utf32_body_is_a_400(client, submit, provider, engine, encoding):
+    engine.announce()
+    body = compute_body(owner="0xabc\u0000def")
+    body.update(provider.signed(body["owner"]))
+    response = client.post(COMPUTE, data=json.dumps(body).encode(encoding), content_type="application/json")
+    _assert_clean(response, f"{encoding} owner with NUL")
+    assert response.status_code == 400
+
+
+def test_a_nul_in_the_query_string_is_a_400(client, provider):
+    response = client.get(COMPUTE, query_string={"owner": "0xab\u0000c", "nonce": "1", "providerSignature": "0x"})
+    assert response.get_json() == {"error": "Request parameters must not contain NUL characters"}

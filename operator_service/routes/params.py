@@ -17,19 +17,26 @@ def request_data() -> Any:
     JSON is a 400 instead of the framework's 415 page.
     """
     if request.args:
-        return _without_nul(request.args.to_dict())
+        query = request.query_string
+        return _without_nul(request.args.to_dict(), b"%00" in query or b"\x00" in query)
     raw = request.get_data(cache=True)
     if not raw or not raw.strip():
         return None
     try:
-        return _without_nul(json.loads(raw))
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError("Request body is not valid JSON", 400) from None
+    return _without_nul(data, b"\\u0000" in raw or b"\x00" in raw)
 
 
-def _without_nul(data: Any) -> Any:
-    """Refuse NUL characters, which Postgres text cannot hold, anywhere in the parameters."""
-    if _has_nul(data):
+def _without_nul(data: Any, may_hold_nul: bool) -> Any:
+    """Refuse NUL characters, which Postgres text cannot hold, anywhere in the parameters.
+
+    In UTF-8 JSON a NUL can only arrive as \\u0000 (JSON refuses raw control characters; a
+    UTF-16 or UTF-32 body holds zero bytes anyway), in a query string as %00 or raw, so the
+    parameters are searched only when the raw request holds one of these.
+    """
+    if may_hold_nul and _has_nul(data):
         raise ApiError("Request parameters must not contain NUL characters", 400)
     return data
 
