@@ -48,7 +48,7 @@ def create_app(
     app.register_blueprint(operator, url_prefix=BASE_URL)
     app.register_blueprint(admin, url_prefix=BASE_URL)
     app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "../../../spec", config={"app_name": "Operator service"}))
-    Swagger(app, config=_swagger_config(), template=_swagger_template(), merge=True)
+    _Swagger(app, config=_swagger_config(), template=_swagger_template(), merge=True)
     register_error_handlers(app)
     app.add_url_rule("/", "version", version)
     log.info("operator-service %s, Kubernetes %s", __version__, current.kubernetes_mode)
@@ -81,6 +81,14 @@ def version() -> Response:
             "version": __version__,
         }
     )
+
+
+class _Swagger(Swagger):
+    """flasgger without its after-request hook, which only adds the configured headers (none)
+    and would run on every request."""
+
+    def add_headers(self, app: Flask) -> None:
+        return None
 
 
 def _swagger_config() -> dict:

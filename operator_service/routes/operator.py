@@ -210,10 +210,11 @@ def get_compute_job_status() -> Response:
     filters = job_filter(data)
     if "nonce" not in data:
         raise ApiError('"nonce" is required in the call to GET:/compute', 400)
+    current = services()
     claim = signatures.check_provider(
-        services().settings, data.get("providerSignature"), _signed_prefix(filters), data["nonce"]
+        current.settings, data.get("providerSignature"), _signed_prefix(filters), data["nonce"]
     )
-    rows = jobs.claim_and_read_statuses(services().db, filters, claim)
+    rows = jobs.claim_and_read_statuses(current.db, filters, claim)
     if rows is None:
         raise signatures.nonce_refused(claim)
     return json_response([job_views.status_object(row) for row in rows])

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import os
+import queue
 import re
 import select
 import threading
@@ -55,7 +56,10 @@ class Database:
         self._idle: list[Connection] = []
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_connections)
+        # One token per connection that may be open; SimpleQueue's get and put are C code.
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(max_connections):
+            self._slots.put(None)
 
     def _connect(self) -> Connection:
         try:
@@ -72,12 +76,14 @@ class Database:
         return conn
 
     def _checkout(self) -> Connection:
-        if not self._slots.acquire(timeout=CHECKOUT_TIMEOUT_SECONDS):
-            raise DatabaseUnavailable(f"no database connection free within {CHECKOUT_TIMEOUT_SECONDS} s")
+        try:
+            self._slots.get(timeout=CHECKOUT_TIMEOUT_SECONDS)
+        except queue.Empty:
+            raise DatabaseUnavailable(f"no database connection free within {CHECKOUT_TIMEOUT_SECONDS} s") from None
         try:
             return self._reuse() or self._connect()
         except BaseException:
-            self._slots.release()
+            self._slots.put(None)
             raise
 
     def _reuse(self) -> Connection | None:
@@ -102,7 +108,7 @@ class Database:
                 with self._lock:
                     self._idle.append(conn)
         finally:
-            self._slots.release()
+            self._slots.put(None)
 
     @contextmanager
     def cursor(self) -> Iterator[Cursor]:
