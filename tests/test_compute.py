@@ -255,3 +255,17 @@ def test_put_leaves_a_finished_job_alone(client, submit, provider, engine):
     query = {"owner": OWNER, "jobId": job["jobId"], **provider.signed(OWNER, job["jobId"])}
     [after] = client.put(COMPUTE, query_string=query).get_json()
     assert after["stopreq"] == 0 and engine.read_stopreq(job["jobId"]) == 0
+
+
+def test_get_by_owner_answers_newest_first_at_most_1000_jobs(client, provider, db):
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText, dateCreated, namespace)"
+            " SELECT 'a' || i, 'job' || i, %s, 70, 'Job finished',"
+            " timezone('UTC', now()) - make_interval(secs => i), 'ocean-compute'"
+            " FROM generate_series(1, 1005) AS i",
+            (OWNER,),
+        )
+    response = client.get(COMPUTE, query_string={"owner": OWNER, **provider.signed(OWNER)})
+    ids = [job["jobId"] for job in response.get_json()]
+    assert ids == [f"job{i}" for i in range(1, 1001)]

@@ -163,9 +163,8 @@ def claim_and_read_statuses(db: Database, filters: JobFilter, claim: NonceClaim)
         run_prepared(
             cur,
             f"SELECT claim.accepted, found.* FROM {RECORD_NONCE_CALL} AS claim(accepted)"
-            f" LEFT JOIN LATERAL (SELECT {STATUS_COLUMNS} FROM jobs WHERE {where}"
-            " ORDER BY dateCreated DESC LIMIT %s) AS found ON claim.accepted"
-            " ORDER BY found.created::numeric DESC",
+            f" LEFT JOIN LATERAL (SELECT {STATUS_COLUMNS} FROM jobs WHERE {where}) AS found ON claim.accepted"
+            " ORDER BY found.created::numeric DESC LIMIT %s",
             (*claim.params(), *params, MAX_ROWS),
         )
         rows = cur.fetchall()
