@@ -85,8 +85,12 @@ def parse_nonce(value: Any) -> Nonce:
     return Nonce(text=text, seconds=number / _unit(number))
 
 
+# (smallest value, unit): a nonce of at least 10^17 counts nanoseconds, and so on down.
+NONCE_UNITS = ((Decimal(10) ** 17, 10**9), (Decimal(10) ** 14, 10**6), (Decimal(10) ** 11, 10**3))
+
+
 def _unit(number: Decimal) -> int:
-    for threshold, unit in ((Decimal(10) ** 17, 10**9), (Decimal(10) ** 14, 10**6), (Decimal(10) ** 11, 10**3)):
+    for threshold, unit in NONCE_UNITS:
         if number >= threshold:
             return unit
     return 1
@@ -103,7 +107,7 @@ def check_provider(settings: Settings, signature: Any, message_prefix: str, nonc
             f" {address} is not authorized to use this service.",
             401,
         )
-    if nonce.seconds > Decimal(time.time() + MAX_FUTURE_SECONDS):
+    if float(nonce.seconds) > time.time() + MAX_FUTURE_SECONDS:
         raise ApiError(f"Invalid nonce {nonce.text}: too far in the future", 401)
     return nonces.NonceClaim(address, nonce.text, nonce.seconds, settings.nonce_window_seconds)
 
