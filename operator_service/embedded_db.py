@@ -68,12 +68,17 @@ def _open_path_for(user: str, path: Path) -> None:
 
 
 class EmbeddedPostgres:
-    """One Postgres cluster in `data_dir`, served on 127.0.0.1:`port`."""
+    """One Postgres cluster in `data_dir`, served on 127.0.0.1:`port`.
 
-    def __init__(self, data_dir: Path | str, port: Optional[int] = None):
+    `server_settings` are passed to the server at start (`-c name=value`).
+    """
+
+    def __init__(self, data_dir: Path | str, port: Optional[int] = None,
+                 server_settings: Optional[dict[str, str]] = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.user = _run_as()
+        self.server_settings = server_settings or {}
 
     @property
     def log_file(self) -> Path:
@@ -133,6 +138,7 @@ class EmbeddedPostgres:
         if self.is_running():
             return self
         options = f"-p {self.port}" + (f" -k {shlex.quote(str(self.socket_dir))}" if self.socket_dir else "")
+        options += "".join(f" -c {shlex.quote(f'{name}={value}')}" for name, value in self.server_settings.items())
         pg_ctl(
             ["-w", "-t", "60", "-o", options, "-l", str(self.log_file), "start"],
             pgdata=self.data_dir,
