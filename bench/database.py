@@ -13,9 +13,12 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psycopg2
+import psycopg2.extensions
 
 from operator_service.config import load_settings
 from operator_service.embedded_db import EmbeddedPostgres
@@ -205,10 +208,16 @@ class BenchDatabase:
     def stop(self) -> None:
         self.server.stop()
 
-    def connect(self, database: str):
+    @contextmanager
+    def cursor(self, database: str) -> Iterator[psycopg2.extensions.cursor]:
+        """An autocommit cursor on its own connection to `database`, closed afterwards."""
         conn = psycopg2.connect(**self.server.dsn_kwargs(database))
-        conn.autocommit = True
-        return conn
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
 
     def env(self, database: str) -> dict[str, str]:
         return self.server.env(database)
@@ -227,28 +236,24 @@ class BenchDatabase:
         self.server.create_database(name)
         migrations.upgrade(Database(load_settings(self.env(name)).postgres, max_connections=1))
         started = time.monotonic()
-        conn = self.connect(name)
-        try:
-            with conn.cursor() as cur:
-                # Bulk load: the indexes the migrations made are built once afterwards, which is
-                # several times faster than maintaining them row by row.
-                cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'")
-                indexes = cur.fetchall()
-                for index_name, _ in indexes:
-                    cur.execute(f'DROP INDEX "{index_name}"')
-                cur.execute("SET maintenance_work_mem = '512MB'")
-                self._insert(name, rows)
-                loaded = time.monotonic()
-                for _, definition in indexes:
-                    cur.execute(definition)
-                indexed = time.monotonic()
-                cur.execute("VACUUM ANALYZE jobs")
-                log(f"  database {name}: insert {loaded - started:.1f} s, indexes {indexed - loaded:.1f} s,"
-                    f" vacuum/analyze {time.monotonic() - indexed:.1f} s")
-                cur.execute("CREATE TABLE bench_meta (recipe text NOT NULL, rows bigint NOT NULL)")
-                cur.execute("INSERT INTO bench_meta VALUES (%s, %s)", (recipe, rows))
-        finally:
-            conn.close()
+        with self.cursor(name) as cur:
+            # Bulk load: the indexes the migrations made are built once afterwards, which is
+            # several times faster than maintaining them row by row.
+            cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'")
+            indexes = cur.fetchall()
+            for index_name, _ in indexes:
+                cur.execute(f'DROP INDEX "{index_name}"')
+            cur.execute("SET maintenance_work_mem = '512MB'")
+            self._insert(name, rows)
+            loaded = time.monotonic()
+            for _, definition in indexes:
+                cur.execute(definition)
+            indexed = time.monotonic()
+            cur.execute("VACUUM ANALYZE jobs")
+            log(f"  database {name}: insert {loaded - started:.1f} s, indexes {indexed - loaded:.1f} s,"
+                f" vacuum/analyze {time.monotonic() - indexed:.1f} s")
+            cur.execute("CREATE TABLE bench_meta (recipe text NOT NULL, rows bigint NOT NULL)")
+            cur.execute("INSERT INTO bench_meta VALUES (%s, %s)", (recipe, rows))
         self._announce(name)
         log(f"  database {name}: seeded {rows} rows in {time.monotonic() - started:.1f} s")
         self._prewarm(name, log)
@@ -257,19 +262,15 @@ class BenchDatabase:
     def _prewarm(self, name: str, log) -> None:
         """Load the jobs and nonces tables and their indexes into Postgres' buffer cache."""
         started = time.monotonic()
-        conn = self.connect(name)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-                cur.execute(
-                    "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'"
-                    " WHERE c.relkind IN ('r', 'i') AND (c.relname IN ('jobs', 'nonces')"
-                    "  OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('jobs'::regclass, 'nonces'::regclass)))"
-                )
-                blocks = int(cur.fetchone()[0] or 0)
-        finally:
-            conn.close()
+        with self.cursor(name) as cur:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            cur.execute(
+                "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'"
+                " WHERE c.relkind IN ('r', 'i') AND (c.relname IN ('jobs', 'nonces')"
+                "  OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('jobs'::regclass, 'nonces'::regclass)))"
+            )
+            blocks = int(cur.fetchone()[0] or 0)
         log(f"  database {name}: {blocks * 8 >> 10} MB loaded into the buffer cache in {time.monotonic() - started:.1f} s")
 
     def _insert(self, name: str, rows: int) -> None:
@@ -287,76 +288,48 @@ class BenchDatabase:
         }
 
         def insert(first: int, last: int) -> None:
-            conn = self.connect(name)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(SEED_SQL, {**params, "first": first, "last": last})
-            finally:
-                conn.close()
+            with self.cursor(name) as cur:
+                cur.execute(SEED_SQL, {**params, "first": first, "last": last})
 
         with ThreadPoolExecutor(len(bounds)) as pool:
             for future in [pool.submit(insert, first, last) for first, last in bounds]:
                 future.result()
 
     def _seeded_with(self, name: str):
-        admin = self.connect("postgres")
-        try:
-            with admin.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cur.fetchone() is None:
-                    return None
-        finally:
-            admin.close()
-        conn = self.connect(name)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT to_regclass('bench_meta') IS NOT NULL")
-                if not cur.fetchone()[0]:
-                    return None
-                cur.execute("SELECT recipe FROM bench_meta LIMIT 1")
-                row = cur.fetchone()
-                return row[0] if row else None
-        finally:
-            conn.close()
+        with self.cursor("postgres") as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                return None
+        with self.cursor(name) as cur:
+            cur.execute("SELECT to_regclass('bench_meta') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SELECT recipe FROM bench_meta LIMIT 1")
+            row = cur.fetchone()
+            return row[0] if row else None
 
     def _drop(self, name: str) -> None:
-        admin = self.connect("postgres")
-        try:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            admin.close()
+        with self.cursor("postgres") as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def _clean(self, name: str) -> None:
         """Remove what earlier runs added: the jobs POSTed (any provider but the seed's) and nonces."""
-        conn = self.connect(name)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM jobs WHERE provider IS DISTINCT FROM %s", (SEED_PROVIDER,))
-                removed = cur.rowcount
-                cur.execute("TRUNCATE nonces")
-                if removed:
-                    cur.execute("VACUUM ANALYZE jobs")
-        finally:
-            conn.close()
+        with self.cursor(name) as cur:
+            cur.execute("DELETE FROM jobs WHERE provider IS DISTINCT FROM %s", (SEED_PROVIDER,))
+            removed = cur.rowcount
+            cur.execute("TRUNCATE nonces")
+            if removed:
+                cur.execute("VACUUM ANALYZE jobs")
 
     def after_post(self, name: str) -> None:
         """Back to exactly the seeded state, so later scenarios see RUNNING running jobs."""
         self._clean(name)
 
     def _announce(self, name: str) -> None:
-        conn = self.connect(name)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT * FROM announce(%s, %s, 10)", (ENVIRONMENT, json.dumps(ENVIRONMENT_DOCUMENT)))
-        finally:
-            conn.close()
+        with self.cursor(name) as cur:
+            cur.execute("SELECT * FROM announce(%s, %s, 10)", (ENVIRONMENT, json.dumps(ENVIRONMENT_DOCUMENT)))
 
     def running_count(self, name: str) -> int:
-        conn = self.connect(name)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM jobs WHERE dateFinished IS NULL AND status <> 0")
-                return cur.fetchone()[0]
-        finally:
-            conn.close()
+        with self.cursor(name) as cur:
+            cur.execute("SELECT count(*) FROM jobs WHERE dateFinished IS NULL AND status <> 0")
+            return cur.fetchone()[0]
