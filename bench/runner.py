@@ -43,16 +43,25 @@ class Scenario:
     title: str
     signed: bool
     path: str = ""
+    items: Optional[int] = None  # items the probe's answer must hold; None: at least one
+    step: str = ""  # a step of bench/ladder.py instead of the service's own GET /compute
 
 
 SCENARIOS = [
     Scenario("environments", "GET /environments", False, f"{API}/environments?chainId={presign.CHAIN_ID}"),
-    Scenario("runningjobs", f"GET /runningjobs ({RUNNING} running)", False, f"{API}/runningjobs"),
-    Scenario("get", "GET /compute, signed (jobId + owner)", True),
-    Scenario("post", "POST /compute, signed (new agreementId)", True),
+    Scenario("runningjobs", f"GET /runningjobs ({RUNNING} running)", False, f"{API}/runningjobs", items=RUNNING),
+    Scenario("get", "GET /compute, signed (jobId + owner)", True, items=1),
+    Scenario("post", "POST /compute, signed (new agreementId)", True, items=1),
+]
+# The signed GET cut back step by step (bench/ladder.py), then the real one: not run by default.
+LADDER = [
+    Scenario("get-route", "GET /compute ladder: route answers [] at once", True, items=0, step="route"),
+    Scenario("get-signature", "GET /compute ladder: + signature check", True, items=0, step="signature"),
+    Scenario("get-read", "GET /compute ladder: + indexed read, no nonce", True, items=1, step="read"),
 ]
 CEILING = Scenario("ceiling", 'ceiling: Flask {"ok": true}', False, "/")
-BY_KEY = {s.key: s for s in SCENARIOS}
+BY_KEY = {s.key: s for s in SCENARIOS + LADDER}
+ALIASES = {"ladder": [s.key for s in LADDER] + ["get"]}
 
 
 @dataclass
@@ -90,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (default sync)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker, gthread only (default 4)")
     parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
-                        help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS))
+                        help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS + LADDER)
+                        + "; ladder = " + ",".join(ALIASES["ladder"]))
     parser.add_argument("--keep-alive", action="store_true",
                         help="reuse connections (default: every request says Connection: close, as the Provider does)")
     parser.add_argument("--nonce-window", type=int, default=300, help="NONCE_WINDOW of the service (default 300)")
@@ -105,14 +115,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         rows_list = [int(value.replace("_", "")) for value in args.rows.split(",") if value.strip()]
-        wanted = [key.strip() for key in args.scenarios.split(",") if key.strip()]
+        wanted = [key for name in args.scenarios.split(",") if name.strip() for key in ALIASES.get(name.strip(), [name.strip()])]
         unknown = [key for key in wanted if key not in BY_KEY]
         if unknown or not rows_list or min(rows_list) < RUNNING:
             raise ValueError(f"unknown scenario(s) {unknown}" if unknown else f"--rows: each count must be >= {RUNNING}")
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    scenarios = [s for s in SCENARIOS if s.key in wanted]
+    scenarios = [s for s in LADDER + SCENARIOS if s.key in wanted]
     settings = GunicornSettings(args.workers, args.worker_class, args.threads if args.worker_class == "gthread" else 1)
     if args.connections < args.wrk_threads:
         args.wrk_threads = args.connections
@@ -182,7 +192,7 @@ class Bench:
                     running = self.db.running_count(name)
                     if running != RUNNING:
                         log(f"  warning: {running} running jobs instead of {RUNNING}")
-                row = self._measure(server, scenario, rows, name)
+                row = self._measure_step(scenario, rows, name) if scenario.step else self._measure(server, scenario, rows, name)
                 results.append(row)
                 if scenario.key == "post":
                     self.db.after_post(name)
@@ -195,6 +205,15 @@ class Bench:
             if ceiling is not None:
                 ceiling.stop()
         return results
+
+    def _measure_step(self, scenario: Scenario, rows: int, database: str) -> Row:
+        """A ladder step, served by its own gunicorn (bench/ladder.py) under the same settings."""
+        env = {**self._service_env(database), "BENCH_LADDER_STEP": scenario.step}
+        server = self._serve("bench.ladder:app", env)
+        try:
+            return self._measure(server, scenario, rows, database)
+        finally:
+            server.stop()
 
     def _measure_ceiling(self, ceiling: Optional[Gunicorn], rows: int, results: list[Row]) -> Optional[float]:
         if ceiling is None:
@@ -225,7 +244,7 @@ class Bench:
     # -- one scenario -------------------------------------------------------------------
 
     def _lines(self, scenario: Scenario, rows: Optional[int], count: int) -> list[str]:
-        if scenario.key == "get":
+        if scenario.key == "get" or scenario.step:
             return presign.status_requests(self.signer, rows, count, self.rng)
         if scenario.key == "post":
             return presign.start_requests(self.signer, count, self.rng)
@@ -256,11 +275,12 @@ class Bench:
         except (urllib.error.URLError, OSError) as exc:
             raise RuntimeError(f"{scenario.title}: probe failed: {exc}\n{server.log_tail()}") from None
         # The answers must carry what the scenario claims to measure, not an empty list.
-        expected = {"get": 1, "post": 1, "runningjobs": RUNNING}.get(scenario.key)
-        if expected is not None or scenario.key == "environments":
-            found = json.loads(body)
-            if not isinstance(found, list) or (len(found) != expected if expected else not found):
-                raise RuntimeError(f"{scenario.title}: probe answered {str(found)[:200]!r}, expected {expected or 'some'} item(s)")
+        if scenario is CEILING:
+            return
+        found = json.loads(body)
+        expected = scenario.items
+        if not isinstance(found, list) or (not found if expected is None else len(found) != expected):
+            raise RuntimeError(f"{scenario.title}: probe answered {str(found)[:200]!r}, expected {expected or 'some'} item(s)")
 
     def _wrk(self, server: Gunicorn, path: Path, seconds: float) -> WrkResult:
         return run_wrk(self.wrk, server.url, path, self.args.wrk_threads, self.args.connections, seconds,
