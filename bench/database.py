@@ -329,6 +329,16 @@ class BenchDatabase:
         with self.cursor(name) as cur:
             cur.execute("SELECT * FROM announce(%s, %s, 10)", (ENVIRONMENT, json.dumps(ENVIRONMENT_DOCUMENT)))
 
+    def sequential_scans(self, name: str) -> int:
+        """Sequential scans of `jobs` and `nonces` in database `name` so far.
+
+        Every lookup the routes make must go through an index, so a scenario must not add
+        any. Backends report their counts when they go idle, within about a second.
+        """
+        with self.cursor(name) as cur:
+            cur.execute("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname IN ('jobs', 'nonces')")
+            return int(cur.fetchone()[0])
+
     def running_count(self, name: str) -> int:
         with self.cursor(name) as cur:
             cur.execute("SELECT count(*) FROM jobs WHERE dateFinished IS NULL AND status <> 0")

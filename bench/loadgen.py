@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+from bisect import bisect_left
+from itertools import accumulate
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ class WrkResult:
     sent: int
     codes: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
+    grid_us: list = field(default_factory=list)  # the latency at every 0.1 % of the requests
 
     @property
     def rps(self) -> float:
@@ -87,4 +90,42 @@ def run_wrk(wrk: str, url: str, requests_file: Path, threads: int, connections: 
         sent=data["sent"],
         codes=data["codes"],
         errors=errors,
+        grid_us=data["grid_us"],
+    )
+
+
+def merge(results: list[WrkResult]) -> WrkResult:
+    """One result for several runs (the slices of a scenario): the totals, and the
+    percentiles of all their requests together (each run's latency grid weighted by its
+    number of requests)."""
+    points = sorted((value, r.requests / len(r.grid_us)) for r in results if r.grid_us for value in r.grid_us)
+    reached = list(accumulate(weight for _, weight in points))
+
+    def percentile(q: float) -> float:
+        if not points:
+            return 0.0
+        index = bisect_left(reached, q / 100 * reached[-1] * (1 - 1e-9))
+        return points[min(index, len(points) - 1)][0]
+
+    def summed(name: str) -> dict:
+        merged: dict = {}
+        for result in results:
+            for key, count in getattr(result, name).items():
+                merged[key] = merged.get(key, 0) + count
+        return merged
+
+    return WrkResult(
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        p50_ms=percentile(50) / 1000,
+        p90_ms=percentile(90) / 1000,
+        p99_ms=percentile(99) / 1000,
+        max_ms=max((r.max_ms for r in results), default=0.0),
+        non2xx=sum(r.non2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        wrapped=sum(r.wrapped for r in results),
+        sent=sum(r.sent for r in results),
+        codes=summed("codes"),
+        errors=summed("errors"),
+        grid_us=[percentile(k / 10) for k in range(1, 1001)],
     )

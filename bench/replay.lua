@@ -98,12 +98,18 @@ function done(summary, latency, requests)
    for status, n in pairs(by_code) do
       parts[#parts + 1] = string.format('"%d": %d', status, n)
    end
+   -- The latency at every 0.1 % of the requests, so that bench/ can merge the percentiles
+   -- of several runs (the slices of one scenario).
+   local grid = {}
+   for k = 1, 1000 do
+      grid[k] = string.format("%d", latency:percentile(k / 10))
+   end
    local e = summary.errors
    io.write(string.format(
       'BENCH_JSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, '
          .. '"write": %d, "status": %d, "timeout": %d, "non2xx": %d, "wrapped": %d, "sent": %d, '
-         .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "codes": {%s}}\n',
+         .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "codes": {%s}, "grid_us": [%s]}\n',
       summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
       e.timeout, bad, wraps, issued, latency:percentile(50), latency:percentile(90),
-      latency:percentile(99), latency.max, latency.mean, table.concat(parts, ", ")))
+      latency:percentile(99), latency.max, latency.mean, table.concat(parts, ", "), table.concat(grid, ", ")))
 end

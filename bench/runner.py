@@ -4,10 +4,10 @@
 2. An embedded Postgres starts in .bench/; per row count, a database is migrated, the
    environment announced, N jobs seeded with one INSERT ... SELECT, then ANALYZEd.
 3. The ceiling (bench/ceiling.py, a Flask app that only returns {"ok": true}) runs under the
-   same gunicorn settings beside the service; it is measured before and after each scenario,
-   and the scenario is compared with the mean of the two.
-4. Each scenario: pre-signed requests (a fresh nonce each) are written to a file that
-   bench/replay.lua replays with wrk; a short warm-up sizes the measured run.
+   same gunicorn settings beside the service; each scenario is measured in slices that
+   alternate with slices of the ceiling, and compared with the ceiling of those slices.
+4. Each scenario: pre-signed requests (a fresh nonce each) are written to files that
+   bench/replay.lua replays with wrk; a short warm-up sizes the measured slices.
 5. A table (Markdown, to paste into README) and the issue-5 targets are printed; the exit
    status is 1 if any answer was not 2xx (or a socket error happened), 2 on a setup failure.
 """
@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from bench import presign
-from bench.cpu import CpuMeter, postmaster_pid
+from bench.cpu import CpuMeter, CpuUse, postmaster_pid
 from bench.database import RUNNING, BenchDatabase
-from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, run_wrk, wrk_version
+from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, merge, run_wrk, wrk_version
 from bench.server import REPO, Gunicorn, GunicornSettings
 
 DATA_DIR = REPO / ".bench"
+# Postgres backends report their table statistics within about a second of going idle.
+STATS_DELAY_SECONDS = 1.5
 API = presign.API
 
 
@@ -81,7 +83,7 @@ class Row:
     other_cores: float = 0.0
     stolen_cores: float = 0.0
     of_ceiling: Optional[float] = None
-    note: str = ""
+    seq_scans: Optional[int] = None  # of jobs and nonces during the measured slices
 
 
 def log(message: str) -> None:
@@ -92,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Load benchmark of operator-service (wrk).")
     parser.add_argument("--rows", default="10000,1000000", help="comma-separated row counts to seed (default 10000,1000000)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured scenario (default 10)")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="slices of each scenario, alternating with slices of the ceiling (default 5)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each scenario (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
@@ -117,6 +121,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows_list = [int(value.replace("_", "")) for value in args.rows.split(",") if value.strip()]
         wanted = [key for name in args.scenarios.split(",") if name.strip() for key in ALIASES.get(name.strip(), [name.strip()])]
         unknown = [key for key in wanted if key not in BY_KEY]
+        if args.slices < 1:
+            raise ValueError("--slices must be at least 1")
         if unknown or not rows_list or min(rows_list) < RUNNING:
             raise ValueError(f"unknown scenario(s) {unknown}" if unknown else f"--rows: each count must be >= {RUNNING}")
     except ValueError as exc:
@@ -165,7 +171,8 @@ class Bench:
 
     def run(self, rows_list: list[int], scenarios: list[Scenario]) -> list[Row]:
         log(f"bench: gunicorn {self.settings.describe()}, wrk {self.args.wrk_threads} threads x "
-            f"{self.args.connections} connections, {self.args.duration:g} s per scenario (+{self.args.warmup:g} s warm-up)")
+            f"{self.args.connections} connections, {self.args.slices} x {self.slice_seconds} s per scenario, alternating with"
+            f" the ceiling (+{self.args.warmup:g} s warm-up)")
         log("starting embedded Postgres in .bench/postgres")
         self.db.start()
         self.started_db = True
@@ -177,51 +184,44 @@ class Bench:
         return results
 
     def _block(self, rows: int, name: str, scenarios: list[Scenario]) -> list[Row]:
-        """The scenarios on one database, each bracketed by ceiling measurements.
+        """The scenarios on one database, each measured in slices that alternate with the ceiling.
 
-        A shared machine drifts by 10-20 % within minutes, so each scenario is compared
-        with the mean of the ceiling measured just before and just after it.
+        A shared machine's speed drifts by 10-40 % within a minute, so each scenario is
+        compared with the ceiling measured between its own slices (C S C S ... S C), not with
+        one measured minutes away.
         """
         results: list[Row] = []
         ceiling = None if self.args.no_ceiling else self._serve("bench.ceiling:app", {})
         server = self._serve("operator_service.run:app", self._service_env(name))
         try:
-            before = self._measure_ceiling(ceiling, rows, results)
+            if ceiling is not None:
+                self._probe(ceiling, CEILING, rows)
+                self._warm_up(ceiling, CEILING, rows)
             for scenario in scenarios:
                 if scenario.key == "runningjobs":
                     running = self.db.running_count(name)
                     if running != RUNNING:
                         log(f"  warning: {running} running jobs instead of {RUNNING}")
-                row = self._measure_step(scenario, rows, name) if scenario.step else self._measure(server, scenario, rows, name)
-                results.append(row)
+                if scenario.step:
+                    results += self._measure_step(scenario, rows, name, ceiling)
+                else:
+                    results += self._measure(server, scenario, rows, name, ceiling)
                 if scenario.key == "post":
                     self.db.after_post(name)
-                after = self._measure_ceiling(ceiling, rows, results)
-                if before and after:
-                    row.of_ceiling = row.rps / ((before + after) / 2)
-                before = after
         finally:
             server.stop()
             if ceiling is not None:
                 ceiling.stop()
         return results
 
-    def _measure_step(self, scenario: Scenario, rows: int, database: str) -> Row:
+    def _measure_step(self, scenario: Scenario, rows: int, database: str, ceiling: Optional[Gunicorn]) -> list[Row]:
         """A ladder step, served by its own gunicorn (bench/ladder.py) under the same settings."""
         env = {**self._service_env(database), "BENCH_LADDER_STEP": scenario.step}
         server = self._serve("bench.ladder:app", env)
         try:
-            return self._measure(server, scenario, rows, database)
+            return self._measure(server, scenario, rows, database, ceiling)
         finally:
             server.stop()
-
-    def _measure_ceiling(self, ceiling: Optional[Gunicorn], rows: int, results: list[Row]) -> Optional[float]:
-        if ceiling is None:
-            return None
-        row = self._measure(ceiling, CEILING, rows, None)
-        results.append(row)
-        self.ceiling_rps = row.rps
-        return row.rps
 
     def _service_env(self, database: str) -> dict[str, str]:
         return {
@@ -286,45 +286,92 @@ class Bench:
         return run_wrk(self.wrk, server.url, path, self.args.wrk_threads, self.args.connections, seconds,
                        keep_alive=self.args.keep_alive)
 
-    def _measure(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], database: Optional[str]) -> Row:
-        log(f"  {scenario.title}")
-        self._probe(server, scenario, rows)
+    def _warm_up(self, server: Gunicorn, scenario: Scenario, rows: Optional[int]) -> float:
+        """An unmeasured run; its rate (requests/s) sizes the measured slices' request files."""
         expected = self.ceiling_rps or 8000.0
-        if self.args.warmup > 0:
-            count = math.ceil(expected * self.args.warmup * 1.5) + 500
-            warm = self._wrk(server, self._file(scenario, rows, count, "warmup"), self.args.warmup)
-            expected = max(warm.rps, 50.0)
-        count = math.ceil(expected * self.args.duration * 1.5) + 1000
-        note = ""
-        for attempt in range(3):
-            path = self._file(scenario, rows, count, "run")
+        if self.args.warmup <= 0:
+            return expected
+        count = math.ceil(expected * self.args.warmup * 1.5) + 500
+        warm = self._wrk(server, self._file(scenario, rows, count, "warmup"), self.args.warmup)
+        return max(warm.rps, 50.0)
+
+    def _slice(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], path: Path) -> Slice:
+        """One measured wrk run; run again with more requests if a thread ran out of them."""
+        for _ in range(3):
             meter = CpuMeter(server.process.pid, postmaster_pid(self.db.server.data_dir)).start()
-            result = self._wrk(server, path, self.args.duration)
+            result = self._wrk(server, path, self.slice_seconds)
             cpu = meter.stop()
             if not (scenario.signed and result.wrapped):
-                break
+                return Slice(result, cpu)
             # Ran out of pre-signed requests: the replays failed. Size by what was sent, again.
-            log(f"    ran out of pre-signed requests ({count}); again with more")
-            note = "re-run: more requests"
-            count = math.ceil(result.sent * 1.6) + 1000
-            if scenario.key == "post" and database:
-                self.db.after_post(database)
+            log(f"    ran out of pre-signed requests ({result.sent}); this slice again with more")
+            path = self._file(scenario, rows, math.ceil(result.sent * 1.6) + 1000, "again")
+        raise RuntimeError(f"{scenario.title}: ran out of pre-signed requests three times")
+
+    def _measure(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], database: Optional[str],
+                 ceiling: Optional[Gunicorn]) -> list[Row]:
+        """The scenario's row and, unless --no-ceiling, the ceiling's, measured in alternating slices."""
+        log(f"  {scenario.title}")
+        self._probe(server, scenario, rows)
+        expected = self._warm_up(server, scenario, rows)
+        count = math.ceil(expected * self.slice_seconds * 1.5) + 500
+        files = [self._file(scenario, rows, count, f"slice{i}") for i in range(self.args.slices)]
+        ceiling_file = self._file(CEILING, rows, 1, "slice")
+        service_slices: list[Slice] = []
+        ceiling_slices: list[Slice] = []
+        scans_before = self.db.sequential_scans(database) if database else 0
+        for path in files:
+            if ceiling is not None:
+                ceiling_slices.append(self._slice(ceiling, CEILING, rows, ceiling_file))
+            service_slices.append(self._slice(server, scenario, rows, path))
+        if ceiling is not None:
+            ceiling_slices.append(self._slice(ceiling, CEILING, rows, ceiling_file))
+        row = self._row(scenario, rows, service_slices)
+        if database:
+            time.sleep(STATS_DELAY_SECONDS)
+            row.seq_scans = self.db.sequential_scans(database) - scans_before
+        if row.non2xx:
+            log(server.log_tail(10))
+        if ceiling is None:
+            return [row]
+        ceiling_row = self._row(CEILING, rows, ceiling_slices)
+        row.of_ceiling = row.rps / ceiling_row.rps if ceiling_row.rps else None
+        self.ceiling_rps = ceiling_row.rps
+        return [ceiling_row, row]
+
+    def _row(self, scenario: Scenario, rows: Optional[int], slices: list[Slice]) -> Row:
+        result = merge([s.result for s in slices])
+        seconds = sum(s.cpu.seconds for s in slices) or 1e-9
+
+        def cores(name: str) -> float:
+            return sum(getattr(s.cpu, name) * s.cpu.seconds for s in slices) / seconds
+
         row = Row(
             scenario=scenario.key, title=scenario.title, rows=rows, rps=result.rps, p50_ms=result.p50_ms,
             p99_ms=result.p99_ms, non2xx=result.non2xx, socket_errors=result.socket_errors,
-            requests=result.requests, codes=result.codes, note=note,
+            requests=result.requests, codes=result.codes, other_cores=cores("other"), stolen_cores=cores("stolen"),
         )
-        row.app_cpu_ms, row.pg_cpu_ms = cpu.per_request_ms(result.requests)
-        row.other_cores = cpu.other
-        row.stolen_cores = cpu.stolen
+        if result.requests:
+            row.app_cpu_ms = cores("service") * seconds * 1000 / result.requests
+            row.pg_cpu_ms = cores("postgres") * seconds * 1000 / result.requests
         codes = f" {result.codes}" if result.codes else ""
-        log(f"    {row.rps:8.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:6.2f} ms  "
-            f"non-2xx {row.non2xx}{codes}  socket errors {row.socket_errors} {result.errors if row.socket_errors else ''}"
-            f" | CPU/request: app {row.app_cpu_ms:.2f} ms, Postgres {row.pg_cpu_ms:.2f} ms;"
-            f" wrk {cpu.wrk:.2f} cores, other processes {cpu.other:.2f} cores, stolen {cpu.stolen:.2f} cores")
-        if row.non2xx:
-            log(server.log_tail(10))
+        log(f"    {scenario.title if scenario is CEILING else 'service'}: {row.rps:8.0f} req/s  p50 {row.p50_ms:6.2f} ms"
+            f"  p99 {row.p99_ms:6.2f} ms  non-2xx {row.non2xx}{codes}  socket errors {row.socket_errors}"
+            f" {result.errors if row.socket_errors else ''}| CPU/request: app {row.app_cpu_ms:.2f} ms,"
+            f" Postgres {row.pg_cpu_ms:.2f} ms; wrk {cores('wrk'):.2f} cores, other processes {row.other_cores:.2f}"
+            f" cores, stolen {row.stolen_cores:.2f} cores")
         return row
+
+    @property
+    def slice_seconds(self) -> int:
+        """wrk runs for whole seconds."""
+        return max(1, round(self.args.duration / self.args.slices))
+
+
+@dataclass
+class Slice:
+    result: WrkResult
+    cpu: CpuUse
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -367,14 +414,15 @@ def _pct(value: Optional[float]) -> str:
 def table(results: list[Row]) -> str:
     lines = [
         "| scenario | rows | req/s | p50 ms | p99 ms | non-2xx | socket errors | of ceiling"
-        " | CPU ms/req app + PG | other load | stolen |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | CPU ms/req app + PG | seq scans | other load | stolen |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results:
         lines.append(
             f"| {row.title} | {_fmt_rows(row.rows) if row.scenario != 'ceiling' else '(' + _fmt_rows(row.rows) + ')'} | {row.rps:.0f} | {row.p50_ms:.1f} | {row.p99_ms:.1f} "
             f"| {row.non2xx} | {row.socket_errors} | {_pct(row.of_ceiling) if row.scenario != 'ceiling' else '100 %'} "
-            f"| {row.app_cpu_ms:.2f} + {row.pg_cpu_ms:.2f} | {row.other_cores:.2f} | {row.stolen_cores:.2f} |"
+            f"| {row.app_cpu_ms:.2f} + {row.pg_cpu_ms:.2f} | {'–' if row.seq_scans is None else row.seq_scans} "
+            f"| {row.other_cores:.2f} | {row.stolen_cores:.2f} |"
         )
     return "\n".join(lines)
 
@@ -411,6 +459,10 @@ def targets(results: list[Row], rows_list: list[int]) -> list[tuple[str, str, bo
                     change = relative
                 checks.append((f"{scenario.title}: {_fmt_rows(high)} rows within 15 % of {_fmt_rows(low)}",
                                measured, abs(change) <= 0.15))
+    scanned = [r for r in results if r.seq_scans is not None]
+    if scanned:
+        checks.append(("no sequential scan of jobs or nonces (every lookup indexed)",
+                       str(sum(r.seq_scans for r in scanned)), all(r.seq_scans == 0 for r in scanned)))
     bad = sum(r.non2xx + r.socket_errors for r in results)
     checks.append(("zero non-2xx answers and socket errors", str(bad), bad == 0))
     return checks
@@ -423,7 +475,8 @@ def report(results: list[Row], args: argparse.Namespace, settings: GunicornSetti
         f"Machine: {info['nproc']} cores ({info['cpu']}), {info['kernel']}, Python {info['python']}, "
         f"gunicorn {info['gunicorn']}, Flask {info['flask']}, {wrk_version(wrk)}.\n"
         f"Settings: gunicorn {settings.describe()}; wrk {args.wrk_threads} threads, {args.connections} connections, "
-        f"{args.duration:g} s per scenario after {args.warmup:g} s warm-up; "
+        f"{args.slices} slices of {max(1, round(args.duration / args.slices))} s per scenario after {args.warmup:g} s"
+        f" warm-up, each ceiling row measured in slices alternating with the next row's; "
         f"{'keep-alive' if args.keep_alive else 'Connection: close on every request (as the Provider sends)'}; "
         f"embedded Postgres on the same machine; "
         f"SIGNATURE_REQUIRED=1, a fresh nonce per signed request."
@@ -436,7 +489,9 @@ def report(results: list[Row], args: argparse.Namespace, settings: GunicornSetti
     print()
     print("CPU ms/req: CPU time per answered request in the server's processes (gunicorn master and workers)"
           " + in Postgres. Other load: cores that processes outside the benchmark (and the kernel) used meanwhile;"
-          " stolen: cores the hypervisor gave to other machines (both ~0 on a quiet machine).")
+          " stolen: cores the hypervisor gave to other machines (both ~0 on a quiet machine)."
+          " Seq scans: sequential scans of the jobs and nonces tables during the measured slices"
+          " (0: every lookup went through an index).")
     disturbed = [r for r in results if r.other_cores + r.stolen_cores > 0.2]
     if disturbed:
         print(f"WARNING: other processes or machines took up to "
@@ -454,7 +509,7 @@ def report(results: list[Row], args: argparse.Namespace, settings: GunicornSetti
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "machine": info, "settings": asdict(settings), "wrk_threads": args.wrk_threads,
-            "connections": args.connections, "duration": args.duration,
+            "connections": args.connections, "duration": args.duration, "slices": args.slices,
             "results": [asdict(r) for r in results],
             "targets": [{"target": n, "measured": m, "met": ok} for n, m, ok in checks],
         }, indent=2))
