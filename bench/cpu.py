@@ -76,6 +76,16 @@ class CpuUse:
     other: float  # cores used by processes that are not part of the benchmark (and the kernel)
     stolen: float  # cores the hypervisor gave to other machines
 
+    @classmethod
+    def combined(cls, uses: list["CpuUse"]) -> "CpuUse":
+        """The use over several measured runs (the slices of a scenario), weighted by their length."""
+        seconds = sum(use.seconds for use in uses) or 1e-9
+
+        def cores(name: str) -> float:
+            return sum(getattr(use, name) * use.seconds for use in uses) / seconds
+
+        return cls(seconds, cores("service"), cores("postgres"), cores("wrk"), cores("other"), cores("stolen"))
+
     def per_request_ms(self, requests: int) -> tuple[float, float]:
         """CPU milliseconds per request in the server and in Postgres."""
         if not requests:

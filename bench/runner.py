@@ -280,7 +280,7 @@ class Bench:
         found = json.loads(body)
         expected = scenario.items
         if not isinstance(found, list) or (not found if expected is None else len(found) != expected):
-            raise RuntimeError(f"{scenario.title}: probe answered {str(found)[:200]!r}, expected {expected or 'some'} item(s)")
+            raise RuntimeError(f"{scenario.title}: probe answered {str(found)[:200]!r}, expected {'some' if expected is None else expected} item(s)")
 
     def _wrk(self, server: Gunicorn, path: Path, seconds: float) -> WrkResult:
         return run_wrk(self.wrk, server.url, path, self.args.wrk_threads, self.args.connections, seconds,
@@ -341,37 +341,35 @@ class Bench:
 
     def _row(self, scenario: Scenario, rows: Optional[int], slices: list[Slice]) -> Row:
         result = merge([s.result for s in slices])
-        seconds = sum(s.cpu.seconds for s in slices) or 1e-9
-
-        def cores(name: str) -> float:
-            return sum(getattr(s.cpu, name) * s.cpu.seconds for s in slices) / seconds
-
+        cpu = CpuUse.combined([s.cpu for s in slices])
         row = Row(
             scenario=scenario.key, title=scenario.title, rows=rows, rps=result.rps, p50_ms=result.p50_ms,
             p99_ms=result.p99_ms, non2xx=result.non2xx, socket_errors=result.socket_errors,
-            requests=result.requests, codes=result.codes, other_cores=cores("other"), stolen_cores=cores("stolen"),
+            requests=result.requests, codes=result.codes, other_cores=cpu.other, stolen_cores=cpu.stolen,
         )
-        if result.requests:
-            row.app_cpu_ms = cores("service") * seconds * 1000 / result.requests
-            row.pg_cpu_ms = cores("postgres") * seconds * 1000 / result.requests
+        row.app_cpu_ms, row.pg_cpu_ms = cpu.per_request_ms(result.requests)
         codes = f" {result.codes}" if result.codes else ""
         log(f"    {scenario.title if scenario is CEILING else 'service'}: {row.rps:8.0f} req/s  p50 {row.p50_ms:6.2f} ms"
             f"  p99 {row.p99_ms:6.2f} ms  non-2xx {row.non2xx}{codes}  socket errors {row.socket_errors}"
             f" {result.errors if row.socket_errors else ''}| CPU/request: app {row.app_cpu_ms:.2f} ms,"
-            f" Postgres {row.pg_cpu_ms:.2f} ms; wrk {cores('wrk'):.2f} cores, other processes {row.other_cores:.2f}"
+            f" Postgres {row.pg_cpu_ms:.2f} ms; wrk {cpu.wrk:.2f} cores, other processes {row.other_cores:.2f}"
             f" cores, stolen {row.stolen_cores:.2f} cores")
         return row
 
     @property
     def slice_seconds(self) -> int:
-        """wrk runs for whole seconds."""
-        return max(1, round(self.args.duration / self.args.slices))
+        return slice_seconds(self.args)
 
 
 @dataclass
 class Slice:
     result: WrkResult
     cpu: CpuUse
+
+
+def slice_seconds(args: argparse.Namespace) -> int:
+    """The length of one slice: wrk runs for whole seconds."""
+    return max(1, round(args.duration / args.slices))
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -475,7 +473,7 @@ def report(results: list[Row], args: argparse.Namespace, settings: GunicornSetti
         f"Machine: {info['nproc']} cores ({info['cpu']}), {info['kernel']}, Python {info['python']}, "
         f"gunicorn {info['gunicorn']}, Flask {info['flask']}, {wrk_version(wrk)}.\n"
         f"Settings: gunicorn {settings.describe()}; wrk {args.wrk_threads} threads, {args.connections} connections, "
-        f"{args.slices} slices of {max(1, round(args.duration / args.slices))} s per scenario after {args.warmup:g} s"
+        f"{args.slices} slices of {slice_seconds(args)} s per scenario after {args.warmup:g} s"
         f" warm-up, each ceiling row measured in slices alternating with the next row's; "
         f"{'keep-alive' if args.keep_alive else 'Connection: close on every request (as the Provider sends)'}; "
         f"embedded Postgres on the same machine; "
