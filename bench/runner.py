@@ -34,6 +34,9 @@ from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, merge, run_wrk, wrk
 from bench.server import REPO, Gunicorn, GunicornSettings
 
 DATA_DIR = REPO / ".bench"
+# Each slice starts after this long of unmeasured load on the same server: a server that
+# has just been idle while the other one ran answers its first second measurably slower.
+SLICE_WARMUP_SECONDS = 1
 # Postgres backends report their table statistics within about a second of going idle.
 STATS_DELAY_SECONDS = 1.5
 API = presign.API
@@ -295,8 +298,10 @@ class Bench:
         warm = self._wrk(server, self._file(scenario, rows, count, "warmup"), self.args.warmup)
         return max(warm.rps, 50.0)
 
-    def _slice(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], path: Path) -> Slice:
-        """One measured wrk run; run again with more requests if a thread ran out of them."""
+    def _slice(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], path: Path, warm: Path) -> Slice:
+        """One measured wrk run after an unmeasured second on `warm`; run again with more
+        requests if a thread ran out of them."""
+        self._wrk(server, warm, SLICE_WARMUP_SECONDS)
         for _ in range(3):
             meter = CpuMeter(server.process.pid, postmaster_pid(self.db.server.data_dir)).start()
             result = self._wrk(server, path, self.slice_seconds)
@@ -315,17 +320,19 @@ class Bench:
         self._probe(server, scenario, rows)
         expected = self._warm_up(server, scenario, rows)
         count = math.ceil(expected * self.slice_seconds * 1.5) + 500
-        files = [self._file(scenario, rows, count, f"slice{i}") for i in range(self.args.slices)]
+        warm_count = math.ceil(expected * SLICE_WARMUP_SECONDS * 1.5) + 500
+        files = [(self._file(scenario, rows, count, f"slice{i}"), self._file(scenario, rows, warm_count, f"warm{i}"))
+                 for i in range(self.args.slices)]
         ceiling_file = self._file(CEILING, rows, 1, "slice")
         service_slices: list[Slice] = []
         ceiling_slices: list[Slice] = []
         scans_before = self.db.sequential_scans(database) if database else 0
-        for path in files:
+        for path, warm in files:
             if ceiling is not None:
-                ceiling_slices.append(self._slice(ceiling, CEILING, rows, ceiling_file))
-            service_slices.append(self._slice(server, scenario, rows, path))
+                ceiling_slices.append(self._slice(ceiling, CEILING, rows, ceiling_file, ceiling_file))
+            service_slices.append(self._slice(server, scenario, rows, path, warm))
         if ceiling is not None:
-            ceiling_slices.append(self._slice(ceiling, CEILING, rows, ceiling_file))
+            ceiling_slices.append(self._slice(ceiling, CEILING, rows, ceiling_file, ceiling_file))
         row = self._row(scenario, rows, service_slices)
         if database:
             time.sleep(STATS_DELAY_SECONDS)
