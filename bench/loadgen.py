@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-from bisect import bisect_left
-from itertools import accumulate
 import shutil
 import subprocess
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "replay.lua"
