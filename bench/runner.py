@@ -174,7 +174,7 @@ class Bench:
 
     def run(self, rows_list: list[int], scenarios: list[Scenario]) -> list[Row]:
         log(f"bench: gunicorn {self.settings.describe()}, wrk {self.args.wrk_threads} threads x "
-            f"{self.args.connections} connections, {self.args.slices} x {self.slice_seconds} s per scenario, alternating with"
+            f"{self.args.connections} connections, {self.args.slices} x {slice_seconds(self.args)} s per scenario, alternating with"
             f" the ceiling (+{self.args.warmup:g} s warm-up)")
         log("starting embedded Postgres in .bench/postgres")
         self.db.start()
@@ -294,7 +294,7 @@ class Bench:
         expected = self.ceiling_rps or 8000.0
         if self.args.warmup <= 0:
             return expected
-        count = math.ceil(expected * self.args.warmup * 1.5) + 500
+        count = requests_for(expected, self.args.warmup)
         warm = self._wrk(server, self._file(scenario, rows, count, "warmup"), self.args.warmup)
         return max(warm.rps, 50.0)
 
@@ -304,7 +304,7 @@ class Bench:
         self._wrk(server, warm, SLICE_WARMUP_SECONDS)
         for _ in range(3):
             meter = CpuMeter(server.process.pid, postmaster_pid(self.db.server.data_dir)).start()
-            result = self._wrk(server, path, self.slice_seconds)
+            result = self._wrk(server, path, slice_seconds(self.args))
             cpu = meter.stop()
             if not (scenario.signed and result.wrapped):
                 return Slice(result, cpu)
@@ -319,8 +319,8 @@ class Bench:
         log(f"  {scenario.title}")
         self._probe(server, scenario, rows)
         expected = self._warm_up(server, scenario, rows)
-        count = math.ceil(expected * self.slice_seconds * 1.5) + 500
-        warm_count = math.ceil(expected * SLICE_WARMUP_SECONDS * 1.5) + 500
+        count = requests_for(expected, slice_seconds(self.args))
+        warm_count = requests_for(expected, SLICE_WARMUP_SECONDS)
         files = [(self._file(scenario, rows, count, f"slice{i}"), self._file(scenario, rows, warm_count, f"warm{i}"))
                  for i in range(self.args.slices)]
         ceiling_file = self._file(CEILING, rows, 1, "slice")
@@ -363,10 +363,6 @@ class Bench:
             f" cores, stolen {row.stolen_cores:.2f} cores")
         return row
 
-    @property
-    def slice_seconds(self) -> int:
-        return slice_seconds(self.args)
-
 
 @dataclass
 class Slice:
@@ -377,6 +373,11 @@ class Slice:
 def slice_seconds(args: argparse.Namespace) -> int:
     """The length of one slice: wrk runs for whole seconds."""
     return max(1, round(args.duration / args.slices))
+
+
+def requests_for(rate: float, seconds: float) -> int:
+    """Pre-signed requests enough for `seconds` at `rate` requests/s, with room to spare."""
+    return math.ceil(rate * seconds * 1.5) + 500
 
 
 # -- the report ---------------------------------------------------------------------------
