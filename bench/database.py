@@ -9,6 +9,7 @@ reused (only the rows and nonces earlier runs added are removed); --reseed force
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -175,7 +176,8 @@ CROSS JOIN LATERAL (
 
 def _recipe() -> str:
     """A fingerprint of everything that shapes the seeded data."""
-    text = f"{SEED_VERSION}{SEED_SQL}{_document_template()}{_outputs_template()}{OWNERS}{RUNNING}{[sql for _, _, sql in migrations.MIGRATIONS]}"
+    steps = [step if isinstance(step, str) else inspect.getsource(step) for _, _, step in migrations.MIGRATIONS]
+    text = f"{SEED_VERSION}{SEED_SQL}{_document_template()}{_outputs_template()}{OWNERS}{RUNNING}{steps}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -60,10 +60,10 @@ def migrate() -> None:
 
     db = Database(load_settings().postgres, max_connections=1)
     try:
-        applied = migrations.upgrade(db)
+        upgrade = migrations.upgrade(db)
     finally:
         db.close()
-    print(f"schema at version {migrations.LATEST_VERSION} (applied now: {applied or 'none'})")
+    print(upgrade.report())
 
 
 def run(args: argparse.Namespace) -> int:
