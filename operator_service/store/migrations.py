@@ -198,6 +198,14 @@ def unique_running_agreements(cur: Cursor) -> SharedAgreements:
     return shared
 
 
+# PUT /compute annotates the WorkFlows of the jobs it stops. The flag is set with stopreq,
+# in the same statement, and cleared once the annotation landed; the reconciler retries
+# whatever stays flagged (registration.deliver_stop_annotations).
+STOP_ANNOTATIONS = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
+"""
+
 Step = Union[str, Callable[[Cursor], SharedAgreements]]
 
 MIGRATIONS: Sequence[tuple[int, str, Step]] = (
@@ -208,6 +216,7 @@ MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (5, "nonce function", NONCE_FUNCTION),
     (6, "stage DID columns", DID_COLUMNS),
     (7, "unique running agreementIds, duplicates kept", unique_running_agreements),
+    (8, "pending stop annotations", STOP_ANNOTATIONS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
