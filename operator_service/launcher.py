@@ -149,9 +149,17 @@ def check_server_variables(bind: str, env: Optional[Mapping[str, str]] = None) -
         package = WORKER_CLASSES[worker_class]
         if package and importlib.util.find_spec(package) is None:
             raise ConfigError(f"OPERATOR_WORKER_CLASS={worker_class} needs the {package} package, which is not installed")
-    elif "." not in worker_class:
-        raise ConfigError(f"OPERATOR_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)} or a dotted class"
-                          f" path, got {worker_class!r}")
+    elif not _importable(worker_class):
+        raise ConfigError(f"OPERATOR_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)} or the dotted path"
+                          f" of an importable worker class, got {worker_class!r}")
+
+
+def _importable(dotted: str) -> bool:
+    module, _, name = dotted.rpartition(".")
+    try:
+        return bool(module) and hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
 
 
 def check_bind_free(bind: str) -> None:
