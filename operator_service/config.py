@@ -110,7 +110,8 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> Optional[str]:
     return raw
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """0 or 1; unset or empty is 0."""
     raw = env.get(name, "0").strip()
     if raw in ("", "0"):
         return False
@@ -156,7 +157,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     )
     return Settings(
         postgres=postgres,
-        signature_required=_flag(env, "SIGNATURE_REQUIRED"),
+        signature_required=env_flag(env, "SIGNATURE_REQUIRED"),
         allowed_providers=tuple(a.lower() for a in _json_list(env, "ALLOWED_PROVIDERS")),
         allowed_admins=_json_list(env, "ALLOWED_ADMINS"),
         operator_address=env.get("OPERATOR_ADDRESS") or None,

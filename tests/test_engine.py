@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 
 from operator_service.embedded_db import free_port
 from operator_service.engine import EngineConfig, run_engine
+from operator_service.engine.uids import FIRST_UID, processes_of
 from tests.conftest import OWNER
 
 COMPUTE = "/api/v1/operator/compute"
@@ -46,11 +46,11 @@ with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
 print("counted", total)
 """
 
-# Records its pid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
+# Records its uid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
 SLEEPER = """
 import os, time
 with open(os.path.join(os.environ["OUTPUTS"], "runs.txt"), "a") as out:
-    out.write(f"{os.getpid()}\\n")
+    out.write(f"{os.getuid()}\\n")
 print("started", flush=True)
 time.sleep(60)
 """
@@ -112,13 +112,10 @@ def wait_announces(db, namespace: str, count: int = 3) -> None:
         wait_for(lambda: last_ping(db, namespace) != before, f"an announce of {namespace}")
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+def running_as(uid: int) -> list[int]:
+    """Host pids of the processes of a job's uid (never the test's own: jobs have uids of their own)."""
+    assert uid != os.getuid(), "the job ran as the engine's own user"
+    return processes_of(uid)
 
 
 class Inputs(BaseHTTPRequestHandler):
@@ -166,6 +163,10 @@ class RunningEngine:
 
     def job_folder(self, job_id: str) -> Path:
         return self.config.work_dir / job_id
+
+    def job_data(self, job_id: str) -> Path:
+        """The job's /data, as the engine sees it."""
+        return self.job_folder(job_id) / "data"
 
 
 @pytest.fixture
@@ -322,8 +323,9 @@ def test_an_unreachable_input_fails_data_provisioning(db, submit, start_engine):
     row = wait_finished(db, job_id)
     assert (row["status"], row["statusText"]) == (31, "Data provisioning failed")
     assert published(row, "output") == []
-    assert "Input 0 failed" in read_published(row, "configrationLog")
-    assert not (engine.job_folder(job_id) / "transformations" / "algorithm").exists()
+    configure_log = read_published(row, "configrationLog")
+    assert "Input 0 failed" in configure_log and "moving to algo" not in configure_log
+    assert engine.job_folder(job_id).exists(), "DEBUG_NO_CLEANUP keeps the job folder"
 
 
 def test_an_algorithm_without_code_fails_algorithm_provisioning(db, submit, start_engine):
@@ -339,8 +341,9 @@ def test_a_stop_request_kills_the_algorithm_within_seconds(client, db, provider,
     job_id = submit(SLEEPER)
     running = wait_status(db, job_id, 40)
     assert running["statusText"] == "Running algorithm "
-    runs = engine.job_folder(job_id) / "outputs" / "runs.txt"
-    pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+    runs = engine.job_data(job_id) / "outputs" / "runs.txt"
+    uid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+    assert running_as(uid), "the algorithm runs as its job's uid"
 
     asked = time.monotonic()
     response = client.put(COMPUTE, query_string={"owner": OWNER, "jobId": job_id, **provider.signed(OWNER, job_id)})
@@ -350,7 +353,7 @@ def test_a_stop_request_kills_the_algorithm_within_seconds(client, db, provider,
     assert (row["status"], row["stopreq"]) == (70, 1)
     assert "stopped on request" in read_published(row, "algorithmLog")
     assert published(row, "output")[0]["filename"] == "runs.txt"
-    wait_for(lambda: not alive(pid), "the algorithm process to be gone", timeout=5)
+    assert running_as(uid) == [], "no process of the job is left once it is finished"
 
 
 def test_passing_max_job_duration_kills_the_algorithm_and_sets_stopreq_2(db, submit, start_engine):
@@ -369,22 +372,22 @@ def test_an_engine_restart_ends_the_interrupted_job_without_running_it_again(db,
     first = start_engine(work_dir=work_dir)
     job_id = submit(SLEEPER)
     wait_status(db, job_id, 40)
-    runs = first.job_folder(job_id) / "outputs" / "runs.txt"
-    pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+    runs = first.job_data(job_id) / "outputs" / "runs.txt"
+    uid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
 
     first.halt()
     left = job_row(db, job_id)
     assert (left["status"], left["dateFinished"]) == (40, None)
-    assert not alive(pid)
+    assert running_as(uid) == []
 
     start_engine(work_dir=work_dir)
     row = wait_finished(db, job_id)
     assert (row["status"], row["statusText"], row["stopreq"]) == (70, "Job finished", 0)
     assert "engine restarted while the algorithm was running" in read_published(row, "algorithmLog")
-    assert read_published(row, "output").split() == [str(pid)], "the algorithm must not run a second time"
+    assert read_published(row, "output").split() == [str(uid)], "the algorithm must not run a second time"
 
 
-def test_after_an_engine_crash_the_next_engine_kills_the_leftover_algorithm(
+def test_an_algorithm_dies_with_a_crashed_engine_and_the_next_engine_finishes_its_job(
     db, settings, submit, start_engine, work_dirs
 ):
     work_dir = work_dirs()
@@ -400,18 +403,18 @@ def test_after_an_engine_crash_the_next_engine_kills_the_leftover_algorithm(
     try:
         wait_announces(db, "crashing", 1)
         job_id = submit(SLEEPER, environment="crashing")
-        runs = work_dir / job_id / "outputs" / "runs.txt"
-        pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+        runs = work_dir / job_id / "data" / "outputs" / "runs.txt"
+        uid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
     finally:
         crashing.send_signal(signal.SIGKILL)
         crashing.wait()
-    assert alive(pid), "the algorithm outlives a crashed engine"
+    wait_for(lambda: running_as(uid) == [], "the algorithm to die with the engine that ran it", timeout=10)
 
     start_engine(namespace="crashing", work_dir=work_dir)
     row = wait_finished(db, job_id)
     assert (row["status"], row["statusText"]) == (70, "Job finished")
-    wait_for(lambda: not alive(pid), "the leftover algorithm to be killed", timeout=5)
-    assert read_published(row, "output").split() == [str(pid)]
+    assert "engine restarted while the algorithm was running" in read_published(row, "algorithmLog")
+    assert read_published(row, "output").split() == [str(uid)]
 
 
 def test_engines_of_two_environments_never_take_each_others_jobs(db, submit, start_engine):
@@ -460,15 +463,13 @@ def test_the_algorithm_gets_only_the_pod_environment(db, submit, start_engine, m
     assert "POSTGRES_PASSWORD" not in env
     assert set(env) - {"PWD"} == {"DIDS", "TRANSFORMATION_DID", "VOLUME", "LOGS", "INPUTS", "OUTPUTS", "secret",
                                   "PATH", "HOME", "LANG"}
-    volume = str(engine.job_folder(job_id))
-    assert (env["VOLUME"], env["INPUTS"], env["OUTPUTS"], env["LOGS"]) == (
-        volume, f"{volume}/inputs", f"{volume}/outputs", f"{volume}/logs")
+    assert (env["VOLUME"], env["INPUTS"], env["OUTPUTS"], env["LOGS"], env["HOME"]) == (
+        "/data", "/data/inputs", "/data/outputs", "/data/logs", "/tmp"), "the paths Ocean's algorithm pod sees"
     stage = row["workflow"]["spec"]["metadata"]["stages"][0]
     assert json.loads(env["DIDS"]) == [stage["input"][0]["id"].removeprefix("did:op:")]
     assert env["TRANSFORMATION_DID"] == stage["algorithm"]["id"]
     assert env["secret"] == row["workflow"]["metadata"]["secret"] and env["secret"]
-    if os.geteuid() == 0:
-        assert seen["uid"] == pwd.getpwnam("ocean-algo").pw_uid != 0
+    assert seen["uid"] >= FIRST_UID, "a uid of the job's own"
 
 
 def test_get_result_refuses_a_file_url_outside_the_results_folder(client, db, provider, submit, settings):
