@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_PROCESSES = 512
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+FULL_BELOW_BYTES = 1024 * 1024
 STAGING_FOLDER = ".sandbox"  # in ENGINE_WORK_DIR; a job id never starts with a dot
 
 
@@ -300,12 +301,14 @@ class JobSandbox:
         return self.cgroup is not None and self.cgroup.oom_kills() > 0
 
     def disk_full(self) -> bool:
+        """Whether the job's volume is full: ext4 refuses writes with a few hundred KiB still free."""
         if not self.isolation.volumes:
             return False
         try:
-            return os.statvfs(self.workspace.data).f_bavail == 0
+            found = os.statvfs(self.workspace.data)
         except OSError:
             return False
+        return found.f_bavail * found.f_frsize < FULL_BELOW_BYTES
 
     def release(self) -> None:
         """Kill what is left, remove the job's cgroup and give its uid back."""
