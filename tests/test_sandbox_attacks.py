@@ -10,6 +10,7 @@ more than a real attacker would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -356,3 +357,21 @@ def test_an_algorithm_cannot_widen_its_cpus(db, submit_job, start_engine):
     assert row["status"] == 70
     assert len(report_of(row)["cpus"]) == 1
     assert allowed and all("," not in cpus and "-" not in cpus for cpus in allowed), allowed
+
+
+def test_an_environment_can_opt_in_to_the_host_network_and_the_engine_says_what_that_means(
+    db, submit_job, start_engine, listener, caplog
+):
+    caplog.set_level(logging.WARNING)
+    start_engine(host_network=True)
+    job_id = submit_job(algorithm(PRELUDE + """
+attempt("listener", lambda: socket.create_connection(("127.0.0.1", PARAMS["listener"]), timeout=3).close())
+report()
+""", listener=listener.port))
+    row = wait_finished(db, job_id)
+
+    assert successes(report_of(row)) == {"listener": ["succeeded", "None"]}
+    wait_for(lambda: listener.accepted == 1, "the listener to count the connection")
+    assert any("ENGINE_UNSAFE_HOST_NETWORK=1: algorithms share this machine's network and can reach everything it"
+               " can" in message for message in caplog.messages)
+    assert any(f"job {job_id}: the algorithm shares this machine's network" in message for message in caplog.messages)

