@@ -14,7 +14,6 @@ from typing import Iterator
 
 import pytest
 
-from operator_service.config import ConfigError
 from operator_service.engine import cgroups, volumes
 from operator_service.engine.bubblewrap import SYSTEM_FOLDERS, SandboxFolders, sandbox_argv
 from operator_service.engine.config import load_engine_config
