@@ -287,7 +287,7 @@ def test_get_result_refuses_a_file_url_outside_the_results_folder(client, db, pr
 
     for index in (0, 1):
         response = get_result(client, provider, job_id, index)
-        assert response.status_code in (400, 404)
+        assert response.status_code == 403
         assert b"not a result" not in response.get_data() and b"root:" not in response.get_data()
     allowed = get_result(client, provider, job_id, 2)
     assert (allowed.status_code, allowed.get_data()) == (200, b"a result")
