@@ -13,21 +13,16 @@ import psycopg2
 from operator_service.engine import EngineConfig, run_engine
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.store import engine_queries, leases
-from tests.test_engine import (  # noqa: F401 (fixtures)
-    SLEEPER,
-    alive,
-    inputs,
+from tests.engine_support import (
     job_row,
     read_published,
-    start_engine,
-    submit,
+    running_as,
     wait_announces,
     wait_finished,
     wait_for,
     wait_status,
-    work_dirs,
 )
-
+from tests.test_engine import SLEEPER
 
 class EngineThread:
     """run_engine in a thread, with what it raised."""
@@ -58,38 +53,39 @@ def _lease_sessions(db, namespace: str) -> list[int]:
 
 
 def test_a_second_engine_waits_then_takes_over_and_finishes_the_jobs(
-    db, settings, submit, start_engine, work_dirs, caplog  # noqa: F811
+    db, settings, submit_job, start_engine, work_dirs, caplog
 ):
     caplog.set_level(logging.INFO)
-    work_dir = work_dirs()
-    first = start_engine(namespace="leased", work_dir=work_dir)
-    job_id = submit(SLEEPER, environment="leased")
+    first = start_engine(namespace="leased", work_dir=work_dirs())
+    job_id = submit_job(SLEEPER, environment="leased")
     wait_status(db, job_id, 40)
-    runs = work_dir / job_id / "outputs" / "runs.txt"
-    pid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+    runs = first.job_data(job_id) / "outputs" / "runs.txt"
+    uid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
 
     second = EngineThread(settings, first.config)  # the same namespace and work folder
     try:
-        wait_for(lambda: len(_lease_sessions(db, "leased")) == 2, "the second engine to ask for the lease")
+        wait_for(lambda: len(_lease_sessions(db, "leased")) == 2 or second.error, "the second engine to ask for the lease")
+        assert second.error is None, repr(second.error)
         wait_announces(db, "leased", 3)
-        assert job_row(db, job_id)["status"] == 40 and alive(pid), "the second engine left the running job alone"
+        assert job_row(db, job_id)["status"] == 40, "the second engine left the running job alone"
+        assert running_as(uid) != [], "the second engine killed nothing of the first one's"
         wait_for(lambda: "environment leased is run by another engine, operator-engine pid" in caplog.text,
                  "the second engine to say who holds the namespace")
 
         first.halt()
         row = wait_finished(db, job_id)
         assert (row["status"], row["statusText"]) == (70, "Job finished")
-        assert read_published(row, "output").split() == [str(pid)], "the algorithm ran once"
+        assert read_published(row, "output").split() == [str(uid)], "the algorithm ran once"
         assert "engine restarted while the algorithm was running" in read_published(row, "algorithmLog")
     finally:
         second.halt()
     assert second.error is None
 
 
-def test_no_job_is_taken_without_the_lease(db, settings, submit, inputs):  # noqa: F811
+def test_no_job_is_taken_without_the_lease(db, settings, submit_job):
     with db.transaction() as cur:
         cur.execute("SELECT * FROM announce('claims', '{}', 0)")
-    job_id = submit(SLEEPER, environment="claims")
+    job_id = submit_job(SLEEPER, environment="claims")
     with db.transaction() as cur:
         cur.execute("SELECT pg_backend_pid()")
         not_holding = cur.fetchone()[0]
@@ -104,7 +100,7 @@ def test_no_job_is_taken_without_the_lease(db, settings, submit, inputs):  # noq
         lease.release()
 
 
-def test_an_engine_whose_namespace_was_taken_over_stops(db, settings, work_dirs):  # noqa: F811
+def test_an_engine_whose_namespace_was_taken_over_stops(db, settings, work_dirs):
     config = EngineConfig(namespace="taken", work_dir=work_dirs(), results_dir=Path(settings.results_dir),
                           poll_seconds=0.1, use_docker="off")
     engine = EngineThread(settings, config)
