@@ -168,4 +168,6 @@ def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: thre
         Engine(EngineContext(db, engine_config, stop_event, isolation), address).run()
     finally:
         db.close()
+        if isolation.cgroups is not None:
+            isolation.cgroups.remove_if_empty()
         log.info("local engine for environment %s stopped", engine_config.namespace)
