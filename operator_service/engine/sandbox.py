@@ -49,14 +49,6 @@ class SandboxError(Exception):
     """A job's sandbox could not be set up or emptied."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    cpus: int
-    ram_bytes: int
-    disk_bytes: int
-    seconds: float
-
-
 class AlgorithmProcess(Protocol):
     def wait(self, timeout: float) -> Optional[int]:
         """The exit code, or None if still running after `timeout` seconds."""
