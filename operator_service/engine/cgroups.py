@@ -1,8 +1,10 @@
 """One cgroup per job: its memory, processes and CPUs are limited together, and it can be killed whole.
 
 A limit on a process (an rlimit) is multiplied by every process the algorithm starts; a
-cgroup's limit is for the job. Each job gets `operator-engine/<namespace>/<jobId>` in every
-hierarchy it needs, on cgroup v2 (one unified hierarchy) or v1 (one per controller):
+cgroup's limit is for the job. Each job gets `operator-engine/<engine>/<jobId>` in every
+hierarchy it needs, on cgroup v2 (one unified hierarchy) or v1 (one per controller), where
+<engine> names one engine's namespace and work folder (two engines on one machine never
+touch each other's jobs, even for the same namespace against different databases):
 
 - memory: ramGB for everything the job's processes use, swap included; the kernel's OOM
   killer stops the job, not the machine;
@@ -65,6 +67,14 @@ class Cgroups:
             if folder.is_dir():
                 names.update(child.name for child in folder.iterdir() if child.is_dir())
         return [self.job(name) for name in sorted(names)]
+
+    def remove_if_empty(self) -> None:
+        """Remove this engine's folders when no job's cgroup is left in them (at engine stop)."""
+        for folder in self.folders.values():
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 class JobCgroup:
@@ -201,28 +211,28 @@ class _Freeze:
             _write(self.file, self.off)
 
 
-def detect(namespace: str) -> tuple[Optional[Cgroups], str]:
-    """The cgroups this engine (root) can make for its jobs, and why not when it cannot."""
+def detect(engine: str) -> tuple[Optional[Cgroups], str]:
+    """The cgroups this engine (root) can make for its jobs under `engine`, and why not when it cannot."""
     if os.geteuid() != 0:
         return None, "the engine does not run as root"
     try:
         if (CGROUP_ROOT / "cgroup.controllers").exists():
-            return _prepare_v2(namespace), ""
+            return _prepare_v2(engine), ""
         if (CGROUP_ROOT / "memory").is_dir() or (CGROUP_ROOT / "pids").is_dir():
-            return _prepare_v1(namespace), ""
+            return _prepare_v1(engine), ""
     except OSError as exc:
         return None, f"the cgroup file system is not writable ({exc})"
     return None, f"no cgroup controllers under {CGROUP_ROOT}"
 
 
-def _prepare_v1(namespace: str) -> Cgroups:
+def _prepare_v1(engine: str) -> Cgroups:
     folders: dict[str, Path] = {}
     for controller in V1_CONTROLLERS:
         hierarchy = CGROUP_ROOT / controller
         if not hierarchy.is_dir():
             continue
         folder = hierarchy
-        for name in (ENGINE_GROUP, _safe(namespace)):
+        for name in (ENGINE_GROUP, _safe(engine)):
             folder = folder / name
             folder.mkdir(exist_ok=True)
             if controller == "cpuset":
@@ -235,9 +245,9 @@ def _prepare_v1(namespace: str) -> Cgroups:
     return Cgroups(1, folders, frozenset(folders))
 
 
-def _prepare_v2(namespace: str) -> Cgroups:
+def _prepare_v2(engine: str) -> Cgroups:
     folder = CGROUP_ROOT
-    for name in (ENGINE_GROUP, _safe(namespace)):
+    for name in (ENGINE_GROUP, _safe(engine)):
         available = set((folder / "cgroup.controllers").read_text().split())
         wanted = [controller for controller in V2_CONTROLLERS if controller in available]
         _try_write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))

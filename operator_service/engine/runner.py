@@ -197,4 +197,6 @@ def _run_holding(
         Engine(EngineContext(db, engine_config, stop_event, isolation), address, lease).run()
     finally:
         db.close()
+        if isolation.cgroups is not None:
+            isolation.cgroups.remove_if_empty()
         log.info("local engine for environment %s stopped", engine_config.namespace)

@@ -18,6 +18,7 @@ uid between fork and exec (`_child_setup`), before any of its code runs.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import resource
@@ -46,14 +47,6 @@ STAGING_FOLDER = ".sandbox"  # in ENGINE_WORK_DIR; a job id never starts with a 
 
 class SandboxError(Exception):
     """A job's sandbox could not be set up or emptied."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    cpus: int
-    ram_bytes: int
-    disk_bytes: int
-    seconds: float
 
 
 class AlgorithmProcess(Protocol):
@@ -134,15 +127,20 @@ def set_up_isolation(config: EngineConfig) -> Isolation:
     uid_pool = UidPool() if root else None
     if uid_pool is None:
         unavailable["uids"] = "the engine does not run as root"
-    tree, why = cgroups.detect(config.namespace)
-    if tree is None:
-        unavailable["cgroups"] = why
+    bwrap = _sandbox_binary(config, uid_pool) if config.sandbox == "bwrap" else None
+    docker = _use_docker(config)
     volume_problem = volumes.unavailable_reason()
     if volume_problem:
         unavailable["volumes"] = volume_problem
-    bwrap = _sandbox_binary(config, uid_pool) if config.sandbox == "bwrap" else None
-    docker = _use_docker(config)
+    tree, why = cgroups.detect(_engine_name(config))
+    if tree is None:
+        unavailable["cgroups"] = why
     return Isolation(bwrap, config.host_network, uid_pool, tree, volume_problem is None, docker, unavailable)
+
+
+def _engine_name(config: EngineConfig) -> str:
+    """Names this engine's cgroups: its namespace and its work folder (see cgroups.py)."""
+    return f"{config.namespace}-{hashlib.sha256(str(config.work_dir).encode()).hexdigest()[:12]}"
 
 
 def _sandbox_binary(config: EngineConfig, uid_pool: Optional[UidPool]) -> Path:
