@@ -362,6 +362,8 @@ START_UP_ERRORS = [
     ("bad bind", lambda port, pg: {"OPERATOR_BIND": "localhost:http"}, 2, "OPERATOR_BIND (or --bind) must be"),
     ("bad engine setting", lambda port, pg: {"maxJobs": "lots"}, 2, "maxJobs must be a number"),
     ("busy API port", lambda port, pg: {"OPERATOR_BIND": f"127.0.0.1:{port}"}, 1, "cannot listen there"),
+    ("no cluster with KUBERNETES=on", lambda port, pg: {"KUBERNETES": "on", "KUBECONFIG": "/nonexistent/kubeconfig"},
+     1, "KUBERNETES=on but there is no in-cluster service account and no kubeconfig"),
     ("port held by a program that never answers", lambda port, pg: {"POSTGRES_PORT": str(port)}, 1,
      "is already in use by another program (Address already in use); set POSTGRES_PORT to a free port"),
     ("port held by another Postgres", lambda port, pg: {"POSTGRES_PORT": str(pg.port)}, 1,
