@@ -216,7 +216,7 @@ class BenchDatabase:
     @contextmanager
     def cursor(self, database: str) -> Iterator[psycopg2.extensions.cursor]:
         """An autocommit cursor on its own connection to `database`, closed afterwards."""
-        conn = psycopg2.connect(**self.server.dsn_kwargs(database))
+        conn = psycopg2.connect(**self.server.dsn_kwargs(database), connect_timeout=10)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
