@@ -14,6 +14,7 @@ setup(
     packages=find_packages(include=["operator_service", "operator_service.*"]),
     install_requires=[
         "flask>=3.0,<4",
+        "flask-cors>=6",
         "flasgger>=0.9.7",
         "flask-swagger-ui>=4.11",
         "kubernetes>=29",

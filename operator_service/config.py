@@ -58,6 +58,7 @@ class Settings:
     results_dir: Optional[str] = None
     reconcile_interval_seconds: float = 30.0
     registration_grace_seconds: float = 60.0
+    cors_origins: tuple[str, ...] = ("*",)
 
 
 def _json_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -144,6 +145,23 @@ def _log_cfg(env: Mapping[str, str]) -> Optional[str]:
     return path
 
 
+def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CORS_ORIGINS: `*` (the default: any origin), or a JSON list of origins (`[]`: none)."""
+    raw = (env.get("CORS_ORIGINS") or "").strip()
+    if raw in ("", "*"):
+        return ("*",)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(
+            'CORS_ORIGINS must be *, or a JSON list of origins such as ["https://market.example"]'
+            f" ([] for none), got {raw!r}"
+        )
+    return tuple(value)
+
+
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Read and check every setting; raise ConfigError with the variable's name on a bad value."""
     env = os.environ if env is None else env
@@ -174,4 +192,5 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         results_dir=env.get("RESULTS_DIR") or None,
         reconcile_interval_seconds=env_number(env, "RECONCILE_INTERVAL", 30.0, 0.1),
         registration_grace_seconds=env_number(env, "REGISTRATION_GRACE", 60.0, 0.001),
+        cors_origins=_cors_origins(env),
     )
