@@ -129,8 +129,11 @@ def _terminate(children: list[subprocess.Popen]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """The API alone: gunicorn replaces this process, so that it gets the signals (docker stop)."""
     load_settings()
-    return subprocess.call(_gunicorn_command(args.bind))
+    command = _gunicorn_command(args.bind)
+    os.execv(command[0], command)
+    return 0
 
 
 def sign(args: argparse.Namespace) -> int:
