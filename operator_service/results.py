@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 from pathlib import Path
 from typing import Iterator, Optional
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import requests
 from flask import Response
@@ -19,15 +20,44 @@ from operator_service.config import Settings
 from operator_service.errors import ApiError
 
 CHUNK_BYTES = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What may stand in the plain filename= of Content-Disposition: printable ASCII but the
+# characters that would end or escape the value.
+_UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 
 def stream_result(url: str, settings: Settings, range_header: Optional[str]) -> Response:
+    _check_stored_url(url)
     scheme = urlparse(url).scheme.lower()
     if scheme in ("http", "https"):
         return _stream_http(url, settings, range_header)
     if scheme == "file":
         return _stream_file(url, settings)
     raise ApiError(f"Error getResult: unsupported result URL scheme {scheme or 'none'!r}", 400)
+
+
+def _check_stored_url(url: str) -> None:
+    """A URL read back from the database, as an engine wrote it: one that cannot be a request
+    line or a path (control characters, a NUL in a file path, a malformed host) is refused."""
+    try:
+        parsed = urlparse(url)
+    except ValueError:
+        raise ApiError("Error getResult: the stored result URL is malformed", 400) from None
+    if _CONTROL.search(url) or (parsed.scheme.lower() == "file" and "\x00" in unquote(parsed.path)):
+        raise ApiError("Error getResult: the stored result URL holds control characters", 400)
+
+
+def _content_disposition(filename: str) -> str:
+    """`attachment;filename=<name>` as the original sent it, with a name that is safe in a header.
+
+    The name comes from storage (the URL, or the storage's own Content-Disposition): control
+    characters (CR, LF) would split the header, quotes and semicolons would end the value.
+    They become "_"; a name that is not plain ASCII also goes whole in filename* (RFC 6266).
+    """
+    plain = _UNSAFE_IN_FILENAME.sub("_", filename) or "result"
+    if plain == filename or _CONTROL.search(filename):
+        return f"attachment;filename={plain}"
+    return f"attachment;filename={plain};filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _upstream_headers(settings: Settings, range_header: Optional[str]) -> dict[str, str]:
@@ -105,7 +135,7 @@ def _download(body: Iterator[bytes], status: int, filename: str, content_type: O
         status=status,
         content_type=content_type or "application/octet-stream",
         headers={
-            "Content-Disposition": f"attachment;filename={filename}",
+            "Content-Disposition": _content_disposition(filename),
             "Access-Control-Expose-Headers": "Content-Disposition",
         },
     )
