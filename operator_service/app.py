@@ -18,6 +18,7 @@ from operator_service.registration import start_reconciler
 from operator_service.routes.admin import admin
 from operator_service.routes.health import health
 from operator_service.routes.operator import operator
+from operator_service.routes.schemas import DEFINITIONS
 from operator_service.store.pool import Database
 
 log = logging.getLogger(__name__)
@@ -136,4 +137,5 @@ def _swagger_template() -> dict:
             "version": __version__,
             "description": "Infrastructure Operator Micro-service: the Compute-to-Data API the Ocean Provider calls.",
         },
+        "definitions": DEFINITIONS,
     }
