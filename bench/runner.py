@@ -283,13 +283,20 @@ class Bench:
 
     def _lines(self, scenario: Scenario, rows: Optional[int], count: int) -> list[str]:
         if scenario.attack:
-            signed = presign.status_requests(self.signer, rows, (count + 1) // 2, self.rng)
-            return [line for pair in zip(signed, presign.plain_requests("/") * len(signed)) for line in pair][:count]
+            return self._mixed_lines(rows, count)
         if scenario.key == "get" or scenario.step:
             return presign.status_requests(self.signer, rows, count, self.rng)
         if scenario.key == "post":
             return presign.start_requests(self.signer, count, self.rng)
         return presign.plain_requests(scenario.path)
+
+    def _mixed_lines(self, rows: Optional[int], count: int) -> list[str]:
+        """Signed GET /compute and GET / in turn for every wrk thread (thread k of T replays lines
+        k, k+T, ...: the kinds alternate in runs of T lines), the signed one first."""
+        signed = iter(presign.status_requests(self.signer, rows, (count + 1) // 2, self.rng))
+        plain = presign.plain_requests("/")[0]
+        threads = self.args.wrk_threads
+        return [next(signed, plain) if (i // threads) % 2 == 0 else plain for i in range(count)]
 
     def _file(self, scenario: Scenario, rows: Optional[int], count: int, phase: str) -> Path:
         started = time.monotonic()
