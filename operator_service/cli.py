@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from operator_service.config import ConfigError, load_settings
 
@@ -128,12 +128,11 @@ def _terminate(children: list[subprocess.Popen]) -> None:
             child.kill()
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> NoReturn:
     """The API alone: gunicorn replaces this process, so that it gets the signals (docker stop)."""
     load_settings()
     command = _gunicorn_command(args.bind)
     os.execv(command[0], command)
-    return 0
 
 
 def sign(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -111,3 +112,20 @@ def test_clients_that_never_close_their_end_do_not_stall_the_server(server):
             lingering.append(sock)
         assert _get(server + "/")[0] == 200
         assert all(sock.recv(12) == b"HTTP/1.1 200" for sock in lingering)
+
+
+def test_serve_becomes_gunicorn_so_that_a_stop_signal_reaches_it(base_env, db, tmp_path):
+    """The image runs `operator-service serve`: the process docker signals must be gunicorn itself."""
+    port = free_port()
+    env = {**os.environ, **base_env, "LOG_LEVEL": "WARNING"}
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "operator_service.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_answering(f"http://127.0.0.1:{port}", process)
+            assert "gunicorn" in open(f"/proc/{process.pid}/cmdline").read()
+            process.terminate()
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
