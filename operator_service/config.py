@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
+from urllib.parse import urlsplit
 
 KUBERNETES_MODES = ("auto", "on", "off")
 
@@ -56,6 +57,7 @@ class Settings:
     db_pool_size: int = 4
     result_timeout_seconds: float = 10.0
     results_dir: Optional[str] = None
+    result_url_prefixes: tuple[str, ...] = ()
     reconcile_interval_seconds: float = 30.0
     registration_grace_seconds: float = 60.0
     cors_origins: tuple[str, ...] = ("*",)
@@ -111,7 +113,8 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> Optional[str]:
     return raw
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """0 or 1; unset or empty is 0."""
     raw = env.get(name, "0").strip()
     if raw in ("", "0"):
         return False
@@ -162,6 +165,17 @@ def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _url_prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """http(s) URL prefixes, each naming at least a host."""
+    prefixes = _json_list(env, name)
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ConfigError(f"{name} must list http(s) URL prefixes such as \"https://ipfs.example.com/ipfs/\","
+                              f" got {prefix!r}")
+    return prefixes
+
+
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Read and check every setting; raise ConfigError with the variable's name on a bad value."""
     env = os.environ if env is None else env
@@ -174,7 +188,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     )
     return Settings(
         postgres=postgres,
-        signature_required=_flag(env, "SIGNATURE_REQUIRED"),
+        signature_required=env_flag(env, "SIGNATURE_REQUIRED"),
         allowed_providers=tuple(a.lower() for a in _json_list(env, "ALLOWED_PROVIDERS")),
         allowed_admins=_json_list(env, "ALLOWED_ADMINS"),
         operator_address=env.get("OPERATOR_ADDRESS") or None,
@@ -190,6 +204,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         db_pool_size=env_int(env, "DB_POOL_SIZE", 4, minimum=1),
         result_timeout_seconds=env_number(env, "RESULT_TIMEOUT", 10.0, 0.1),
         results_dir=env.get("RESULTS_DIR") or None,
+        result_url_prefixes=_url_prefixes(env, "RESULT_URL_PREFIXES"),
         reconcile_interval_seconds=env_number(env, "RECONCILE_INTERVAL", 30.0, 0.1),
         registration_grace_seconds=env_number(env, "REGISTRATION_GRACE", 60.0, 0.001),
         cors_origins=_cors_origins(env),

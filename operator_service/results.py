@@ -1,17 +1,28 @@
-"""Streaming one result file to the Provider (original-api.md §8).
+"""Streaming one result file to the Provider.
 
 Results live wherever the engine published them: an http(s) URL (IPFS, S3) or, for the
-local engine, a file:// URL inside RESULTS_DIR. Anything else is refused, so a job row
-cannot be used to read arbitrary files of this machine.
+local engine, a file:// URL inside RESULTS_DIR. A job's outputsURL is data an engine wrote
+to the database, never an instruction to this service, so:
+
+- an http(s) URL is fetched only if it starts with one of RESULT_URL_PREFIXES (none by
+  default: the local engine publishes file:// URLs), and a redirect is followed only to
+  another such URL;
+- a file:// URL is served only from inside RESULTS_DIR, opened one folder at a time from
+  RESULTS_DIR without following any symbolic link: the file that is checked is the file
+  that is served, whatever is planted in the folders meanwhile;
+- anything else is refused (403), and the operator is told the scheme and host in the log.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import mimetypes
 import os
 import re
-from pathlib import Path
+import stat
+from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 from flask import Response
@@ -19,7 +30,11 @@ from flask import Response
 from operator_service.config import Settings
 from operator_service.errors import ApiError
 
+log = logging.getLogger(__name__)
+
 CHUNK_BYTES = 4096
+MAX_REDIRECTS = 5
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What may stand in the plain filename= of Content-Disposition: printable ASCII but the
 # characters that would end or escape the value.
@@ -28,23 +43,27 @@ _UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 def stream_result(url: str, settings: Settings, range_header: Optional[str]) -> Response:
     _check_stored_url(url)
-    scheme = urlparse(url).scheme.lower()
+    scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         return _stream_http(url, settings, range_header)
     if scheme == "file":
         return _stream_file(url, settings)
-    raise ApiError(f"Error getResult: unsupported result URL scheme {scheme or 'none'!r}", 400)
+    raise _refused(f"unsupported result URL scheme {scheme or 'none'!r}")
+
+
+def _refused(reason: str) -> ApiError:
+    return ApiError(f"Error getResult: {reason}", 403)
 
 
 def _check_stored_url(url: str) -> None:
     """A URL read back from the database, as an engine wrote it: one that cannot be a request
     line or a path (control characters, a NUL in a file path, a malformed host) is refused."""
     try:
-        parsed = urlparse(url)
+        parts = urlsplit(url)
     except ValueError:
-        raise ApiError("Error getResult: the stored result URL is malformed", 400) from None
-    if _CONTROL.search(url) or (parsed.scheme.lower() == "file" and "\x00" in unquote(parsed.path)):
-        raise ApiError("Error getResult: the stored result URL holds control characters", 400)
+        raise _refused("the stored result URL is malformed") from None
+    if _CONTROL.search(url) or (parts.scheme.lower() == "file" and "\x00" in unquote(parts.path)):
+        raise _refused("the stored result URL holds control characters")
 
 
 def _content_disposition(filename: str) -> str:
@@ -60,6 +79,32 @@ def _content_disposition(filename: str) -> str:
     return f"attachment;filename={plain};filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether `url` lies under one of the operator's http(s) prefixes (same scheme, host and
+    port, and the prefix's path as a whole segment), with no credentials and no "..".
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return False
+    if parts.username or parts.password or ".." in unquote(parts.path).split("/"):
+        return False
+    for prefix in prefixes:
+        allowed = urlsplit(prefix)
+        same_server = (parts.scheme.lower(), parts.hostname, port) == (
+            allowed.scheme.lower(), allowed.hostname, allowed.port or DEFAULT_PORTS[allowed.scheme.lower()])
+        if same_server and _under(parts.path or "/", allowed.path or "/"):
+            return True
+    return False
+
+
+def _under(path: str, prefix: str) -> bool:
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def _upstream_headers(settings: Settings, range_header: Optional[str]) -> dict[str, str]:
     headers = {}
     if range_header:
@@ -71,18 +116,31 @@ def _upstream_headers(settings: Settings, range_header: Optional[str]) -> dict[s
     return headers
 
 
+def _fetch(url: str, settings: Settings, range_header: Optional[str]) -> requests.Response:
+    """GET the result, following redirects only within RESULT_URL_PREFIXES."""
+    for _ in range(MAX_REDIRECTS + 1):
+        if not url_allowed(url, settings.result_url_prefixes):
+            parts = urlsplit(url)
+            log.warning("getResult refused a result at %s://%s: not under RESULT_URL_PREFIXES",
+                        parts.scheme, parts.hostname)
+            raise _refused("the result is stored where this service is not configured to fetch from"
+                           " (RESULT_URL_PREFIXES)")
+        try:
+            upstream = requests.get(url, headers=_upstream_headers(settings, range_header), stream=True,
+                                    timeout=settings.result_timeout_seconds, allow_redirects=False)
+        except requests.Timeout:
+            raise ApiError("Result storage did not answer in time", 504) from None
+        except requests.RequestException as exc:
+            raise ApiError(f"Result storage unreachable: {exc.__class__.__name__}", 502) from None
+        if not upstream.is_redirect:
+            return upstream
+        url = urljoin(url, upstream.headers["Location"])
+        upstream.close()
+    raise ApiError(f"Result storage redirected more than {MAX_REDIRECTS} times", 502)
+
+
 def _stream_http(url: str, settings: Settings, range_header: Optional[str]) -> Response:
-    try:
-        upstream = requests.get(
-            url,
-            headers=_upstream_headers(settings, range_header),
-            stream=True,
-            timeout=settings.result_timeout_seconds,
-        )
-    except requests.Timeout:
-        raise ApiError("Result storage did not answer in time", 504) from None
-    except requests.RequestException as exc:
-        raise ApiError(f"Result storage unreachable: {exc.__class__.__name__}", 502) from None
+    upstream = _fetch(url, settings, range_header)
 
     def body() -> Iterator[bytes]:
         try:
@@ -101,24 +159,57 @@ def _stream_http(url: str, settings: Settings, range_header: Optional[str]) -> R
 
 def _stream_file(url: str, settings: Settings) -> Response:
     if not settings.results_dir:
-        raise ApiError("Error getResult: local result files are not served (RESULTS_DIR is not set)", 400)
+        raise _refused("local result files are not served (RESULTS_DIR is not set)")
     root = Path(settings.results_dir).resolve()
-    path = Path(unquote(urlparse(url).path)).resolve()
-    if root not in path.parents or not path.is_file():
-        raise ApiError("Error getResult: the result file is not inside the results folder", 400)
+    relative = _inside(root, PurePosixPath(unquote(urlsplit(url).path)))
+    fd = _open_beneath(root, relative)
+    handle = os.fdopen(fd, "rb")
 
     def body() -> Iterator[bytes]:
-        with open(path, "rb") as handle:
+        with handle:
             while chunk := handle.read(CHUNK_BYTES):
                 yield chunk
 
-    response = _download(body(), 200, path.name, None)
-    response.headers["Content-Length"] = str(os.path.getsize(path))
+    response = _download(body(), 200, relative.name, None)
+    response.headers["Content-Length"] = str(os.fstat(fd).st_size)
     return response
 
 
+def _inside(root: Path, path: PurePosixPath) -> PurePosixPath:
+    """`path` relative to `root`, taken as written (no "..", nothing resolved)."""
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        raise _refused("the result file is not inside the results folder") from None
+    if not relative.parts or ".." in relative.parts:
+        raise _refused("the result file is not inside the results folder")
+    return relative
+
+
+def _open_beneath(root: Path, relative: PurePosixPath) -> int:
+    """A read descriptor for the regular file at `relative` under `root`, reached without
+    following a symbolic link in any of its folders or in its name."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for folder in relative.parts[:-1]:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        found = os.open(relative.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise ApiError("Error getResult: the result file does not exist", 404) from None
+        raise _refused("the result file is not a regular file inside the results folder") from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(found).st_mode):
+        os.close(found)
+        raise _refused("the result file is not a regular file inside the results folder")
+    return found
+
+
 def _filename(url: str, disposition: Optional[str]) -> str:
-    name = urlparse(url).path.rsplit("/", 1)[-1] or "result"
+    name = urlsplit(url).path.rsplit("/", 1)[-1] or "result"
     if disposition and "filename=" in disposition:
         name = disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"') or name
     return name

@@ -216,9 +216,9 @@ def _publish_and_fetch(client, provider, engine, job, url: str):
 
 @pytest.mark.parametrize("url", ["file:///tmp/a\u0000b", "file:///tmp/a%00b", "http://127.0.0.1/a\u0000b",
                                  "http://[::1/result", "http://127.0.0.1/a\r\nX-Injected: 1"])
-def test_a_stored_result_url_that_cannot_be_used_is_a_400_not_a_500(client, provider, engine, stored_job, url):
+def test_a_stored_result_url_that_cannot_be_used_is_refused_not_a_500(client, provider, engine, stored_job, url):
     response = _publish_and_fetch(client, provider, engine, stored_job, url)
-    assert response.status_code == 400
+    assert response.status_code == 403
     assert response.get_json()["error"].startswith("Error getResult: the stored result URL")
 
 

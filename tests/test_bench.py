@@ -1,7 +1,9 @@
-"""The benchmark's arithmetic: slices merged into one scenario's figures (bench/loadgen.py, bench/cpu.py)."""
+"""The benchmarks' arithmetic: slices merged into one scenario's figures (bench/loadgen.py, bench/cpu.py),
+and the sandbox's cost per job (bench/engine.py)."""
 from __future__ import annotations
 
 from bench.cpu import CpuUse
+from bench.engine import Timings, report
 from bench.loadgen import WrkResult, merge
 
 
@@ -49,3 +51,12 @@ def test_cpu_of_slices_is_weighted_by_their_length():
     assert combined.service == 1.75
     # 7 core-seconds of service CPU and 1.2 of Postgres over 1000 requests.
     assert combined.per_request_ms(1000) == (7.0, 1.2000000000000002)
+
+
+def test_the_engine_benchmark_charges_the_sandbox_the_difference_of_the_medians():
+    plain = Timings("plain", to_running=[0.010, 0.020, 0.030], exit_to_finished=[0.010] * 3, whole=[0.1] * 3)
+    cheap = Timings("sandboxed", to_running=[0.050, 0.060, 0.070], exit_to_finished=[0.020] * 3, whole=[0.15] * 3)
+    assert report(cheap, plain)[-1] == ("| the sandbox adds at most 300 ms per job | 40 ms before the algorithm runs"
+                                        " + 10 ms after it exits; 50 ms on the whole job | yes |")
+    slow = Timings("sandboxed", to_running=[0.05] * 3, exit_to_finished=[0.02] * 3, whole=[0.45] * 3)
+    assert report(slow, plain)[-1].endswith("350 ms on the whole job | NO |")

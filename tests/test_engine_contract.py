@@ -6,6 +6,7 @@ The API must follow every step.
 """
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
@@ -43,6 +44,12 @@ def gateway():
     yield f"http://127.0.0.1:{server.server_address[1]}/ipfs"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def settings(make_settings, gateway):
+    """The operator lets the service fetch results from the gateway the engine publishes to."""
+    return make_settings(RESULT_URL_PREFIXES=json.dumps([gateway + "/"]))
 
 
 def _status(client, provider, job_id):

@@ -10,7 +10,6 @@ from werkzeug.serving import make_server
 
 from operator_service import demo
 from operator_service.embedded_db import free_port
-from tests.test_engine import start_engine, work_dirs  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from operator_service.engine import load_engine_config
 from operator_service.engine.config import operator_key
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.publish import publish
-from operator_service.engine.sandbox import (
-    Limits, algorithm_env, algorithm_user, image_reference, start_container, start_local,
-)
-from operator_service.engine.workspace import Workspace, ensure, open_engine_file
+from operator_service.engine.containers import container_argv, image_reference, start_container
+from operator_service.engine.sandbox import Isolation, JobSandbox, algorithm_env
+from operator_service.engine.uids import UidPool
+from operator_service.engine.workspace import Workspace, create, open_engine_file
 
 PAYLOAD = b"x" * 4096
 
@@ -83,9 +83,9 @@ def test_only_http_urls_are_downloaded(tmp_path, url):
     assert not (tmp_path / "0").exists()
 
 
-def _workspace(tmp_path: Path) -> Workspace:
+def _workspace(tmp_path: Path, owner: int | None = None) -> Workspace:
     workspace = Workspace(tmp_path / "job")
-    ensure(workspace, None)
+    create(workspace, owner, None)
     return workspace
 
 
@@ -135,21 +135,26 @@ def test_the_engine_never_writes_through_a_link_planted_in_the_logs_folder(tmp_p
     "program, error",
     [
         ("x = bytearray(600 * 1024 * 1024)", "MemoryError"),
-        ("open('big', 'wb').write(b'x' * 2 * 1024 * 1024)", "File too large"),
+        ("open('/tmp/big', 'wb').write(b'x' * 2 * 1024 * 1024)", "File too large"),
     ],
 )
-def test_the_algorithm_runs_within_the_memory_and_file_size_limits(program, error):
+def test_without_cgroups_or_volumes_each_process_is_limited_instead(program, error):
+    """Where the machine offers no cgroups and no volumes, per-process limits stand in for them."""
     folder = Path(tempfile.mkdtemp(prefix="engine-limits-"))  # outside pytest's folder, private to root
+    uids = UidPool() if os.geteuid() == 0 else None
+    isolation = Isolation(bwrap=None, host_network=False, uids=uids, cgroups=None, volumes=False, docker=False)
+    config = load_engine_config({"ramGB": "0.25", "diskGB": "0.001", "ENGINE_WORK_DIR": str(folder)})
     try:
         folder.chmod(0o755)
-        workspace = _workspace(folder)
-        user = algorithm_user()
-        if user is not None:
-            os.chown(workspace.root, user.uid, user.gid)
-        limits = Limits(cpus=1, ram_bytes=256 * 1024**2, disk_bytes=1024**2, seconds=10)
-        env = algorithm_env({}, home=str(workspace.root))
+        workspace = Workspace(folder / "job")
+        sandbox = JobSandbox(isolation, config, workspace, "job")
+        sandbox.take_uid()
+        create(workspace, sandbox.uid, None)
+        env = algorithm_env({}, home=sandbox.tmp_path())
         with open_engine_file(workspace.algorithm_log, "a") as log:
-            code = start_local(f'python3 -c "{program}"', env, workspace.root, log, limits, user).wait(timeout=20)
+            program = program.replace("/tmp", sandbox.tmp_path())
+            code = sandbox.start(f'python3 -c "{program}"', env, log, seconds=10).wait(timeout=20)
+        sandbox.release()
         output = workspace.algorithm_log.read_text()
     finally:
         shutil.rmtree(folder)
@@ -157,7 +162,9 @@ def test_the_algorithm_runs_within_the_memory_and_file_size_limits(program, erro
     assert error in output
 
 
-def test_a_container_runs_like_the_algorithm_pod_without_the_secret_on_its_command_line(tmp_path, monkeypatch):
+def test_a_container_runs_like_the_algorithm_pod_locked_down_without_the_secret_on_its_command_line(
+    tmp_path, monkeypatch
+):
     fake_docker = tmp_path / "docker"
     fake_docker.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD/argv"\nenv > "$RECORD/env"\n')
     fake_docker.chmod(0o755)
@@ -167,16 +174,27 @@ def test_a_container_runs_like_the_algorithm_pod_without_the_secret_on_its_comma
     mounts = [(workspace.inputs, "inputs", True), (workspace.outputs, "outputs", False)]
     reference = image_reference("python", "3.11", "sha256:" + "ab" * 32)
     command = "python3 /data/transformations/algorithm"
+    pod_env = {"secret": "job-secret", "OUTPUTS": "/data/outputs"}
+    argv = container_argv(reference, command, list(pod_env), mounts, name="ocean-algo-j1", cpus=2, ram_bytes=2**30,
+                          tmp_bytes=2**20, max_processes=64, uid=1500007, host_network=False)
     with open_engine_file(workspace.algorithm_log, "a") as log:
-        process = start_container(reference, command, {"secret": "job-secret", "OUTPUTS": "/data/outputs"}, mounts,
-                                  log, Limits(cpus=2, ram_bytes=2**30, disk_bytes=2**30, seconds=5), "ocean-algo-j1")
-        assert process.wait(timeout=10) == 0
+        assert start_container(argv, pod_env, log, "ocean-algo-j1").wait(timeout=10) == 0
 
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv[-3:] == [f"python@sha256:{'ab' * 32}", "-c", command]
     assert f"{workspace.inputs}:/data/inputs:ro" in argv and f"{workspace.outputs}:/data/outputs" in argv
-    assert argv[argv.index("--cpus") + 1] == "2" and argv[argv.index("--memory") + 1] == str(2**30)
+
+    def option(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert (option("--network"), option("--cap-drop"), option("--security-opt")) == ("none", "ALL", "no-new-privileges")
+    assert (option("--user"), option("--pids-limit")) == ("1500007:1500007", "64")
+    assert (option("--cpus"), option("--memory"), option("--memory-swap")) == ("2", str(2**30), str(2**30))
+    assert "--read-only" in argv and option("--tmpfs") == f"/tmp:rw,nosuid,nodev,size={2**20}"
     assert "secret" in argv and not any("job-secret" in arg for arg in argv)
     assert "secret=job-secret" in (tmp_path / "env").read_text().splitlines()
     assert image_reference("python", "3.11", "") == "python:3.11"
     assert image_reference("python", "", None) == "python:latest"
+    shared = container_argv(reference, command, [], [], name="n", cpus=1, ram_bytes=1, tmp_bytes=1, max_processes=1,
+                            uid=1000, host_network=True)
+    assert shared[shared.index("--network") + 1] == "host"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from operator_service import kube
+from operator_service.results import url_allowed
 from tests import fake_kube
 from tests.test_kube import workflow_body
 
@@ -286,3 +287,11 @@ def test_engine_has_the_environment_it_needs() -> None:
         assert env[name]["value"] == database[name], name
     postgres = find("Service", "postgres", SERVICE_NS)
     assert postgres["spec"]["ports"][0]["port"] == int(database["POSTGRES_PORT"])
+
+
+def test_the_service_may_fetch_results_from_where_the_example_engine_publishes_them():
+    service = env_of(containers(find("Deployment", "operator-service", SERVICE_NS))[0])
+    engine = env_of(containers(find("Deployment", "operator-engine", COMPUTE_NS))[0])
+    prefixes = tuple(yaml.safe_load(service["RESULT_URL_PREFIXES"]["value"]))
+    published = engine["IPFS_OUTPUT_PREFIX"]["value"] + "QmResultHash"
+    assert url_allowed(published, prefixes)

@@ -1,6 +1,8 @@
 """GET /getResult: checks, streaming from storage, and storage failures."""
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,6 +11,8 @@ from typing import Iterator
 import pytest
 
 from operator_service.app import create_app
+from operator_service.config import ConfigError, load_settings
+from operator_service.results import url_allowed
 from tests.conftest import OWNER
 
 RESULT = "/api/v1/operator/getResult"
@@ -21,7 +25,12 @@ class Storage(BaseHTTPRequestHandler):
     seen: list[dict] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        Storage.seen.append(dict(self.headers))
+        Storage.seen.append({"path": self.path, **dict(self.headers)})
+        if self.path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect/"))
+            self.end_headers()
+            return
         if self.path.startswith("/slow"):
             threading.Event().wait(2)
         if self.path.startswith("/missing"):
@@ -42,15 +51,29 @@ class Storage(BaseHTTPRequestHandler):
         pass
 
 
+def _serve() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Storage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture
 def storage() -> Iterator[str]:
     Storage.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Storage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve()
+    yield url
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def settings(make_settings, storage):
+    """The operator lets the service fetch results from the storage server (and nothing else)."""
+    return make_settings(**allowing(storage))
+
+
+def allowing(*prefixes: str) -> dict[str, str]:
+    return {"RESULT_URL_PREFIXES": json.dumps([prefix + "/" for prefix in prefixes])}
 
 
 @pytest.fixture
@@ -97,7 +120,7 @@ def test_owner_is_compared_case_insensitively(client, provider, finished_job, st
 
 def test_range_and_storage_credentials_are_forwarded(make_settings, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/result.txt")
-    settings = make_settings(**{"X-API-KEY": "ipfs-key", "CLIENT-ID": "ipfs-client"})
+    settings = make_settings(**{"X-API-KEY": "ipfs-key", "CLIENT-ID": "ipfs-client"}, **allowing(storage))
     client = create_app(settings, background=False).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id), headers={"Range": "bytes=0-3"})
     assert response.status_code == 206
@@ -157,7 +180,8 @@ def test_only_the_creating_provider_gets_results_when_signatures_are_required(ma
 
     other = Provider("0x" + "11" * 32)
     allowed = f'["{provider.address}", "{other.address}"]'
-    client = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed), background=False).test_client()
+    client = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed, **allowing(storage)),
+                        background=False).test_client()
     engine.announce()
     body = compute_body()
     body.update(provider.signed(OWNER))
@@ -174,8 +198,10 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_refused_storage_is_a_502(client, provider, finished_job):
-    job_id = finished_job(f"http://127.0.0.1:{_closed_port()}/result.txt")
+def test_refused_storage_is_a_502(make_settings, db, provider, finished_job):
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    job_id = finished_job(f"{closed}/result.txt")
+    client = create_app(make_settings(**allowing(closed)), background=False).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert response.status_code == 502
     assert response.get_json()["error"].startswith("Result storage unreachable")
@@ -183,7 +209,7 @@ def test_refused_storage_is_a_502(client, provider, finished_job):
 
 def test_slow_storage_is_a_504(make_settings, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/slow.txt")
-    client = create_app(make_settings(RESULT_TIMEOUT="0.5"), background=False).test_client()
+    client = create_app(make_settings(RESULT_TIMEOUT="0.5", **allowing(storage)), background=False).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert (response.status_code, response.get_json()) == (504, {"error": "Result storage did not answer in time"})
 
@@ -198,5 +224,72 @@ def test_local_files_are_served_from_the_results_folder_only(client, provider, f
     assert client.get(RESULT, query_string=_query(provider, job_id, 0)).data == PAYLOAD
     for index in (1, 2, 3):
         response = client.get(RESULT, query_string=_query(provider, job_id, index))
-        assert response.status_code == 400, index
+        assert response.status_code == 403, index
         assert b"password" not in response.data
+
+
+def test_a_link_planted_in_the_results_folder_is_never_followed(client, provider, finished_job, results_dir, tmp_path):
+    """The file is opened one folder at a time without following links: no check-then-open window."""
+    secret = tmp_path / "secret" / "key.txt"
+    secret.parent.mkdir()
+    secret.write_text("password")
+    job = results_dir / "linked-job"
+    (job / "outputs").mkdir(parents=True)
+    (job / "outputs" / "file-link.txt").symlink_to(secret)
+    (job / "folder-link").symlink_to(secret.parent)
+    os.mkfifo(job / "outputs" / "pipe")
+    urls = [(job / "outputs" / "file-link.txt").as_uri(), (job / "folder-link" / "key.txt").as_uri(),
+            (job / "outputs" / "pipe").as_uri(), (job / "outputs" / "gone.txt").as_uri()]
+    job_id = finished_job(*urls)
+    answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
+    assert [answer.status_code for answer in answers] == [403, 403, 403, 404]
+    assert not any(b"password" in answer.data for answer in answers)
+
+
+def test_results_are_fetched_only_from_the_configured_storage(make_settings, db, provider, finished_job, storage):
+    other_server, other = _serve()
+    try:
+        urls = [f"{other}/result.txt", f"{storage}/redirect/{other}/result.txt", f"{storage}/redirect/{storage}/result.txt"]
+        job_id = finished_job(*urls)
+        client = create_app(make_settings(**allowing(storage)), background=False).test_client()
+        answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
+    finally:
+        other_server.shutdown()
+        other_server.server_close()
+    assert [answer.status_code for answer in answers] == [403, 403, 200]
+    assert answers[2].data == PAYLOAD, "a redirect within the configured storage is followed"
+    assert "RESULT_URL_PREFIXES" in answers[0].get_json()["error"]
+    assert [seen["path"] for seen in Storage.seen] == [f"/redirect/{other}/result.txt", f"/redirect/{storage}/result.txt",
+                                                       "/result.txt"], "the other server never saw a request"
+
+
+def test_by_default_no_http_storage_is_fetched(make_settings, db, provider, finished_job, storage):
+    job_id = finished_job(f"{storage}/result.txt")
+    client = create_app(make_settings(), background=False).test_client()
+    assert client.get(RESULT, query_string=_query(provider, job_id)).status_code == 403
+    assert Storage.seen == []
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("https://ipfs.example.com/ipfs/Qm1", True),
+    ("HTTPS://IPFS.example.com:443/ipfs/Qm1", True),
+    ("https://ipfs.example.com/ipfs", False),
+    ("https://ipfs.example.com/ipfsx/Qm1", False),
+    ("https://ipfs.example.com/ipfs/../admin", False),
+    ("https://ipfs.example.com/ipfs/%2e%2e/admin", False),
+    ("http://ipfs.example.com/ipfs/Qm1", False),
+    ("https://ipfs.example.com:8443/ipfs/Qm1", False),
+    ("https://ipfs.example.com.evil.net/ipfs/Qm1", False),
+    ("https://ipfs.example.com@evil.net/ipfs/Qm1", False),
+    ("https://evil.net/ipfs/Qm1#https://ipfs.example.com/ipfs/", False),
+    ("https://bucket.s3.amazonaws.com/job/outputs/result.txt", True),
+    ("https://bucket.s3.amazonaws.com:99999/job", False),
+])
+def test_a_url_is_allowed_only_under_a_prefix(url, allowed):
+    assert url_allowed(url, ("https://ipfs.example.com/ipfs/", "https://bucket.s3.amazonaws.com")) is allowed
+
+
+def test_result_url_prefixes_are_checked_at_start_up(base_env):
+    for value in ('["ftp://storage/"]', '["storage.example.com"]', '["https://user:pw@storage/"]', "https://x/"):
+        with pytest.raises(ConfigError, match="RESULT_URL_PREFIXES"):
+            load_settings({**base_env, "RESULT_URL_PREFIXES": value})

@@ -16,7 +16,7 @@ import pytest
 from operator_service.app import create_app
 from operator_service.embedded_db import free_port
 from tests.conftest import ADMIN_SECRET, OWNER, Provider
-from tests.test_results import storage  # noqa: F401 (fixture)
+from tests.test_results import allowing, storage  # noqa: F401 (fixture)
 
 API = "/api/v1/operator"
 ADMIN = {"Admin": ADMIN_SECRET}
@@ -52,7 +52,8 @@ def _publish(engine, job_id: str, *urls: str) -> None:
 
 @pytest.fixture
 def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) -> Iterator[World]:  # noqa: F811
-    apps = [create_app(make_settings(**overrides), background=False) for overrides in (
+    gone = f"http://127.0.0.1:{free_port()}"  # result storage that is not there
+    apps = [create_app(make_settings(**allowing(storage, gone), **overrides), background=False) for overrides in (
         {}, {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())}, {"RESULT_TIMEOUT": "0.5"},
         {"SIGNATURE_REQUIRED": "1", "ALLOWED_PROVIDERS": '["0x1"]'},
     )]
@@ -65,7 +66,7 @@ def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) 
         [job] = cluster_app.test_client().post(f"{API}/compute", json=body).get_json()
         jobs.append(job)
     _publish(engine, jobs[0]["jobId"], f"{storage}/r.txt", f"{storage}/slow.txt", f"{storage}/missing.txt",
-             f"http://127.0.0.1:{free_port()}/gone.txt")
+             f"{gone}/r.txt", "ftp://storage.example/r.txt")
     fake_kube.add_pod("ocean-compute", "algo-pod", {"workflow": jobs[0]["jobId"], "component": "algorithm"}, "log text")
     yield World(client, down, cluster_app.test_client(), slow, strict, provider, jobs[0], jobs[1], storage)
     for app in apps:
@@ -115,6 +116,7 @@ PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
         206: lambda w: w.result(Range="bytes=0-3"),
         400: lambda w: w.client.get(f"{API}/getResult", query_string={**w.signed(job_id="x" * 32), "index": "x"}),
         401: lambda w: w.result(client=w.strict),
+        403: lambda w: w.result(index=4),
         404: lambda w: w.result(job=w.bare_job),
         413: lambda w: w.client.get(f"{API}/getResult", data=BIG, content_type="application/json"),
         502: lambda w: w.result(index=3),

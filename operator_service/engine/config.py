@@ -16,9 +16,10 @@ from typing import Mapping, Optional
 from eth_keys import keys
 from eth_keys.exceptions import ValidationError
 
-from operator_service.config import ConfigError, env_choice, env_number
+from operator_service.config import ConfigError, env_choice, env_flag, env_number
 
 DOCKER_MODES = ("auto", "on", "off")
+SANDBOX_MODES = ("bwrap", "unsafe-no-sandbox")
 KEY_FILE = ".operator-key"  # a job id never starts with a dot: no clash with job folders
 DEFAULT_WORK_DIR = ".operator-data/jobs"
 DEFAULT_RESULTS_DIR = ".operator-data/results"
@@ -46,6 +47,9 @@ class EngineConfig:
     fetch_timeout: float = 300.0
     keep_job_folders: bool = False
     private_key: Optional[str] = field(default=None, repr=False)
+    sandbox: str = "bwrap"
+    bwrap: Optional[str] = None
+    host_network: bool = False
 
     @property
     def ram_bytes(self) -> int:
@@ -102,6 +106,9 @@ def load_engine_config(env: Optional[Mapping[str, str]] = None) -> EngineConfig:
         fetch_timeout=env_number(env, "ENGINE_FETCH_TIMEOUT", 300.0, 0.1),
         keep_job_folders=(env.get("DEBUG_NO_CLEANUP") or "0").strip() not in ("", "0"),
         private_key=_private_key(env),
+        sandbox=env_choice(env, "ENGINE_SANDBOX", SANDBOX_MODES, "bwrap"),
+        bwrap=(env.get("ENGINE_BWRAP") or "").strip() or None,
+        host_network=env_flag(env, "ENGINE_UNSAFE_HOST_NETWORK"),
     )
 
 

@@ -17,27 +17,34 @@ algorithm was interrupted: it is killed if still alive, never run a second time,
 job is published and ends at 70 with an algorithm.log line saying so (stopreq stays as
 it was). At 31/32, 60 or 70 only publishing and finishing are repeated.
 
-Once the job is finished its folder is deleted (the results stay in RESULTS_DIR), as
-Ocean's engine deletes the job's volumes, unless DEBUG_NO_CLEANUP is set.
+The algorithm runs in the job's sandbox (sandbox.py). When it ends, however it ends, every
+process it started is killed and the engine checks that none is left; a job the kernel
+stopped for using more than its memory, or that filled its disk, gets a line saying so.
+
+Once the job is finished its folder and volume are deleted (the results stay in
+RESULTS_DIR), as Ocean's engine deletes the job's volumes, unless DEBUG_NO_CLEANUP is set
+(the volume is then unmounted and its file kept). A job the engine leaves for its next
+start keeps its folder, with its volume unmounted.
 """
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import os
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Optional, TypeVar
 
-from operator_service.engine import sandbox
+from operator_service.engine import containers, sandbox, workspace
 from operator_service.engine.config import EngineConfig
 from operator_service.engine.fetch import FetchLimits
 from operator_service.engine.provision import input_dids, provision
 from operator_service.engine.publish import publish
-from operator_service.engine.sandbox import AlgorithmProcess, AlgorithmUser, Limits
-from operator_service.engine.workspace import create, ensure, open_engine_file, workspace_for
+from operator_service.engine.sandbox import AlgorithmProcess, Isolation, JobSandbox, SandboxError
+from operator_service.engine.volumes import VolumeError
+from operator_service.engine.workspace import open_engine_file, workspace_for
 from operator_service.store import engine_queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
 
@@ -57,8 +64,7 @@ class EngineContext:
     db: Database
     config: EngineConfig
     stop: threading.Event
-    user: Optional[AlgorithmUser]
-    docker: bool
+    isolation: Isolation
 
     def call(self, statement: Callable[..., T], *args: Any) -> T:
         """Run a statement of engine_queries, waiting out a database outage."""
@@ -76,19 +82,22 @@ class JobRun:
         self.ctx = ctx
         self.job_id = job_id
         self.workspace = workspace_for(ctx.config.work_dir, job_id)
+        self.sandbox = JobSandbox(ctx.isolation, ctx.config, self.workspace, job_id)
         self.document = _parse(document)
         self.stage = _first_stage(self.document)
         self.algorithm = _dict(self.stage.get("algorithm"))
         self.container = _dict(self.algorithm.get("container"))
+        self.finished = False
 
     def run(self) -> None:
         """A job just taken (status 20): every stage."""
-        create(self.workspace, self.ctx.user)
-        open_engine_file(self.workspace.algorithm_log, "w").close()
-        status = self._configure()
-        if status == q.PROVISIONED:
-            self._algorithm_stage()
-        self._publish_and_finish(status)
+        try:
+            status = self._configure() if self._create_folder() else q.DATA_FAILED
+            if status == q.PROVISIONED:
+                self._algorithm_stage()
+            self._publish_and_finish(status)
+        finally:
+            self._clean_up()
 
     def resume(self, status: int) -> None:
         """A job an earlier engine took and did not finish (see the module docstring)."""
@@ -97,11 +106,33 @@ class JobRun:
             self.ctx.call(q.set_status, self.job_id, q.CONFIGURING)
             self.run()
             return
-        ensure(self.workspace, self.ctx.user)
-        if status == q.RUNNING:
-            self._end_interrupted_algorithm()
-        configured = status if status in (q.DATA_FAILED, q.ALGORITHM_FAILED) else q.PROVISIONED
-        self._publish_and_finish(configured)
+        try:
+            self._reopen_folder()
+            if status == q.RUNNING:
+                self._end_interrupted_algorithm()
+            configured = status if status in (q.DATA_FAILED, q.ALGORITHM_FAILED) else q.PROVISIONED
+            self._publish_and_finish(configured)
+        finally:
+            self._clean_up()
+
+    def _create_folder(self) -> bool:
+        """The job's folder and volume; if the volume cannot be made (no room on the host disk,
+        say), the job ends at 31 with a line saying why."""
+        self.sandbox.take_uid()
+        try:
+            workspace.create(self.workspace, self.sandbox.uid, self.sandbox.volume_bytes)
+        except VolumeError as exc:
+            self._admin_log("configure")(f"The job's volume could not be made: {exc}")
+            self.ctx.call(q.set_status, self.job_id, q.DATA_FAILED)
+            return False
+        open_engine_file(self.workspace.algorithm_log, "w").close()
+        return True
+
+    def _reopen_folder(self) -> None:
+        try:
+            workspace.reopen(self.workspace)
+        except (VolumeError, OSError) as exc:
+            log.error("job %s: cannot reopen its volume (%s); publishing what is left", self.job_id, exc)
 
     def _configure(self) -> int:
         limits = FetchLimits(self.ctx.config.max_input_bytes, self.ctx.config.fetch_timeout)
@@ -123,41 +154,60 @@ class JobRun:
                 return
             outcome = self._supervise(process, seconds)
         self._note(outcome)
+        self._end_algorithm()
+
+    def _end_algorithm(self) -> None:
+        """Kill whatever the algorithm left running, and say why it ended where the kernel stopped it."""
+        try:
+            self.sandbox.kill_everything()
+        except SandboxError as exc:
+            log.error("job %s: %s", self.job_id, exc)
+            self._note("some processes of the algorithm could not be killed")
+        if self.sandbox.ran_out_of_memory():
+            self._note(f"the algorithm used more than its memory (ramGB={self.ctx.config.ram_gb:g}):"
+                       " the kernel killed it")
+        if self.sandbox.disk_full():
+            self._note(f"the job's disk (diskGB={self.ctx.config.disk_gb:g}) is full: writes beyond it failed")
 
     def _start(self, output: BinaryIO, seconds: float) -> Optional[AlgorithmProcess]:
-        """Start the algorithm (container or subprocess); None, with a note, if it cannot start."""
-        config = self.ctx.config
-        limits = Limits(config.cpus, config.ram_bytes, config.disk_bytes, seconds)
+        """Start the algorithm (container or sandbox); None, with a note, if it cannot start."""
         entrypoint = str(self.container.get("entrypoint", ""))
         image = str(self.container.get("image") or "")
         try:
-            if self.ctx.docker and image:
-                return self._start_container(image, entrypoint, output, limits)
-            if config.use_docker == "on":
+            if self.ctx.isolation.docker and image:
+                return self._start_container(image, entrypoint, output)
+            if self.ctx.config.use_docker == "on":
                 self._note("the algorithm has no container image and ENGINE_USE_DOCKER=on; it was not run")
                 return None
-            return self._start_local(entrypoint, output, limits)
-        except (OSError, subprocess.SubprocessError) as exc:
+            return self._start_local(entrypoint, output, seconds)
+        except (OSError, subprocess.SubprocessError, SandboxError) as exc:
             self._note(f"the algorithm could not be started: {exc}")
             return None
 
-    def _start_local(self, entrypoint: str, output: BinaryIO, limits: Limits) -> AlgorithmProcess:
-        volume = str(self.workspace.root)
-        env = sandbox.algorithm_env(self._pod_env(volume), home=volume)
-        command = entrypoint.replace("$ALGO", str(self.workspace.algorithm))
-        process = sandbox.start_local(command, env, self.workspace.root, output, limits, self.ctx.user)
+    def _start_local(self, entrypoint: str, output: BinaryIO, seconds: float) -> AlgorithmProcess:
+        volume = self.sandbox.volume_path()
+        env = sandbox.algorithm_env(self._pod_env(volume), home=self.sandbox.tmp_path())
+        command = entrypoint.replace("$ALGO", f"{volume}/transformations/algorithm")
+        process = self.sandbox.start(command, env, output, seconds)
         started = sandbox.process_start_time(process.popen.pid) or ""
         self.workspace.pid_file.write_text(f"{process.popen.pid} {started}\n")
         return process
 
-    def _start_container(self, image: str, entrypoint: str, output: BinaryIO, limits: Limits) -> AlgorithmProcess:
-        reference = sandbox.image_reference(image, self.container.get("tag"), self.container.get("checksum"))
-        ws = self.workspace
+    def _start_container(self, image: str, entrypoint: str, output: BinaryIO) -> AlgorithmProcess:
+        config, ws = self.ctx.config, self.workspace
+        reference = containers.image_reference(image, self.container.get("tag"), self.container.get("checksum"))
         mounts = [(ws.inputs, "inputs", True), (ws.transformations, "transformations", True),
                   (ws.ddos, "ddos", True), (ws.outputs, "outputs", False), (ws.logs, "logs", False)]
-        command = entrypoint.replace("$ALGO", f"{sandbox.CONTAINER_VOLUME}/transformations/algorithm")
-        return sandbox.start_container(reference, command, self._pod_env(sandbox.CONTAINER_VOLUME), mounts,
-                                       output, limits, sandbox.container_name(self.job_id))
+        command = entrypoint.replace("$ALGO", f"{containers.CONTAINER_VOLUME}/transformations/algorithm")
+        pod_env = self._pod_env(containers.CONTAINER_VOLUME)
+        name = containers.container_name(self.job_id)
+        argv = containers.container_argv(
+            reference, command, list(pod_env), mounts, name=name, cpus=config.cpus, ram_bytes=config.ram_bytes,
+            tmp_bytes=config.disk_bytes, max_processes=sandbox.MAX_PROCESSES,
+            uid=self.sandbox.uid if self.sandbox.uid is not None else os.getuid(),
+            host_network=config.host_network,
+        )
+        return containers.start_container(argv, pod_env, output, name)
 
     def _supervise(self, process: AlgorithmProcess, seconds: float) -> str:
         """Wait for the algorithm; kill it on a stop request, on timeout or when the engine stops."""
@@ -189,8 +239,8 @@ class JobRun:
         record = self.workspace.pid_file.read_text() if self.workspace.pid_file.exists() else ""
         if record and sandbox.kill_leftover(record):
             log.info("killed the algorithm of job %s left running by the previous engine", self.job_id)
-        if self.ctx.docker:
-            sandbox.remove_container(sandbox.container_name(self.job_id))
+        if self.ctx.isolation.docker:
+            containers.remove_container(containers.container_name(self.job_id))
         self._note("the engine restarted while the algorithm was running; the algorithm was stopped"
                    " and is not run again")
 
@@ -206,9 +256,22 @@ class JobRun:
             entries = []
         self.ctx.call(q.publish_outputs, self.job_id, json.dumps(entries))
         self.ctx.call(q.finish_job, self.job_id, q.FINISHED if configured == q.PROVISIONED else None)
+        self.finished = True
         log.info("job %s finished (%d results published)", self.job_id, len(entries))
-        if not self.ctx.config.keep_job_folders:
-            shutil.rmtree(self.workspace.root, ignore_errors=True)
+
+    def _clean_up(self) -> None:
+        """Give the sandbox back; delete the folder of a finished job, unmount that of one left for later."""
+        try:
+            self.sandbox.release()
+        except SandboxError as exc:
+            log.error("job %s: %s", self.job_id, exc)
+        try:
+            if self.finished and not self.ctx.config.keep_job_folders:
+                workspace.remove(self.workspace)
+            else:
+                workspace.close(self.workspace)
+        except (VolumeError, OSError) as exc:
+            log.error("job %s: cannot clean up its folder: %s", self.job_id, exc)
 
     def _pod_env(self, volume: str) -> dict[str, str]:
         """The variables Ocean's algorithm pod gets (engine-contract.md A.2, stage 2)."""

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from typing import Callable
 
 import psycopg2
 
-from operator_service.config import ConfigError, Settings
-from operator_service.engine import sandbox
+from operator_service.config import Settings
+from operator_service.engine import workspace
 from operator_service.engine.config import EngineConfig, operator_key
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
-from operator_service.engine.workspace import prepare_work_dir
+from operator_service.engine.sandbox import kill_leftovers, set_up_isolation
+from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
 from operator_service.store import engine_queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
 
@@ -76,8 +78,21 @@ class Engine:
         }
 
     def _resume_unfinished(self) -> None:
-        for job_id, status, document in q.unfinished_jobs(self.ctx.db, self.ctx.config.namespace):
+        unfinished = q.unfinished_jobs(self.ctx.db, self.ctx.config.namespace)
+        self._clear_finished_folders({job_id for job_id, _, _ in unfinished})
+        for job_id, status, document in unfinished:
             self._start(job_id, document, lambda run, status=status: run.resume(status))
+
+    def _clear_finished_folders(self, unfinished: set[str]) -> None:
+        """Folders of finished jobs that an earlier run left (it was killed before cleaning up)."""
+        config = self.ctx.config
+        for entry in config.work_dir.iterdir():
+            if entry.is_dir() and JOB_ID_PATTERN.match(entry.name) and entry.name not in unfinished:
+                folder = workspace.workspace_for(config.work_dir, entry.name)
+                try:
+                    workspace.close(folder) if config.keep_job_folders else workspace.remove(folder)
+                except OSError as exc:
+                    log.error("cannot clean up the folder of finished job %s: %s", entry.name, exc)
 
     def _announce_and_take(self) -> None:
         current = self.current_jobs
@@ -129,32 +144,30 @@ def _plain(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _use_docker(config: EngineConfig) -> bool:
-    if config.use_docker == "off":
-        return False
-    available = sandbox.docker_available()
-    if config.use_docker == "on" and not available:
-        raise ConfigError("ENGINE_USE_DOCKER=on but `docker info` fails: is the docker daemon running?")
-    return available
-
-
 def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: threading.Event) -> None:
-    """Run the engine until `stop_event` is set; return once its job threads have stopped."""
-    user = sandbox.algorithm_user()
-    prepare_work_dir(engine_config.work_dir, user)
+    """Run the engine until `stop_event` is set; return once its job threads have stopped.
+
+    ConfigError when algorithms could not be sandboxed (see sandbox.set_up_isolation).
+    """
+    root = os.geteuid() == 0
+    prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
     engine_config.results_dir.mkdir(parents=True, exist_ok=True)
-    if user is not None:
-        engine_config.results_dir.chmod(0o711)  # the algorithm user must not list other jobs' results
+    if root:
+        engine_config.results_dir.chmod(0o711)  # no job's user may list other jobs' results
     address = operator_key(engine_config).public_key.to_checksum_address()
-    docker = _use_docker(engine_config)
+    isolation = set_up_isolation(engine_config)
+    log.info("local engine for environment %s: up to %d jobs; consumer address %s",
+             engine_config.namespace, engine_config.max_jobs, address)
+    for level, line in isolation.report(engine_config):
+        log.log(level, "  %s", line)
+    killed = kill_leftovers(isolation)
+    if killed:
+        log.info("killed the processes of %d job(s) an earlier run of this engine left behind", killed)
     db = Database(settings.postgres, max_connections=engine_config.max_jobs + 2)
-    log.info(
-        "local engine for environment %s: up to %d jobs; algorithms run %s%s; consumer address %s",
-        engine_config.namespace, engine_config.max_jobs, "in docker when they name an image, else " if docker else "",
-        f"as user {user.name}" if user else "as the engine's user", address,
-    )
     try:
-        Engine(EngineContext(db, engine_config, stop_event, user, docker), address).run()
+        Engine(EngineContext(db, engine_config, stop_event, isolation), address).run()
     finally:
         db.close()
+        if isolation.cgroups is not None:
+            isolation.cgroups.remove_if_empty()
         log.info("local engine for environment %s stopped", engine_config.namespace)

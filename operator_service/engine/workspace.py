@@ -1,17 +1,19 @@
-"""The job folder, laid out as Ocean's pods see their /data volume.
+"""The job folder: the job's volume, laid out as Ocean's pods see /data, and the engine's own logs.
 
-    <ENGINE_WORK_DIR>/<jobId>/            VOLUME
-        inputs/<did without did:op:>/<n>  the n-th file of each input
-        transformations/algorithm         the algorithm
-        ddos/                             (empty: the local engine resolves no DDOs)
-        outputs/                          written by the algorithm, published
-        logs/algorithm.log                the algorithm's output, published
-        adminlogs/                        configure.log, publish.log, the algorithm's pid
+    <ENGINE_WORK_DIR>/<jobId>/            the job's uid may traverse it, nobody else
+        volume.img                        the job's disk: diskGB reserved up front (volumes.py)
+        data/                             the volume, mounted; the algorithm's /data
+            inputs/<did without did:op:>/<n>   the n-th file of each input      read-only for the job
+            transformations/algorithm          the algorithm                    read-only for the job
+            ddos/                              the inputs' DDOs                 read-only for the job
+            outputs/                           written by the algorithm, published
+            logs/algorithm.log                 the algorithm's output (written by the engine), published
+            tmp/                               the algorithm's /tmp
+        adminlogs/                        configure.log, publish.log: the engine's alone, never
+                                          visible to the algorithm (as the pods do not mount it)
 
-When the engine runs as root the algorithm runs as an unprivileged user (see sandbox.py):
-it owns only outputs/ and logs/, reads inputs/ and transformations/, and cannot enter
-adminlogs/ (the pods do not mount it in the algorithm container either). It may traverse
-ENGINE_WORK_DIR but not list it, so one job cannot find another by listing.
+Where volumes cannot be made (the engine is not root), data/ is a plain folder. Every
+folder an algorithm may write to is owned by the job's uid; everything else by the engine.
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from operator_service.engine.sandbox import AlgorithmUser
+from operator_service.engine import volumes
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-ALGORITHM_WRITABLE = ("outputs", "logs")
+READ_ONLY = ("inputs", "transformations", "ddos")
+ALGORITHM_WRITABLE = ("outputs", "logs", "tmp")
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,20 @@ class Workspace:
     root: Path
 
     @property
+    def volume_image(self) -> Path:
+        return self.root / "volume.img"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
     def inputs(self) -> Path:
-        return self.root / "inputs"
+        return self.data / "inputs"
 
     @property
     def transformations(self) -> Path:
-        return self.root / "transformations"
+        return self.data / "transformations"
 
     @property
     def algorithm(self) -> Path:
@@ -47,15 +58,19 @@ class Workspace:
 
     @property
     def ddos(self) -> Path:
-        return self.root / "ddos"
+        return self.data / "ddos"
 
     @property
     def outputs(self) -> Path:
-        return self.root / "outputs"
+        return self.data / "outputs"
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        return self.data / "logs"
+
+    @property
+    def tmp(self) -> Path:
+        return self.data / "tmp"
 
     @property
     def algorithm_log(self) -> Path:
@@ -78,10 +93,11 @@ class Workspace:
         return self.adminlogs / "algorithm.pid"
 
 
-def prepare_work_dir(work_dir: Path, user: Optional[AlgorithmUser]) -> None:
-    """Create ENGINE_WORK_DIR; the algorithm user may traverse it and its parents, not list it."""
+def prepare_work_dir(work_dir: Path, open_to_job_users: bool) -> None:
+    """Create ENGINE_WORK_DIR. Jobs' own users start their sandbox from its folders, so they
+    may traverse it and its parents (never list them) when `open_to_job_users`."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    if user is not None:
+    if open_to_job_users:
         work_dir.chmod(0o711)
         for parent in work_dir.parents:
             parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
@@ -93,22 +109,48 @@ def workspace_for(work_dir: Path, job_id: str) -> Workspace:
     return Workspace(work_dir / job_id)
 
 
-def create(workspace: Workspace, user: Optional[AlgorithmUser]) -> None:
-    """A fresh, empty job folder (anything left from an earlier attempt is removed)."""
-    if workspace.root.exists():
-        shutil.rmtree(workspace.root)
-    ensure(workspace, user)
+def create(workspace: Workspace, owner: Optional[int], volume_bytes: Optional[int]) -> None:
+    """A fresh job folder (anything left from an earlier attempt is removed), owned by `owner`'s
+    group where the algorithm may go; with its own volume of `volume_bytes` when given."""
+    remove(workspace)
+    workspace.root.mkdir(mode=0o700, parents=True)
+    if owner is not None:
+        os.chown(workspace.root, 0, owner)
+        workspace.root.chmod(0o710)
+    workspace.adminlogs.mkdir(mode=0o700)
+    if volume_bytes is not None:
+        volumes.create(workspace.volume_image, workspace.data, volume_bytes)
+    else:
+        workspace.data.mkdir(mode=0o755)
+    for name in READ_ONLY:
+        (workspace.data / name).mkdir(mode=0o755)
+    for name in ALGORITHM_WRITABLE:
+        folder = workspace.data / name
+        folder.mkdir(mode=0o700)
+        if owner is not None:
+            os.chown(folder, owner, owner, follow_symlinks=False)
 
 
-def ensure(workspace: Workspace, user: Optional[AlgorithmUser]) -> None:
-    """Create whatever part of the job folder is missing, with the permissions above."""
-    workspace.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    for name in ("inputs", "transformations", "ddos", *ALGORITHM_WRITABLE):
-        (workspace.root / name).mkdir(mode=0o755, exist_ok=True)
-    workspace.adminlogs.mkdir(mode=0o700, exist_ok=True)
-    if user is not None:
-        for name in ALGORITHM_WRITABLE:
-            os.chown(workspace.root / name, user.uid, user.gid, follow_symlinks=False)
+def reopen(workspace: Workspace) -> None:
+    """Mount the volume of a job an earlier engine left (to publish what it holds)."""
+    workspace.adminlogs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if workspace.volume_image.is_file():
+        volumes.mount(workspace.volume_image, workspace.data)
+    workspace.logs.mkdir(parents=True, exist_ok=True)
+
+
+def close(workspace: Workspace) -> None:
+    """Unmount the job's volume; the folder and the volume's file stay."""
+    for mountpoint in volumes.mounts_under(workspace.root):
+        volumes.unmount(mountpoint)
+
+
+def remove(workspace: Workspace) -> None:
+    """Unmount and delete the job folder, volume included."""
+    if not workspace.root.exists():
+        return
+    close(workspace)
+    shutil.rmtree(workspace.root)
 
 
 def open_engine_file(path: Path, mode: str) -> BinaryIO:

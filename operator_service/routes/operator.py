@@ -270,9 +270,10 @@ def get_result() -> Response:
     responses:
       200: {description: The file, schema: {type: file}}
       206: {description: "Part of the file (with Range)", schema: {type: file}}
-      400: {description: "Invalid request, or a stored result URL that cannot be used", schema: {$ref: "#/definitions/Error"}}
+      400: {description: "Invalid request", schema: {$ref: "#/definitions/Error"}}
       401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
-      404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch", schema: {$ref: "#/definitions/Error"}}
+      403: {description: "The stored result is not served: outside RESULT_URL_PREFIXES or RESULTS_DIR, another scheme, or a URL that cannot be used", schema: {$ref: "#/definitions/Error"}}
+      404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch, the result file does not exist", schema: {$ref: "#/definitions/Error"}}
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       502: {description: Result storage unreachable, schema: {$ref: "#/definitions/Error"}}
       503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
