@@ -66,15 +66,18 @@ class PendingRequest:
         self.head_end = -1  # offset of the body, once the head is complete
         self.body_length: Optional[int] = None  # Content-Length; None: no body, or chunked
         self.chunked = False
+        self.next_chunk = -1  # offset of the next chunk's size line, once the head is complete
         self.expects_continue = False
         self.continue_sent = False
 
     def add(self, chunk: bytes) -> None:
+        """Append what arrived; each byte is searched once, however the client splits its request."""
+        searched = max(0, len(self.data) - len(HEAD_END) + 1)
         self.data += chunk
         if self.head_end < 0:
-            end = self.data.find(HEAD_END)
+            end = self.data.find(HEAD_END, searched)
             if end >= 0:
-                self.head_end = end + len(HEAD_END)
+                self.head_end = self.next_chunk = end + len(HEAD_END)
                 self._read_framing(bytes(self.data[:end]))
 
     def _read_framing(self, head: bytes) -> None:
@@ -98,29 +101,28 @@ class PendingRequest:
             return False
         body = len(self.data) - self.head_end
         if self.chunked:
-            return body > MAX_BODY_BYTES or chunked_body_complete(self.data, self.head_end)
+            return body > MAX_BODY_BYTES or self._chunks_complete()
         if self.body_length is None:
             return True
         return self.body_length > MAX_BODY_BYTES or body >= self.body_length
 
-
-def chunked_body_complete(data: bytearray, start: int) -> bool:
-    """Whether a chunked body starting at `start` has arrived up to its last chunk and trailers."""
-    position = start
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return False
-        size_text = bytes(data[position:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return True  # malformed: gunicorn's parser answers it
-        if size == 0:
-            return data.find(HEAD_END, line_end) >= 0
-        position = line_end + 2 + size + 2
-        if position > len(data):
-            return False
+    def _chunks_complete(self) -> bool:
+        """Whether a chunked body has arrived up to its last chunk and trailers; the chunks
+        already complete are not read again."""
+        while True:
+            line_end = self.data.find(b"\r\n", self.next_chunk)
+            if line_end < 0:
+                return False
+            size_text = bytes(self.data[self.next_chunk:line_end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return True  # malformed: gunicorn's parser answers it
+            if size == 0:
+                return self.data.find(HEAD_END, line_end) >= 0
+            if line_end + 2 + size + 2 > len(self.data):
+                return False
+            self.next_chunk = line_end + 2 + size + 2
 
 
 def request_timeout() -> float:

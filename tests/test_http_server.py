@@ -129,3 +129,18 @@ def test_serve_becomes_gunicorn_so_that_a_stop_signal_reaches_it(base_env, db, t
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_a_chunked_body_reaches_the_app_whole(server):
+    with _connect(server) as sock:
+        sock.sendall(b"POST /api/v1/operator/compute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for piece in (b'{"agre', b'ementId": "0x1"}'):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.1)
+        sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": '"workflow" is required in the call to POST:/compute'}
