@@ -40,6 +40,7 @@ from operator_service.config import load_settings
 from operator_service.embedded_db import EmbeddedPostgres
 from operator_service.engine.config import EngineConfig
 from operator_service.engine.job import EngineContext
+from operator_service.engine.lease import NamespaceLease
 from operator_service.engine.runner import Engine
 from operator_service.engine.sandbox import Isolation, set_up_isolation
 from operator_service.engine.workspace import prepare_work_dir
@@ -96,7 +97,8 @@ class Bench:
         prepare_work_dir(config.work_dir, open_to_job_users=True)
         isolation = set_up_isolation(config) if sandboxed else NO_ISOLATION
         db = Database(self.settings.postgres, max_connections=4)
-        engine = Engine(EngineContext(db, config, self.stop, isolation), "0x" + "00" * 20)
+        lease = NamespaceLease.take(self.settings.postgres, namespace, self.stop)
+        engine = Engine(EngineContext(db, config, self.stop, isolation), "0x" + "00" * 20, lease)
         threading.Thread(target=engine.run, daemon=True).start()
         self._wait(lambda: self._announced(namespace), 30)
 

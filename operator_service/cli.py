@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
@@ -22,9 +19,6 @@ from operator_service.config import ConfigError, load_settings
 
 DEFAULT_DATA_DIR = ".operator-data"
 DEFAULT_BIND = "127.0.0.1:8050"
-DEFAULT_EMBEDDED_PORT = 54329
-DEFAULT_DATABASE = "operator"
-DEFAULT_ADMIN_SECRET = "myAdminSecret"
 # Chosen by bench/: see README, "The HTTP server". Each worker's event loop reads every
 # request in full before one of its threads serves it, so slow or idle clients hold no
 # thread (operator_service/http_worker.py).
@@ -50,87 +44,27 @@ def _gunicorn_command(bind: str) -> list[str]:
     ]
 
 
-def _start_embedded_database(data_dir: Path) -> "EmbeddedPostgres":  # noqa: F821
-    from operator_service.embedded_db import EmbeddedPostgres
-
-    port = int(os.environ.get("POSTGRES_PORT") or DEFAULT_EMBEDDED_PORT)
-    server = EmbeddedPostgres(data_dir / "postgres", port=port).start()
-    database = os.environ.get("POSTGRES_DB") or DEFAULT_DATABASE
-    server.create_database(database)
-    os.environ.update(server.env(database))
-    print(f"embedded Postgres on 127.0.0.1:{port}, database {database}, data in {server.data_dir}")
-    return server
-
-
 def migrate() -> None:
-    from operator_service.store import migrations
-    from operator_service.store.pool import Database
+    from operator_service.launcher import migrate_schema
 
-    db = Database(load_settings().postgres, max_connections=1)
-    try:
-        applied = migrations.upgrade(db)
-    finally:
-        db.close()
-    print(f"schema at version {migrations.LATEST_VERSION} (applied now: {applied or 'none'})")
+    print(migrate_schema(load_settings().postgres))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Everything on one machine: the front door of `make run`."""
-    data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = None if os.environ.get("POSTGRES_HOST") else _start_embedded_database(data_dir)
-    os.environ.setdefault("RESULTS_DIR", str(data_dir / "results"))
-    os.environ.setdefault("ENGINE_WORK_DIR", str(data_dir / "jobs"))
-    if not os.environ.get("ALLOWED_ADMINS"):
-        os.environ["ALLOWED_ADMINS"] = f'["{DEFAULT_ADMIN_SECRET}"]'
-        print(f"ALLOWED_ADMINS not set: the admin secret is {DEFAULT_ADMIN_SECRET!r} (set ALLOWED_ADMINS to change it)")
-    load_settings()
-    migrate()
-    children = [subprocess.Popen(_gunicorn_command(args.bind))]
-    if not args.no_engine:
-        children.append(subprocess.Popen([sys.executable, "-m", "operator_service.cli", "engine"]))
-    print(f"operator-service on http://{args.bind}  (API docs: http://{args.bind}/api/v1/docs/)")
-    try:
-        return _wait_for_any(children)
-    finally:
-        _terminate(children)
-        if server is not None:
-            server.stop()
+    """Everything on one machine: the front door of `make run` (see launcher.py)."""
+    from operator_service.launcher import run as launch
 
-
-def _wait_for_any(children: list[subprocess.Popen]) -> int:
-    stop = {"requested": False}
-
-    def request_stop(signum, frame) -> None:
-        stop["requested"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
-        while not stop["requested"]:
-            for child in children:
-                if child.poll() is not None:
-                    print(f"{' '.join(child.args[-2:])} exited with {child.returncode}", file=sys.stderr)
-                    return child.returncode or 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def _terminate(children: list[subprocess.Popen]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    return launch(Path(args.data_dir).resolve(), args.bind, not args.no_engine, _gunicorn_command(args.bind))
 
 
 def serve(args: argparse.Namespace) -> NoReturn:
-    """The API alone: gunicorn replaces this process, so that it gets the signals (docker stop)."""
-    load_settings()
+    """Check what can be checked, then become gunicorn (signals reach it directly)."""
+    from operator_service.launcher import check_bind_free, check_cluster, check_server_variables
+
+    settings = load_settings()
+    check_server_variables(args.bind)
+    check_bind_free(args.bind)
+    check_cluster(settings)
     command = _gunicorn_command(args.bind)
     os.execv(command[0], command)
 
@@ -169,6 +103,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("engine", "demo"):
         return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    from operator_service.launcher import StartupError
+
     try:
         if args.command == "migrate":
             migrate()
@@ -177,6 +113,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"operator-service {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def _delegate(command: str, rest: list[str]) -> int:

@@ -25,6 +25,8 @@ class PostgresSettings:
     user: Optional[str]
     password: Optional[str] = field(repr=False)
     database: Optional[str]
+    # The longest one call waits on the database: to connect, and for each answer.
+    timeout: float = 5.0
 
     def dsn_kwargs(self) -> dict:
         """Keyword arguments for psycopg2.connect; unset values fall back to libpq defaults."""
@@ -185,6 +187,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         user=env.get("POSTGRES_USER") or None,
         password=env.get("POSTGRES_PASSWORD") or None,
         database=env.get("POSTGRES_DB") or None,
+        timeout=env_number(env, "POSTGRES_TIMEOUT", 5.0, 1.0),
     )
     return Settings(
         postgres=postgres,

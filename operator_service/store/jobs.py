@@ -135,12 +135,14 @@ def stale_registrations(db: Database, older_than_seconds: float) -> list[tuple[s
         return cur.fetchall()
 
 
-def known_job_ids(db: Database, job_ids: list[str]) -> set[str]:
-    """The subset of `job_ids` that has a row."""
+def live_job_ids(db: Database, job_ids: list[str]) -> set[str]:
+    """The subset of `job_ids` that has a row not deleted through the API (removed = 0)."""
     if not job_ids:
         return set()
     with db.cursor() as cur:
-        cur.execute("SELECT workflowId FROM jobs WHERE workflowId = ANY(%s)", (job_ids,))
+        cur.execute(
+            "SELECT workflowId FROM jobs WHERE workflowId = ANY(%s) AND COALESCE(removed, 0) = 0", (job_ids,)
+        )
         return {row[0] for row in cur.fetchall()}
 
 
@@ -176,20 +178,46 @@ def claim_and_read_statuses(db: Database, filters: JobFilter, claim: NonceClaim)
     return [row[1:] for row in rows if row[2] is not None]
 
 
-def request_stop(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
+def request_stop(db: Database, filters: JobFilter, annotate: bool = False) -> list[tuple[str, str]]:
     """Set stopreq=1 on the matching jobs still running; return their (jobId, namespace).
 
     A finished job keeps its stopreq (it was not stopped on request), and a time-out (2)
-    is not overwritten.
+    is not overwritten. With `annotate`, the jobs are also flagged as owing their WorkFlow
+    a stop annotation, in the same statement, and the matching jobs still flagged from an
+    earlier request are returned too: their annotation is due as well.
     """
     where, params = filters.where()
+    if annotate:
+        sql = (
+            "UPDATE jobs SET stopreq = CASE WHEN dateFinished IS NULL AND stopreq = 0 THEN 1 ELSE stopreq END,"
+            " stopAnnotationPending = true"
+            f" WHERE {where} AND ((dateFinished IS NULL AND stopreq = 0) OR stopAnnotationPending)"
+            " RETURNING workflowId, namespace"
+        )
+    else:
+        sql = f"UPDATE jobs SET stopreq = 1 WHERE {where} AND dateFinished IS NULL AND stopreq = 0 RETURNING workflowId, namespace"
+    with db.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def pending_stop_annotations(db: Database) -> list[tuple[str, str]]:
+    """(jobId, namespace) of jobs whose WorkFlow still owes its stop annotation, oldest first."""
     with db.cursor() as cur:
         cur.execute(
-            "UPDATE jobs SET stopreq = 1"
-            f" WHERE {where} AND dateFinished IS NULL AND stopreq = 0 RETURNING workflowId, namespace",
-            params,
+            "SELECT workflowId, namespace FROM jobs WHERE stopAnnotationPending ORDER BY dateCreated LIMIT %s",
+            (MAX_ROWS,),
         )
         return cur.fetchall()
+
+
+def clear_stop_annotations(db: Database, job_ids: list[str]) -> None:
+    """The stop annotations of these jobs landed (or their WorkFlow is gone)."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE jobs SET stopAnnotationPending = false WHERE workflowId = ANY(%s) AND stopAnnotationPending",
+            (job_ids,),
+        )
 
 
 def mark_removed(db: Database, filters: JobFilter) -> list[tuple[str, str]]:

@@ -5,12 +5,27 @@ operator-engine, pod-configuration and pod-publishing read and write; it uses
 IF NOT EXISTS throughout so that it also adopts a database initialised by the original
 service. Later migrations only add. `schema_migrations` records what has been applied,
 so `upgrade()` is idempotent and brings any older database up to date.
+
+A migration is SQL, or a function of the migration's cursor for what SQL alone cannot
+say; such a function returns what it found for `upgrade()` to report. A migration is
+never edited once released, except where it failed on real data: the unique index on
+running agreementIds, first created by migration 4, failed on databases the original
+service filled with duplicates, so it moved to migration 7, which copes with them.
+Databases that applied migration 4 as it was already have the index; migration 7 then
+finds it and no duplicates, and changes nothing.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, Union
 
-from operator_service.store.pool import Database
+from operator_service.store.pool import Cursor, Database
+
+log = logging.getLogger(__name__)
+
+# Long enough to build an index on a large jobs table; only once there is work to do.
+MIGRATION_SECONDS = 600.0
 
 ORIGINAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -89,12 +104,10 @@ ALTER TABLE nonces ALTER COLUMN seconds SET NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS uniq_nonces_provider_seconds ON nonces (provider, seconds);
 """
 
-# Every lookup the routes and the engines make is indexed. A running agreementId is
-# unique in the database itself, so concurrent POSTs cannot both create a job.
+# Every lookup the routes and the engines make is indexed. (The unique index on running
+# agreementIds that this migration first created is made by migration 7.)
 JOB_INDEXES = """
 CREATE INDEX IF NOT EXISTS indx_jobs_workflowid ON jobs (workflowId);
-CREATE UNIQUE INDEX IF NOT EXISTS uniq_running_agreementid ON jobs (agreementId)
-    WHERE dateFinished IS NULL;
 CREATE INDEX IF NOT EXISTS indx_jobs_running ON jobs (dateCreated) WHERE dateFinished IS NULL;
 CREATE INDEX IF NOT EXISTS indx_jobs_queued ON jobs (namespace) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS indx_jobs_registering ON jobs (dateCreated) WHERE status = 0;
@@ -139,24 +152,105 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS algoDID text;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS inputDIDs text[];
 """
 
-MIGRATIONS: Sequence[tuple[int, str, str]] = (
+SharedAgreements = dict[str, list[str]]
+
+# New jobs are refused by the trigger below when a job kept from before the upgrade still
+# runs with their agreementId (those jobs are left out of the unique index).
+REFUSE_KEPT_AGREEMENTS = """
+CREATE OR REPLACE FUNCTION operator_refuse_running_agreement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM jobs WHERE agreementId = NEW.agreementId AND dateFinished IS NULL) THEN
+        RAISE EXCEPTION 'agreementId %% already has a running job', NEW.agreementId
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+DROP TRIGGER IF EXISTS operator_kept_agreements ON jobs;
+CREATE TRIGGER operator_kept_agreements BEFORE INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.agreementId = ANY (%(agreements)s::varchar[]))
+    EXECUTE PROCEDURE operator_refuse_running_agreement();
+"""
+
+
+def unique_running_agreements(cur: Cursor) -> SharedAgreements:
+    """A running agreementId is unique in the database itself, so concurrent POSTs cannot
+    both create a job; return the running jobs found sharing an agreementId.
+
+    The original service checked in Python, so under concurrent POSTs two running jobs
+    could share one; a unique index over them cannot be built, and deleting either would
+    lose a job someone paid for. They are kept as they are and left out of the index,
+    and a trigger, fired only for their agreementIds, refuses any new job while one of
+    them still runs. Every job created from now on is in the index.
+    """
+    cur.execute(
+        "SELECT agreementId, array_agg(workflowId::text ORDER BY dateCreated, workflowId) FROM jobs"
+        " WHERE dateFinished IS NULL GROUP BY agreementId HAVING count(*) > 1 ORDER BY agreementId"
+    )
+    shared: SharedAgreements = {agreement: list(job_ids) for agreement, job_ids in cur.fetchall()}
+    kept = sorted(job_id for job_ids in shared.values() for job_id in job_ids)
+    predicate = "dateFinished IS NULL"
+    if kept:
+        predicate += cur.mogrify(" AND NOT (workflowId = ANY (%s::varchar[]))", (kept,)).decode()
+    cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS uniq_running_agreementid ON jobs (agreementId) WHERE {predicate}")
+    if shared:
+        cur.execute(REFUSE_KEPT_AGREEMENTS, {"agreements": sorted(shared)})
+    return shared
+
+
+# PUT /compute annotates the WorkFlows of the jobs it stops. The flag is set with stopreq,
+# in the same statement, and cleared once the annotation landed; the reconciler retries
+# whatever stays flagged (registration.deliver_stop_annotations).
+STOP_ANNOTATIONS = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
+"""
+
+Step = Union[str, Callable[[Cursor], SharedAgreements]]
+
+MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (1, "original operator-service schema", ORIGINAL_SCHEMA),
     (2, "UTC timestamps", UTC_TIMESTAMPS),
     (3, "nonce keys", NONCE_KEYS),
     (4, "job indexes", JOB_INDEXES),
     (5, "nonce function", NONCE_FUNCTION),
     (6, "stage DID columns", DID_COLUMNS),
+    (7, "unique running agreementIds, duplicates kept", unique_running_agreements),
+    (8, "pending stop annotations", STOP_ANNOTATIONS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def upgrade(db: Database) -> list[int]:
-    """Apply every migration not yet applied, in one transaction; return their numbers.
+@dataclass(frozen=True)
+class Upgrade:
+    """What `upgrade()` did: the migrations applied, and the running jobs found sharing an
+    agreementId (agreementId -> job ids, kept as they were)."""
 
-    An advisory lock serialises concurrent callers (several workers, several replicas).
+    applied: list[int]
+    shared_agreements: SharedAgreements = field(default_factory=dict)
+
+    def report(self) -> str:
+        """One line for the log and the console."""
+        text = f"schema at version {LATEST_VERSION} (applied now: {self.applied or 'none'})"
+        if self.shared_agreements:
+            jobs = sum(len(job_ids) for job_ids in self.shared_agreements.values())
+            listed = "; ".join(f"{agreement}: {', '.join(job_ids)}" for agreement, job_ids in self.shared_agreements.items())
+            text += (f"; found {jobs} running jobs sharing {len(self.shared_agreements)} agreementIds, kept as they"
+                     f" are (no new job may use these agreementIds while they run): {listed}")
+        return text
+
+
+def upgrade(db: Database) -> Upgrade:
+    """Apply every migration not yet applied, in one transaction; report what was done.
+
+    A quick look first, within the pool's usual deadline (a database that does not answer
+    costs a caller seconds, not minutes); the migrations then get MIGRATION_SECONDS. An
+    advisory lock serialises concurrent callers (several workers, several replicas).
     """
-    with db.transaction() as cur:
+    if _applied_versions(db) >= {version for version, _, _ in MIGRATIONS}:
+        return Upgrade([])
+    with db.transaction(MIGRATION_SECONDS) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('operator-service-schema'))")
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -165,17 +259,33 @@ def upgrade(db: Database) -> list[int]:
         )
         cur.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in cur.fetchall()}
-        applied = []
-        for version, description, sql in MIGRATIONS:
+        applied: list[int] = []
+        shared: SharedAgreements = {}
+        for version, description, step in MIGRATIONS:
             if version in done:
                 continue
-            cur.execute(sql)
+            if isinstance(step, str):
+                cur.execute(step)
+            else:
+                shared.update(step(cur))
             cur.execute(
                 "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
                 (version, description),
             )
             applied.append(version)
-        return applied
+    result = Upgrade(applied, shared)
+    if applied:
+        (log.warning if shared else log.info)("%s", result.report())
+    return result
+
+
+def _applied_versions(db: Database) -> set[int]:
+    with db.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return set()
+        cur.execute("SELECT version FROM schema_migrations")
+        return {row[0] for row in cur.fetchall()}
 
 
 def current_version(db: Database) -> int:

@@ -6,17 +6,27 @@ usual case of one statement, `transaction()` for several that must commit togeth
 A connection that broke (server restart, network cut) is thrown away instead of being
 reused, so the service recovers by itself once the database is back. Any driver error
 that means "the database is not there" becomes `DatabaseUnavailable` (a 503).
+
+No call waits on the database for long (POSTGRES_TIMEOUT, default 5 s): connecting has a
+connect timeout, waiting for a free connection a deadline, and every statement both a
+server-side statement_timeout and a client-side deadline one second longer. The
+client-side one is what ends the wait when the server is alive to the kernel but does
+not run (SIGSTOP, a frozen VM): its sockets stay open and nothing ever comes back, so
+`_Watchdog` shuts the socket down and libpq's wait ends with an error at once.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import logging
+import math
 import os
 import queue
 import re
 import select
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -28,9 +38,11 @@ from operator_service.config import PostgresSettings
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 3
-STATEMENT_TIMEOUT_MS = 15000
-CHECKOUT_TIMEOUT_SECONDS = 10
+# The client-side deadline of a statement exceeds its statement_timeout by this much, so a
+# server that runs answers (with its own error) before the client gives up on it.
+ANSWER_MARGIN_SECONDS = 1.0
+# libpq's connect_timeout counts whole seconds, at least 2.
+MIN_CONNECT_TIMEOUT_SECONDS = 2
 
 Cursor = psycopg2.extensions.cursor
 
@@ -42,17 +54,33 @@ class Connection(psycopg2.extensions.connection):
         super().__init__(*args, **kwargs)
         self.prepared: set[str] = set()
         self.can_prepare = True
+        self.cut_after: float | None = None  # set by the watchdog: seconds it waited in vain
 
 
 class DatabaseUnavailable(Exception):
-    """Postgres could not be reached or dropped the connection."""
+    """Postgres could not be reached or dropped the connection, or failed a write it had to do."""
+
+
+def failure(exc: psycopg2.Error, doing: str) -> DatabaseUnavailable:
+    """A database error the request cannot do anything about (a constraint or trigger the
+    operator added, say), as a DatabaseUnavailable naming what failed."""
+    return DatabaseUnavailable(f"{doing} failed: {_describe(exc)}")
 
 
 class Database:
-    """At most `max_connections` open connections to one database, shared by the threads of a process."""
+    """At most `max_connections` open connections to one database, shared by the threads of a process.
 
-    def __init__(self, settings: PostgresSettings, max_connections: int = 4):
+    `application_name` and `session_settings` (name -> value, set at connect) describe and
+    tune this pool's sessions.
+    """
+
+    def __init__(self, settings: PostgresSettings, max_connections: int = 4,
+                 application_name: str = "operator-service", session_settings: dict[str, str] | None = None):
         self.settings = settings
+        self.timeout = settings.timeout
+        self.application_name = application_name
+        options = {"timezone": "UTC", "statement_timeout": f"{round(self.timeout * 1000)}", **(session_settings or {})}
+        self._options = " ".join(f"-c {name}={value}" for name, value in options.items())
         self._idle: list[Connection] = []
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -65,9 +93,9 @@ class Database:
         try:
             conn = psycopg2.connect(
                 **self.settings.dsn_kwargs(),
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                options=f"-c timezone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                application_name="operator-service",
+                connect_timeout=max(MIN_CONNECT_TIMEOUT_SECONDS, math.ceil(self.timeout)),
+                options=self._options,
+                application_name=self.application_name,
                 connection_factory=Connection,
             )
         except psycopg2.Error as exc:
@@ -75,16 +103,18 @@ class Database:
         conn.autocommit = True
         return conn
 
-    def _checkout(self) -> Connection:
+    def _checkout(self, answer_within: float) -> Connection:
         try:
-            self._slots.get(timeout=CHECKOUT_TIMEOUT_SECONDS)
+            self._slots.get(timeout=self.timeout)
         except queue.Empty:
-            raise DatabaseUnavailable(f"no database connection free within {CHECKOUT_TIMEOUT_SECONDS} s") from None
+            raise DatabaseUnavailable(f"no database connection free within {self.timeout:g} s") from None
         try:
-            return self._reuse() or self._connect()
+            conn = self._reuse() or self._connect()
         except BaseException:
             self._slots.put(None)
             raise
+        _watchdog.arm(conn, answer_within)
+        return conn
 
     def _reuse(self) -> Connection | None:
         """An idle connection that is still open, or None; dead ones are closed on the way."""
@@ -101,8 +131,9 @@ class Database:
             conn.close()
 
     def _checkin(self, conn: Connection, broken: bool) -> None:
+        _watchdog.disarm(conn)
         try:
-            if broken or conn.closed:
+            if broken or conn.closed or conn.cut_after is not None:
                 conn.close()
             else:
                 with self._lock:
@@ -110,35 +141,50 @@ class Database:
         finally:
             self._slots.put(None)
 
+    @property
+    def answer_within(self) -> float:
+        """The client-side deadline of a statement run with the default statement_timeout."""
+        return self.timeout + ANSWER_MARGIN_SECONDS
+
     @contextmanager
     def cursor(self) -> Iterator[Cursor]:
         """A cursor for one statement, committed as it runs."""
-        conn = self._checkout()
+        conn = self._checkout(self.answer_within)
         broken = False
         try:
             with conn.cursor() as cur:
                 yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             broken = True
-            raise DatabaseUnavailable(_describe(exc)) from None
+            raise DatabaseUnavailable(_describe(exc, conn)) from None
+        except _SCHEMA_MISSING as exc:
+            raise DatabaseUnavailable(_schema_missing(exc)) from None
         finally:
             self._checkin(conn, broken)
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        """A cursor whose statements commit together, or roll back on error."""
-        conn = self._checkout()
+    def transaction(self, seconds: float | None = None) -> Iterator[Cursor]:
+        """A cursor whose statements commit together, or roll back on error.
+
+        `seconds` gives the whole transaction a longer deadline (and each of its statements
+        that statement_timeout) than the pool's own, for work known to be long (migrations).
+        """
+        conn = self._checkout(self.answer_within if seconds is None else seconds + ANSWER_MARGIN_SECONDS)
         broken = False
         try:
             conn.autocommit = False
             with conn.cursor() as cur:
+                if seconds is not None:
+                    cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{round(seconds * 1000)}",))
                 yield cur
             conn.commit()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             broken = True
-            raise DatabaseUnavailable(_describe(exc)) from None
-        except BaseException:
+            raise DatabaseUnavailable(_describe(exc, conn)) from None
+        except BaseException as exc:
             broken = not _rollback(conn)
+            if isinstance(exc, _SCHEMA_MISSING):
+                raise DatabaseUnavailable(_schema_missing(exc)) from None
             raise
         finally:
             if not broken and not conn.closed:
@@ -203,7 +249,80 @@ def _rollback(conn: Connection) -> bool:
         return False
 
 
-def _describe(exc: psycopg2.Error) -> str:
+# A statement that names a table, column or function the schema lacks: not a bug of the
+# request, but a database whose schema was never created or upgraded.
+_SCHEMA_MISSING = (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedFunction)
+
+
+def _schema_missing(exc: psycopg2.Error) -> str:
+    return (f"the schema is missing or out of date ({_describe(exc)});"
+            " run `operator-service migrate` or POST /api/v1/operator/pgsqlinit")
+
+
+def _describe(exc: psycopg2.Error, conn: Connection | None = None) -> str:
     """The first line of the driver's message: enough to diagnose, never a password."""
+    if conn is not None and conn.cut_after is not None:
+        return f"no answer from the database within {conn.cut_after:g} s"
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
+
+
+class _Watchdog:
+    """Shuts down the socket of a connection checked out for longer than its deadline.
+
+    One daemon thread per process, started at the first checkout, ticking while anything is
+    checked out. Arming and disarming cost a lock and a dict operation; the lock also makes
+    sure a connection is never cut once it has been handed back.
+    """
+
+    TICK_SECONDS = 0.2
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._deadlines: dict[Connection, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        self._busy = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: Connection, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[conn] = (time.monotonic() + seconds, seconds)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="database-watchdog", daemon=True)
+                self._thread.start()
+        if not self._busy.is_set():
+            self._busy.set()
+
+    def disarm(self, conn: Connection) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def _watch(self) -> None:
+        while True:
+            self._busy.wait()
+            time.sleep(self.TICK_SECONDS)
+            now = time.monotonic()
+            with self._lock:
+                for conn, (deadline, seconds) in list(self._deadlines.items()):
+                    if deadline <= now:
+                        del self._deadlines[conn]
+                        _cut(conn, seconds)
+                if not self._deadlines:
+                    self._busy.clear()
+
+
+def _cut(conn: Connection, seconds: float) -> None:
+    """End whatever libpq waits for on `conn`: it sees the connection closed."""
+    conn.cut_after = seconds
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg2.InterfaceError):
+        pass  # already closed
+
+
+_watchdog = _Watchdog()
+# A forked child starts with no watchdog thread and must not inherit a held lock.
+os.register_at_fork(after_in_child=_watchdog._reset)

@@ -1,0 +1,91 @@
+"""A database that stops answering (SIGSTOP of the postmaster and its backends: alive to the
+kernel, so connections stay open, but nothing comes back) costs a request seconds, then a
+503, on a pooled connection and on a fresh one; once it runs again, so does the service."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+from operator_service.app import create_app
+from operator_service.config import load_settings
+from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.store import migrations
+from operator_service.store.pool import Database
+
+RUNNING = "/api/v1/operator/runningjobs"
+# Far above what a request may cost (POSTGRES_TIMEOUT=2: about 3 s), far below "for ever".
+PATIENCE_SECONDS = 30.0
+
+
+@pytest.fixture
+def stoppable(base_env) -> Iterator[tuple[EmbeddedPostgres, object]]:
+    """A server of this test's own, and settings pointing at it with POSTGRES_TIMEOUT=2."""
+    folder = Path(tempfile.mkdtemp(prefix="operator-stopped-"))
+    server = EmbeddedPostgres(folder / "data").start()
+    server.create_database("stoppable")
+    settings = load_settings({**base_env, **server.env("stoppable"), "POSTGRES_TIMEOUT": "2"})
+    db = Database(settings.postgres)
+    migrations.upgrade(db)
+    db.close()
+    yield server, settings
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _server_processes(postmaster: int) -> list[int]:
+    """The postmaster and every process it started (its backends among them)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == postmaster:
+                children.append(int(entry.name))
+    return [postmaster, *children]
+
+
+def _answer_within(call: Callable[[], object], seconds: float) -> Optional[object]:
+    """What `call` returned, or None if it was still waiting after `seconds`."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0] if result else None
+
+
+def test_a_stopped_database_costs_a_request_seconds_then_a_503(stoppable):
+    server, settings = stoppable
+    app = create_app(settings, background=False)
+    assert app.test_client().get(RUNNING).status_code == 200  # the pool now holds an open connection
+    frozen = _server_processes(server.pid)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        pooled = _answer_within(lambda: app.test_client().get(RUNNING), PATIENCE_SECONDS)
+        assert pooled is not None, f"a request on a pooled connection still waited after {PATIENCE_SECONDS:g} s"
+        assert pooled.status_code == 503
+        assert "no answer from the database within" in pooled.get_json()["error"]
+
+        fresh = _answer_within(lambda: app.test_client().get(RUNNING), PATIENCE_SECONDS)
+        assert fresh is not None, f"a request on a fresh connection still waited after {PATIENCE_SECONDS:g} s"
+        assert fresh.status_code == 503
+        assert fresh.get_json()["error"].startswith("Database unavailable")
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while app.test_client().get(RUNNING).status_code != 200:
+        assert time.monotonic() < deadline, "the service did not recover once the database ran again"
+        time.sleep(0.2)
+    app.extensions["operator_service"].close()
