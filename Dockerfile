@@ -1,11 +1,10 @@
 FROM python:3.11-slim
 
+# The HTTP server's settings (workers, threads, timeouts, limits) are operator-service
+# serve's defaults: see README, "The HTTP server".
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     OPERATOR_BIND=0.0.0.0:8050 \
-    OPERATOR_WORKERS=2 \
-    OPERATOR_WORKER_CLASS=sync \
-    OPERATOR_TIMEOUT=120 \
     KUBERNETES=auto
 
 WORKDIR /operator-service
@@ -16,4 +15,7 @@ RUN pip install --no-cache-dir . \
 
 USER 10001
 EXPOSE 8050
-CMD ["sh", "-c", "exec gunicorn --no-control-socket --bind \"$OPERATOR_BIND\" --workers \"$OPERATOR_WORKERS\" --worker-class \"$OPERATOR_WORKER_CLASS\" --timeout \"$OPERATOR_TIMEOUT\" operator_service.run:app"]
+# Healthy = ready: the database answers with the expected schema (and the cluster, when used).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['OPERATOR_BIND'].rsplit(':', 1)[1] + '/readyz', timeout=4)"]
+CMD ["operator-service", "serve"]

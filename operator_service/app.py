@@ -6,6 +6,7 @@ from typing import Optional
 
 from flasgger import Swagger
 from flask import Flask, Response
+from flask_cors import CORS
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from operator_service import __version__, kube
@@ -15,7 +16,9 @@ from operator_service.errors import json_response, register_error_handlers
 from operator_service.logging_setup import setup_logging
 from operator_service.registration import start_reconciler
 from operator_service.routes.admin import admin
+from operator_service.routes.health import health
 from operator_service.routes.operator import operator
+from operator_service.routes.schemas import DEFINITIONS
 from operator_service.store.pool import Database
 
 log = logging.getLogger(__name__)
@@ -47,11 +50,18 @@ def create_app(
     app.extensions[EXTENSION_KEY] = current
     app.register_blueprint(operator, url_prefix=BASE_URL)
     app.register_blueprint(admin, url_prefix=BASE_URL)
+    app.register_blueprint(health)
     app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "../../../spec", config={"app_name": "Operator service"}))
     _Swagger(app, config=_swagger_config(), template=_swagger_template(), merge=True)
     register_error_handlers(app)
     app.add_url_rule("/", "version", version)
+    _allow_cross_origin(app, settings.cors_origins)
     log.info("operator-service %s, Kubernetes %s", __version__, current.kubernetes_mode)
+    if not settings.signature_required:
+        log.warning(
+            "Provider signatures are NOT enforced (SIGNATURE_REQUIRED=0): anyone who can reach this service"
+            " can read, stop and delete any owner's jobs. Set SIGNATURE_REQUIRED=1 and ALLOWED_PROVIDERS."
+        )
     if cluster is not None and background:
         current.reconciler = start_reconciler(
             db,
@@ -63,12 +73,22 @@ def create_app(
     return app
 
 
+def _allow_cross_origin(app: Flask, origins: tuple[str, ...]) -> None:
+    """CORS on every route, as the original had it (Flask-Cors): any origin, or those CORS_ORIGINS lists."""
+    if origins == ("*",):
+        CORS(app, origins="*", send_wildcard=True)
+    elif origins:
+        CORS(app, origins=list(origins))
+
+
 def version() -> Response:
-    """Software, version and operator information.
+    """Software, version and operator information. The Provider reads it; it is not a probe (see /livez, /readyz).
     ---
     tags: [service]
     responses:
-      200: {description: "software, version, address, algoTimeLimit, storageExpiry, kubernetes"}
+      200:
+        description: "software, version, address, algoTimeLimit, storageExpiry, kubernetes, signatures"
+        schema: {$ref: "#/definitions/ServiceInfo"}
     """
     current = services()
     return json_response(
@@ -76,6 +96,7 @@ def version() -> Response:
             "address": current.settings.operator_address,
             "algoTimeLimit": current.settings.algo_pod_timeout,
             "kubernetes": current.kubernetes_mode,
+            "signatures": current.signatures,
             "software": "Operator service",
             "storageExpiry": current.settings.storage_expiry,
             "version": __version__,
@@ -116,4 +137,5 @@ def _swagger_template() -> dict:
             "version": __version__,
             "description": "Infrastructure Operator Micro-service: the Compute-to-Data API the Ocean Provider calls.",
         },
+        "definitions": DEFINITIONS,
     }

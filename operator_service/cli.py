@@ -19,9 +19,15 @@ from operator_service.config import ConfigError, load_settings
 
 DEFAULT_DATA_DIR = ".operator-data"
 DEFAULT_BIND = "127.0.0.1:8050"
-# Chosen by bench/: see README, "Performance".
+# Chosen by bench/: see README, "The HTTP server". Each worker's event loop reads every
+# request in full before one of its threads serves it, so slow or idle clients hold no
+# thread (operator_service/http_worker.py).
 DEFAULT_WORKERS = 2
-DEFAULT_WORKER_CLASS = "sync"
+DEFAULT_WORKER_CLASS = "operator_service.http_worker.RequestBufferingWorker"
+DEFAULT_THREADS = 8
+DEFAULT_TIMEOUT = 120
+# The Provider's requests have a few headers and a request line of a few hundred bytes.
+HTTP_LIMITS = ["--limit-request-line", "4094", "--limit-request-fields", "50", "--limit-request-field_size", "8190"]
 
 
 def _gunicorn_command(bind: str) -> list[str]:
@@ -31,7 +37,9 @@ def _gunicorn_command(bind: str) -> list[str]:
         "--bind", bind,
         "--workers", os.environ.get("OPERATOR_WORKERS", str(DEFAULT_WORKERS)),
         "--worker-class", os.environ.get("OPERATOR_WORKER_CLASS", DEFAULT_WORKER_CLASS),
-        "--timeout", os.environ.get("OPERATOR_TIMEOUT", "120"),
+        "--threads", os.environ.get("OPERATOR_THREADS", str(DEFAULT_THREADS)),
+        "--timeout", os.environ.get("OPERATOR_TIMEOUT", str(DEFAULT_TIMEOUT)),
+        *HTTP_LIMITS,
         "operator_service.run:app",
     ]
 

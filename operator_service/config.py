@@ -62,6 +62,7 @@ class Settings:
     result_url_prefixes: tuple[str, ...] = ()
     reconcile_interval_seconds: float = 30.0
     registration_grace_seconds: float = 60.0
+    cors_origins: tuple[str, ...] = ("*",)
 
 
 def _json_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -149,6 +150,23 @@ def _log_cfg(env: Mapping[str, str]) -> Optional[str]:
     return path
 
 
+def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CORS_ORIGINS: `*` (the default: any origin), or a JSON list of origins (`[]`: none)."""
+    raw = (env.get("CORS_ORIGINS") or "").strip()
+    if raw in ("", "*"):
+        return ("*",)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(
+            'CORS_ORIGINS must be *, or a JSON list of origins such as ["https://market.example"]'
+            f" ([] for none), got {raw!r}"
+        )
+    return tuple(value)
+
+
 def _url_prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """http(s) URL prefixes, each naming at least a host."""
     prefixes = _json_list(env, name)
@@ -192,4 +210,5 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         result_url_prefixes=_url_prefixes(env, "RESULT_URL_PREFIXES"),
         reconcile_interval_seconds=env_number(env, "RECONCILE_INTERVAL", 30.0, 0.1),
         registration_grace_seconds=env_number(env, "REGISTRATION_GRACE", 60.0, 0.001),
+        cors_origins=_cors_origins(env),
     )

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from flask import current_app
 
 from operator_service.config import Settings
+from operator_service.readiness import CachedReadiness
 from operator_service.store.pool import Database
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class Services:
     db: Database
     cluster: Optional["Cluster"]
     reconciler: Optional[threading.Event] = None
+    readiness: CachedReadiness = field(default_factory=CachedReadiness)
 
     def close(self) -> None:
         """Stop the reconciler and close the pool (tests build many apps in one process)."""
@@ -35,6 +37,13 @@ class Services:
         if self.cluster is None:
             return f"{self.settings.kubernetes}: running without Kubernetes"
         return f"{self.settings.kubernetes}: {self.cluster.source}"
+
+    @property
+    def signatures(self) -> str:
+        """What GET / shows: whether Provider signatures are enforced."""
+        if self.settings.signature_required:
+            return f"enforced: only the {len(self.settings.allowed_providers)} ALLOWED_PROVIDERS may call"
+        return "not enforced (SIGNATURE_REQUIRED=0): any signature from any key is accepted"
 
 
 def services() -> Services:

@@ -13,8 +13,37 @@ from typing import Any, Optional
 log = logging.getLogger(__name__)
 
 
+# JSON read back from the database (written by engines) deeper than this is treated as
+# unreadable: the answers that would carry it could not be serialised.
+MAX_STORED_DEPTH = 64
+
+
 def epoch_text(value: Optional[Decimal | float]) -> Optional[str]:
     return None if value is None else str(value)
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests more than `limit` levels of arrays and objects."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _stored_json(text: str) -> Any:
+    """JSON an engine stored; ValueError if it is not JSON or too deep to answer with."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if deeper_than(value, MAX_STORED_DEPTH):
+        raise ValueError("nested too deep")
+    return value
 
 
 def parse_outputs(outputs_url: Optional[str]) -> Optional[list]:
@@ -22,7 +51,7 @@ def parse_outputs(outputs_url: Optional[str]) -> Optional[list]:
     if not outputs_url or len(outputs_url) <= 2:
         return None
     try:
-        outputs = json.loads(outputs_url)
+        outputs = _stored_json(outputs_url)
     except ValueError:
         log.warning("ignoring an outputsURL that is not JSON")
         return None
@@ -66,7 +95,7 @@ def _row_dids(algo_did: Optional[str], input_dids: Optional[list], legacy_workfl
     if algo_did is not None:
         return algo_did, input_dids or []
     try:
-        workflow = json.loads(legacy_workflow or "")["spec"]["metadata"]
+        workflow = _stored_json(legacy_workflow or "")["spec"]["metadata"]
     except (ValueError, KeyError, TypeError):
         return "raw", []
     return workflow_dids(workflow)
@@ -113,7 +142,7 @@ def running_object(row: tuple) -> dict[str, Any]:
 def environment_object(namespace: str, status_text: Optional[str], lastping: Any) -> Optional[dict]:
     """The announced document plus `lastSeen` and `id`; None if the engine wrote no JSON object."""
     try:
-        document = json.loads(status_text or "")
+        document = _stored_json(status_text or "")
     except ValueError:
         log.warning("environment %s announced a status that is not JSON", namespace)
         return None

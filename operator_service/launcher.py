@@ -35,7 +35,7 @@ from typing import Mapping, Optional
 
 import psycopg2
 
-from operator_service.config import ConfigError, PostgresSettings, Settings, env_int, load_settings
+from operator_service.config import ConfigError, PostgresSettings, Settings, env_int, env_number, load_settings
 from operator_service.folder_lock import FolderBusy, FolderLock
 from operator_service.processes import dies_with_parent, interruptible
 
@@ -143,7 +143,9 @@ def check_server_variables(bind: str, env: Optional[Mapping[str, str]] = None) -
     env = os.environ if env is None else env
     parse_bind(bind)
     env_int(env, "OPERATOR_WORKERS", 1, minimum=1)
+    env_int(env, "OPERATOR_THREADS", 1, minimum=1)
     env_int(env, "OPERATOR_TIMEOUT", 0, minimum=0)
+    env_number(env, "OPERATOR_REQUEST_TIMEOUT", 10.0, 0.1)
     worker_class = (env.get("OPERATOR_WORKER_CLASS") or "sync").strip()
     if worker_class in WORKER_CLASSES:
         package = WORKER_CLASSES[worker_class]

@@ -18,10 +18,11 @@ import errno
 import logging
 import mimetypes
 import os
+import re
 import stat
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 from flask import Response
@@ -34,9 +35,14 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 4096
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What may stand in the plain filename= of Content-Disposition: printable ASCII but the
+# characters that would end or escape the value.
+_UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 
 def stream_result(url: str, settings: Settings, range_header: Optional[str]) -> Response:
+    _check_stored_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         return _stream_http(url, settings, range_header)
@@ -47,6 +53,30 @@ def stream_result(url: str, settings: Settings, range_header: Optional[str]) -> 
 
 def _refused(reason: str) -> ApiError:
     return ApiError(f"Error getResult: {reason}", 403)
+
+
+def _check_stored_url(url: str) -> None:
+    """A URL read back from the database, as an engine wrote it: one that cannot be a request
+    line or a path (control characters, a NUL in a file path, a malformed host) is refused."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise _refused("the stored result URL is malformed") from None
+    if _CONTROL.search(url) or (parts.scheme.lower() == "file" and "\x00" in unquote(parts.path)):
+        raise _refused("the stored result URL holds control characters")
+
+
+def _content_disposition(filename: str) -> str:
+    """`attachment;filename=<name>` as the original sent it, with a name that is safe in a header.
+
+    The name comes from storage (the URL, or the storage's own Content-Disposition): control
+    characters (CR, LF) would split the header, quotes and semicolons would end the value.
+    They become "_"; a name that is not plain ASCII also goes whole in filename* (RFC 6266).
+    """
+    plain = _UNSAFE_IN_FILENAME.sub("_", filename) or "result"
+    if plain == filename or _CONTROL.search(filename):
+        return f"attachment;filename={plain}"
+    return f"attachment;filename={plain};filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
@@ -196,7 +226,7 @@ def _download(body: Iterator[bytes], status: int, filename: str, content_type: O
         status=status,
         content_type=content_type or "application/octet-stream",
         headers={
-            "Content-Disposition": f"attachment;filename={filename}",
+            "Content-Disposition": _content_disposition(filename),
             "Access-Control-Expose-Headers": "Content-Disposition",
         },
     )

@@ -109,7 +109,8 @@ def check_provider(settings: Settings, signature: Any, message_prefix: str, nonc
         )
     if float(nonce.seconds) > time.time() + MAX_FUTURE_SECONDS:
         raise ApiError(f"Invalid nonce {nonce.text}: too far in the future", 401)
-    return nonces.NonceClaim(address, nonce.text, nonce.seconds, settings.nonce_window_seconds)
+    guarded = address in settings.allowed_providers
+    return nonces.NonceClaim(address, nonce.text, nonce.seconds, settings.nonce_window_seconds, guarded)
 
 
 def nonce_refused(claim: nonces.NonceClaim) -> ApiError:

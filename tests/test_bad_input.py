@@ -149,3 +149,108 @@ def test_a_nul_in_a_utf16_or_utf32_body_is_a_400(client, submit, provider, engin
 def test_a_nul_in_the_query_string_is_a_400(client, provider):
     response = client.get(COMPUTE, query_string={"owner": "0xab\u0000c", "nonce": "1", "providerSignature": "0x"})
     assert response.get_json() == {"error": "Request parameters must not contain NUL characters"}
+
+
+# --- inputs that used to answer 500 ----------------------------------------------------------------
+def _post_raw(client, body_text: str):
+    return client.post(COMPUTE, data=body_text, content_type="application/json")
+
+
+def test_a_lone_surrogate_is_a_400_even_where_no_signature_is_needed(client, engine):
+    """`environment` is looked up before the signature is checked; a lone surrogate cannot be encoded."""
+    engine.announce()
+    body = json.dumps({**compute_body(), "nonce": "1", "providerSignature": "0x", "environment": "\ud800env"})
+    response = _post_raw(client, body)
+    assert (response.status_code, response.get_json()) == (
+        400, {"error": "Request parameters must be valid Unicode: a lone UTF-16 surrogate is not a character"}
+    )
+    query = _post_raw(client, json.dumps({"owner": "0x\udfff", "nonce": "1", "providerSignature": "0x"}))
+    assert query.status_code == 400
+    paired = _post_raw(client, json.dumps({**compute_body(owner="0x🚀"), "nonce": "1", "providerSignature": "0x"}))
+    assert paired.get_json() != query.get_json()  # a valid pair (an emoji) is a character
+
+
+@pytest.mark.parametrize("field", ["agreementId", "owner"])
+def test_a_field_longer_than_its_column_is_a_400_naming_the_field_and_the_limit(client, submit, field, db):
+    body = compute_body()
+    body[field] = "0x" + "a" * 254  # 256 characters: the column is varchar(255)
+    response = submit(body)
+    assert (response.status_code, response.get_json()) == (400, {"error": f'"{field}" must be at most 255 characters long'})
+    body[field] = "0x" + "a" * 253
+    assert submit(body).status_code == 200
+    assert len(_snapshot(db)) == 1
+
+
+def test_an_overlong_filter_is_a_400_too(client, provider):
+    owner = "0x" + "b" * 300
+    response = client.get(COMPUTE, query_string={"owner": owner, **provider.signed(owner)})
+    assert (response.status_code, response.get_json()) == (400, {"error": '"owner" must be at most 255 characters long'})
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 100_000])
+def test_json_nested_too_deep_is_a_400(client, depth):
+    body = '{"owner": ' + "[" * depth + "]" * depth + "}"
+    response = _post_raw(client, body)
+    assert (response.status_code, response.get_json()) == (400, {"error": "Request body is nested more than 32 levels deep"})
+    assert client.open("/api/v1/operator/environments", method="GET", data=body,
+                       content_type="application/json").status_code == 400
+
+
+def test_json_nested_within_the_limit_is_read(client, submit):
+    body = compute_body()
+    deep: dict = {}
+    for _ in range(24):
+        deep = {"next": deep}
+    body["workflow"]["stages"][0]["output"] = deep
+    assert submit(body).status_code == 200
+
+
+RESULT = "/api/v1/operator/getResult"
+
+
+def _publish_and_fetch(client, provider, engine, job, url: str):
+    engine.publish(job["jobId"], [{"filename": "r", "filesize": 1, "url": url, "type": "output"}])
+    query = {"index": 0, "jobId": job["jobId"], "owner": job["owner"], **provider.signed(job["owner"], job["jobId"])}
+    return client.get(RESULT, query_string=query)
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/a\u0000b", "file:///tmp/a%00b", "http://127.0.0.1/a\u0000b",
+                                 "http://[::1/result", "http://127.0.0.1/a\r\nX-Injected: 1"])
+def test_a_stored_result_url_that_cannot_be_used_is_refused_not_a_500(client, provider, engine, stored_job, url):
+    response = _publish_and_fetch(client, provider, engine, stored_job, url)
+    assert response.status_code == 403
+    assert response.get_json()["error"].startswith("Error getResult: the stored result URL")
+
+
+def test_a_result_file_name_with_cr_lf_cannot_inject_a_header(client, provider, engine, stored_job, results_dir):
+    folder = results_dir / stored_job["jobId"]
+    folder.mkdir()
+    evil = folder / "out.txt\r\nSet-Cookie: session=stolen"
+    evil.write_bytes(b"data")
+    response = _publish_and_fetch(client, provider, engine, stored_job, evil.as_uri())
+    assert response.status_code == 200 and response.data == b"data"
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Content-Disposition"] == "attachment;filename=out.txt__Set-Cookie: session=stolen"
+
+
+def test_a_result_file_name_keeps_its_unicode_in_filename_star(client, provider, engine, stored_job, results_dir):
+    folder = results_dir / stored_job["jobId"]
+    folder.mkdir()
+    named = folder / "résultat 🚀.txt"
+    named.write_bytes(b"data")
+    response = _publish_and_fetch(client, provider, engine, stored_job, named.as_uri())
+    assert response.headers["Content-Disposition"] == (
+        "attachment;filename=r_sultat _.txt;filename*=UTF-8''r%C3%A9sultat%20%F0%9F%9A%80.txt"
+    )
+
+
+def test_stored_json_nested_too_deep_is_ignored_not_a_500(client, provider, engine, stored_job, db):
+    deep = "[" * 5000 + "]" * 5000
+    with db.transaction() as cur:
+        cur.execute("UPDATE jobs SET outputsURL = %s WHERE workflowId = %s", (deep, stored_job["jobId"]))
+        cur.execute("UPDATE envs SET status = %s", (deep,))
+    query = {"jobId": stored_job["jobId"], "owner": stored_job["owner"],
+             **provider.signed(stored_job["owner"], stored_job["jobId"])}
+    [job] = client.get(COMPUTE, query_string=query).get_json()
+    assert job["results"] == ""
+    assert client.get("/api/v1/operator/environments").get_json() == []

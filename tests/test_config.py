@@ -25,6 +25,8 @@ from operator_service.config import ConfigError, load_settings
         ("LOG_CFG", "/nonexistent/logging.yaml"),
         ("NONCE_WINDOW", "0"),
         ("RESULT_TIMEOUT", "soon"),
+        ("CORS_ORIGINS", "https://market.example"),
+        ("CORS_ORIGINS", '[""]'),
     ],
 )
 def test_malformed_values_name_the_variable(name, value):

@@ -200,10 +200,18 @@ def test_operator_service_listens_on_8050_behind_its_service() -> None:
     assert service["spec"]["ports"] == [{"name": "http", "port": 8050, "targetPort": "http"}]
 
 
-def test_operator_service_has_probes_on_root() -> None:
+def test_operator_service_probes_use_the_liveness_and_readiness_routes() -> None:
     container = service_container()
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+
+def test_the_image_runs_the_configured_server_and_checks_readiness() -> None:
+    """The image starts gunicorn through `operator-service serve` (the settings `make run` uses)."""
+    dockerfile = (K8S.parent / "Dockerfile").read_text()
+    assert re.search(r'^CMD \["operator-service", "serve"\]$', dockerfile, re.MULTILINE)
+    healthcheck = re.search(r"^HEALTHCHECK .*\n(?:.*\n)*?.*CMD (.*)$", dockerfile, re.MULTILINE)
+    assert healthcheck and "/readyz" in healthcheck.group(1)
 
 
 def test_operator_service_configuration() -> None:

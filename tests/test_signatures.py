@@ -18,6 +18,12 @@ from tests.conftest import OWNER, Provider, compute_body, run_together
 COMPUTE = "/api/v1/operator/compute"
 
 
+@pytest.fixture
+def settings(make_settings, provider):
+    """Unsigned mode (the default) with this test's Provider listed: its nonces are guarded."""
+    return make_settings(ALLOWED_PROVIDERS=f'["{provider.address}"]')
+
+
 def _get(client, provider, nonce, owner=OWNER):
     query = {"owner": owner, **provider.signed(owner, nonce=nonce)}
     return client.get(COMPUTE, query_string=query)
@@ -123,11 +129,43 @@ def test_a_nonce_far_in_the_future_is_refused(client, provider):
     assert _get(client, provider, str(time.time_ns())).status_code == 200
 
 
-def test_nonces_are_per_provider(client, provider):
+def test_nonces_are_per_provider(make_settings, db, provider):
     other = Provider("0x" + os.urandom(32).hex())
+    client = create_app(make_settings(ALLOWED_PROVIDERS=f'["{provider.address}", "{other.address}"]'),
+                        background=False).test_client()
     nonce = str(time.time_ns())
     assert _get(client, provider, nonce).status_code == 200
     assert _get(client, other, nonce).status_code == 200
+    assert _get(client, other, nonce).status_code == 401
+
+
+def _nonce_rows(db) -> int:
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM nonces")
+        return cur.fetchone()[0]
+
+
+def test_unsigned_mode_records_no_nonce_of_an_unlisted_signer(make_settings, db, engine):
+    """Any key passes with SIGNATURE_REQUIRED=0: each request with a new random key used to add a
+    nonces row that was never pruned (pruning is per provider), so the table grew without bound."""
+    client = create_app(make_settings(), background=False).test_client()
+    for _ in range(20):
+        stranger = Provider("0x" + os.urandom(32).hex())
+        assert _get(client, stranger, str(time.time_ns())).status_code == 200
+    engine.announce()
+    body = compute_body()
+    body.update(stranger.signed(OWNER))
+    assert client.post(COMPUTE, json=body).status_code == 200
+    junk = {"owner": OWNER, "nonce": str(time.time_ns()), "providerSignature": "0x" + os.urandom(65).hex()}
+    assert client.get(COMPUTE, query_string=junk).status_code in (200, 400)
+    assert _nonce_rows(db) == 0
+
+
+def test_unsigned_mode_still_guards_the_nonces_of_listed_providers(client, provider, db):
+    nonce = str(time.time_ns())
+    assert _get(client, provider, nonce).status_code == 200
+    assert _get(client, provider, nonce).status_code == 401
+    assert _nonce_rows(db) == 1
 
 
 def test_concurrent_requests_with_the_same_nonce_let_exactly_one_through(app, provider):

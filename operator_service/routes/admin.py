@@ -55,11 +55,12 @@ def init_database() -> Response:
     parameters:
       - {in: header, name: Admin, type: string, required: true, description: one of ALLOWED_ADMINS}
     responses:
-      200: {description: "Schema up to date: {version, applied}, and duplicateRunningAgreements
-        [{agreementId, jobIds}] when the upgrade found running jobs sharing an agreementId (kept as they are)"}
-      400: {description: Admin header is empty.}
-      401: {description: Access admin route failed due to invalid admin address.}
-      503: {description: Database unavailable}
+      200:
+        description: "Schema up to date: {version, applied}, and duplicateRunningAgreements
+          [{agreementId, jobIds}] when the upgrade found running jobs sharing an agreementId (kept as they are)"
+        schema: {$ref: "#/definitions/SchemaVersion"}
+      401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     upgrade = migrations.upgrade(services().db)
     answer: dict = {"version": migrations.LATEST_VERSION, "applied": upgrade.applied}
@@ -78,9 +79,9 @@ def list_workflows() -> Response:
     parameters:
       - {in: header, name: Admin, type: string, required: true}
     responses:
-      200: {description: Array of WorkFlow names (job ids)}
-      401: {description: Access admin route failed due to invalid admin address.}
-      503: {description: Kubernetes or database unavailable}
+      200: {description: Array of WorkFlow names (job ids), schema: {$ref: "#/definitions/WorkflowNames"}}
+      401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
+      503: {description: Kubernetes or database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     cluster = _cluster()
     names = []
@@ -96,12 +97,14 @@ def workflow_info() -> Response:
     tags: [admin]
     parameters:
       - {in: header, name: Admin, type: string, required: true}
-      - {in: query, name: jobId, type: string, required: true}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true}
     responses:
-      200: {description: The WorkFlow object}
-      400: {description: jobId missing}
-      404: {description: The jobId <id> is not registered in your namespace.}
-      503: {description: Kubernetes or database unavailable}
+      200: {description: The WorkFlow object, schema: {$ref: "#/definitions/Workflow"}}
+      400: {description: jobId missing, schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
+      404: {description: The jobId <id> is not registered in your namespace., schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Kubernetes or database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     job_id = _param("jobId")
     if not job_id:
@@ -117,16 +120,18 @@ def pod_logs() -> Response:
     """The log of a job's pod for one component (configure, algorithm, filter, publish).
     ---
     tags: [admin]
-    produces: [text/plain]
+    produces: [text/plain, application/json]
     parameters:
       - {in: header, name: Admin, type: string, required: true}
-      - {in: query, name: jobId, type: string, required: true}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true}
       - {in: query, name: component, type: string, required: true, enum: [configure, algorithm, filter, publish]}
     responses:
-      200: {description: The log text}
-      400: {description: jobId or component missing or invalid}
-      404: {description: Pod with workflow=<jobId> and component=<component> not found}
-      503: {description: Kubernetes or database unavailable}
+      200: {description: The log text, schema: {type: string}}
+      400: {description: jobId or component missing or invalid, schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
+      404: {description: Pod with workflow=<jobId> and component=<component> not found, schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Kubernetes or database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     job_id = _param("jobId")
     component = _param("component")

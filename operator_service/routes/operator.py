@@ -85,17 +85,18 @@ def start_compute_job() -> Response:
           required: [workflow, agreementId, owner, providerSignature, environment, nonce]
           properties:
             workflow: {type: object, description: "{stages: [one stage with algorithm, compute, input, output]}"}
-            agreementId: {type: string, description: order transaction id; one running job per agreementId}
-            owner: {type: string, description: consumer address}
-            providerSignature: {type: string, description: "Provider signature of owner + nonce"}
-            environment: {type: string, description: compute environment id (engine namespace)}
-            nonce: {type: string, description: "time-based nonce (s, ms, us or ns); each used once"}
+            agreementId: {type: string, maxLength: 255, description: order transaction id; one running job per agreementId}
+            owner: {type: string, maxLength: 255, description: consumer address}
+            providerSignature: {type: string, maxLength: 1024, description: "Provider signature of owner + nonce"}
+            environment: {type: string, maxLength: 255, description: compute environment id (engine namespace)}
+            nonce: {type: string, maxLength: 100, description: "time-based nonce (s, ms, us or ns); each used once"}
             chainId: {type: integer, description: copied into workflow.chainId}
     responses:
-      200: {description: "Array with the new job's status object"}
-      400: {description: "Invalid request, e.g. payload seems empty., Missing stages, Environment invalid or does not exist, `agreementId` already in use for other job."}
-      401: {description: "Provider not allowed, or nonce replayed / too old"}
-      503: {description: Database or Kubernetes unavailable}
+      200: {description: "Array with the new job's status object", schema: {$ref: "#/definitions/StatusObjects"}}
+      400: {description: "Invalid request, e.g. payload seems empty., Missing stages, Environment invalid or does not exist, `agreementId` already in use for other job., a text over its length limit", schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database or Kubernetes unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     data = check_required(
         ["workflow", "agreementId", "owner", "providerSignature", "environment", "nonce"],
@@ -143,16 +144,17 @@ def stop_compute_job() -> Response:
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: owner, type: string, required: true, description: consumer address}
-      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, required: true}
-      - {in: query, name: jobId, type: string}
-      - {in: query, name: agreementId, type: string}
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
+      - {in: query, name: jobId, type: string, maxLength: 255}
+      - {in: query, name: agreementId, type: string, maxLength: 255}
     responses:
-      200: {description: Array of status objects of the matching jobs}
-      400: {description: "payload seems empty., \\"owner\\" is required in the call to PUT:/compute, Failed to recover address"}
-      401: {description: "Provider not allowed, or nonce replayed / too old"}
-      503: {description: "Database or Kubernetes unavailable (a recorded stop's annotation is retried until it lands)"}
+      200: {description: Array of status objects of the matching jobs, schema: {$ref: "#/definitions/StatusObjects"}}
+      400: {description: "payload seems empty., \\"owner\\" is required in the call to PUT:/compute, Failed to recover address", schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: "Database or Kubernetes unavailable (a recorded stop's annotation is retried until it lands)", schema: {$ref: "#/definitions/Error"}}
     """
     filters = _signed_job_filter("PUT:/compute")
     cluster = services().cluster
@@ -168,16 +170,17 @@ def delete_compute_job() -> Response:
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: owner, type: string, required: true, description: consumer address}
-      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, required: true}
-      - {in: query, name: jobId, type: string}
-      - {in: query, name: agreementId, type: string}
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
+      - {in: query, name: jobId, type: string, maxLength: 255}
+      - {in: query, name: agreementId, type: string, maxLength: 255}
     responses:
-      200: {description: Array of status objects of the deleted jobs}
-      400: {description: Invalid request}
-      401: {description: "Provider not allowed, or nonce replayed / too old"}
-      503: {description: Database or Kubernetes unavailable}
+      200: {description: Array of status objects of the deleted jobs, schema: {$ref: "#/definitions/StatusObjects"}}
+      400: {description: Invalid request, schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database or Kubernetes unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     filters = _signed_job_filter("DELETE:/compute")
     removed = jobs.mark_removed(services().db, filters)
@@ -194,17 +197,19 @@ def get_compute_job_status() -> Response:
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: owner, type: string, description: consumer address}
-      - {in: query, name: jobId, type: string}
-      - {in: query, name: agreementId, type: string}
-      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, required: true}
+      - {in: query, name: owner, type: string, maxLength: 255, description: consumer address}
+      - {in: query, name: jobId, type: string, maxLength: 255}
+      - {in: query, name: agreementId, type: string, maxLength: 255}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
     responses:
       200:
         description: "Array of status objects: agreementId, jobId, owner, status, statusText, dateCreated, dateFinished, results, stopreq, removed, algoDID, inputDID"
-      400: {description: "You have to specify one of agreementId, jobId or owner; Failed to recover address"}
-      401: {description: "Provider not allowed, or nonce replayed / too old"}
-      503: {description: Database unavailable}
+        schema: {$ref: "#/definitions/StatusObjects"}
+      400: {description: "You have to specify one of agreementId, jobId or owner; Failed to recover address", schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     data = request_data()
     if not isinstance(data, dict):
@@ -242,8 +247,10 @@ def get_running_jobs() -> Response:
     ---
     tags: [operation]
     responses:
-      200: {description: "Array of agreementId, jobId, owner, status, statusText, dateCreated, namespace, algoDID, inputDID"}
-      503: {description: Database unavailable}
+      200:
+        description: "Array of agreementId, jobId, owner, status, statusText, dateCreated, namespace, algoDID, inputDID"
+        schema: {$ref: "#/definitions/RunningJobs"}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     rows = jobs.running_jobs(services().db)
     return json_response([job_views.running_object(row) for row in rows])
@@ -254,22 +261,26 @@ def get_result() -> Response:
     """Stream one result file of a job (index into its outputs, logs included).
     ---
     tags: [operation]
-    produces: [application/octet-stream]
+    produces: [application/octet-stream, application/json, "*/*"]
     parameters:
       - {in: query, name: index, type: integer, required: true}
-      - {in: query, name: jobId, type: string, required: true}
-      - {in: query, name: owner, type: string, required: true}
-      - {in: query, name: providerSignature, type: string, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, required: true}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true}
+      - {in: query, name: owner, type: string, maxLength: 255, required: true}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
       - {in: header, name: Range, type: string, description: forwarded to the storage}
     responses:
-      200: {description: The file}
-      400: {description: Invalid request}
-      401: {description: "Provider not allowed, or nonce replayed / too old"}
-      404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch"}
-      502: {description: Result storage unreachable}
-      503: {description: Database unavailable}
-      504: {description: Result storage did not answer in time}
+      200: {description: The file, schema: {type: file}}
+      206: {description: "Part of the file (with Range)", schema: {type: file}}
+      400: {description: "Invalid request", schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      403: {description: "The stored result is not served: outside RESULT_URL_PREFIXES or RESULTS_DIR, another scheme, or a URL that cannot be used", schema: {$ref: "#/definitions/Error"}}
+      404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch, the result file does not exist", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      502: {description: Result storage unreachable, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
+      504: {description: Result storage did not answer in time, schema: {$ref: "#/definitions/Error"}}
+      default: {description: "Any other status is the result storage's own, passed through with its body (as the original did)"}
     """
     data = request_data()
     if data is None:
@@ -324,8 +335,12 @@ def get_environments() -> Response:
     parameters:
       - {in: query, name: chainId, type: integer, description: only environments that allow this chain}
     responses:
-      200: {description: "Array of environment documents (id, cpuNumber, ramGB, diskGB, maxJobs, currentJobs, ..., lastSeen)"}
-      503: {description: Database unavailable}
+      200:
+        description: "Array of environment documents (id, cpuNumber, ramGB, diskGB, maxJobs, currentJobs, ..., lastSeen)"
+        schema: {$ref: "#/definitions/Environments"}
+      400: {description: "Parameters that are not valid (a body that is not JSON, say)", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
     data = request_data()
     chain_id = data.get("chainId") if isinstance(data, dict) else None

@@ -1,13 +1,41 @@
-"""Where a request's parameters come from, and the original's checks on them."""
+"""Where a request's parameters come from, the checks every parameter passes, and the original's checks on them.
+
+Every parameter that reaches the database, a header or the cluster is checked here
+first, so that bad input is a 400 naming the problem instead of a driver's error (a 500):
+text longer than its column (TEXT_LIMITS), NUL characters (Postgres text cannot hold
+them), lone UTF-16 surrogates (not Unicode: they cannot be encoded), and JSON nested
+deeper than MAX_DEPTH levels.
+"""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional, Sequence
 
 from flask import request
 
 from operator_service.errors import ApiError
+from operator_service.job_views import deeper_than
 from operator_service.store.jobs import JobFilter
+
+# The most characters each parameter may have. The job table's ids are varchar(255); the
+# others leave room for any valid value (a signature is 132 characters, a nonce at most 81).
+TEXT_LIMITS = {
+    "agreementId": 255,
+    "owner": 255,
+    "jobId": 255,
+    "environment": 255,
+    "providerSignature": 1024,
+    "nonce": 100,
+    "chainId": 100,
+    "index": 100,
+    "component": 100,
+}
+# Levels of JSON nesting a body may have (a Provider's POST /compute body has 6).
+MAX_DEPTH = 32
+# In a UTF-8 JSON body a lone surrogate can only arrive as a \u escape (D800-DFFF).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def request_data() -> Any:
@@ -19,7 +47,7 @@ def request_data() -> Any:
     args = request.args
     if args:
         query = request.query_string
-        return _without_nul(args.to_dict(), b"%00" in query or b"\x00" in query)
+        return _checked(args.to_dict(), b"%00" in query or b"\x00" in query, surrogates=False)
     raw = request.get_data(cache=True)
     if not raw or not raw.strip():
         return None
@@ -27,29 +55,58 @@ def request_data() -> Any:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError("Request body is not valid JSON", 400) from None
-    return _without_nul(data, b"\\u0000" in raw or b"\x00" in raw)
+    except RecursionError:
+        raise _too_deep() from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and deeper_than(data, MAX_DEPTH):
+        raise _too_deep()
+    wide = b"\x00" in raw  # UTF-16 or UTF-32: its escapes are not ASCII runs
+    return _checked(data, wide or b"\\u0000" in raw, surrogates=wide or _SURROGATE_ESCAPE.search(raw) is not None)
 
 
-def _without_nul(data: Any, may_hold_nul: bool) -> Any:
-    """Refuse NUL characters, which Postgres text cannot hold, anywhere in the parameters.
+def _too_deep() -> ApiError:
+    return ApiError(f"Request body is nested more than {MAX_DEPTH} levels deep", 400)
 
-    In UTF-8 JSON a NUL can only arrive as \\u0000 (JSON refuses raw control characters; a
-    UTF-16 or UTF-32 body holds zero bytes anyway), in a query string as %00 or raw, so the
-    parameters are searched only when the raw request holds one of these.
+
+def _checked(data: Any, may_hold_nul: bool, surrogates: bool) -> Any:
+    """The parameters, once no text in them holds a NUL or a lone surrogate and each known
+    parameter fits its limit.
+
+    In UTF-8 JSON a NUL or a lone surrogate can only arrive as a \\u escape (JSON refuses raw
+    control characters; a UTF-16 or UTF-32 body holds zero bytes anyway, and is searched
+    whole), in a query string a NUL as %00 or raw (a query string is decoded as UTF-8 with
+    replacement, so it holds no surrogate): the texts are searched only when the raw
+    request may hold one.
     """
-    if may_hold_nul and _has_nul(data):
+    if may_hold_nul and _any_text(data, lambda text: "\x00" in text):
         raise ApiError("Request parameters must not contain NUL characters", 400)
+    if surrogates and _any_text(data, lambda text: _SURROGATE.search(text) is not None):
+        raise ApiError("Request parameters must be valid Unicode: a lone UTF-16 surrogate is not a character", 400)
+    if isinstance(data, dict):
+        _check_lengths(data)
     return data
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+def _any_text(value: Any, bad) -> bool:
+    """Whether `bad` holds for any text (key or value) in a parsed JSON value."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if bad(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
+
+
+def _check_lengths(data: dict) -> None:
+    for key, limit in TEXT_LIMITS.items():
+        value = data.get(key)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(str(value)) > limit:
+            raise ApiError(f'"{key}" must be at most {limit} characters long', 400)
 
 
 def check_required(keys: Sequence[str], data: Any, call: str) -> dict:

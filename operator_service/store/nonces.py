@@ -21,12 +21,19 @@ class NonceRefused(Exception):
 
 @dataclass(frozen=True)
 class NonceClaim:
-    """A signed request's nonce, to be recorded for its provider."""
+    """A signed request's nonce, to be recorded for its provider unless `guarded` is False.
+
+    Only the nonces of a trusted signer (one of ALLOWED_PROVIDERS) are guarded. With
+    SIGNATURE_REQUIRED=0 any other key is accepted too, so its signature proves nothing and
+    a replay of its request gains an attacker nothing a fresh one would not: recording
+    such nonces would only let anyone grow the table, one random key per request.
+    """
 
     provider: str
     nonce: str
     seconds: Decimal
     window_seconds: int
+    guarded: bool = True
 
     def params(self) -> tuple:
         """The parameters of RECORD_NONCE_CALL."""
@@ -34,7 +41,10 @@ class NonceClaim:
 
 
 def record_nonce(db: Database, claim: NonceClaim) -> bool:
-    """Record the nonce if it is new and recent enough for its provider; True if recorded."""
+    """Record the nonce if it is new and recent enough for its provider; True if recorded
+    (or not guarded)."""
+    if not claim.guarded:
+        return True
     with db.cursor() as cur:
         run_prepared(cur, f"SELECT {RECORD_NONCE_CALL}", claim.params())
         return cur.fetchone()[0]

@@ -1,0 +1,120 @@
+"""The response schemas of the Swagger spec (`definitions`), referenced by the routes' docstrings.
+
+They describe what the routes answer, so that a client (or the fuzz test) can check every
+answer against them. Swagger 2.0 has no "one of": `results` (an array, or "" while a job
+has no outputs) and `algoDID` (whatever the workflow held) are left without a type.
+"""
+from __future__ import annotations
+
+NULLABLE_TEXT = {"type": "string", "x-nullable": True}
+NULLABLE_INTEGER = {"type": "integer", "x-nullable": True}
+
+DEFINITIONS: dict[str, dict] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "what went wrong"}},
+    },
+    "ServiceInfo": {
+        "type": "object",
+        "required": ["software", "version", "address", "algoTimeLimit", "storageExpiry", "kubernetes", "signatures"],
+        "properties": {
+            "software": {"type": "string"},
+            "version": {"type": "string"},
+            "address": NULLABLE_TEXT,
+            "algoTimeLimit": NULLABLE_TEXT,
+            "storageExpiry": NULLABLE_TEXT,
+            "kubernetes": {"type": "string", "description": "KUBERNETES and what it resolved to"},
+            "signatures": {"type": "string", "description": "whether Provider signatures are enforced"},
+        },
+    },
+    "Liveness": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["alive"]}},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "schemaVersion", "kubernetes"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready"]},
+            "schemaVersion": {"type": "integer"},
+            "kubernetes": {"type": "string", "description": "where the cluster comes from, or 'not used'"},
+        },
+    },
+    "NotReady": {
+        "type": "object",
+        "required": ["error", "schemaVersion", "kubernetes"],
+        "properties": {
+            "error": {"type": "string"},
+            "schemaVersion": NULLABLE_INTEGER,
+            "kubernetes": {"type": "string"},
+        },
+    },
+    "StatusObject": {
+        "type": "object",
+        "required": ["agreementId", "jobId", "owner", "status", "statusText", "dateCreated", "dateFinished",
+                     "results", "stopreq", "removed", "algoDID", "inputDID"],
+        "properties": {
+            "agreementId": {"type": "string"},
+            "jobId": {"type": "string"},
+            "owner": NULLABLE_TEXT,
+            "status": NULLABLE_INTEGER,
+            "statusText": NULLABLE_TEXT,
+            "dateCreated": {**NULLABLE_TEXT, "description": "epoch seconds (UTC)"},
+            "dateFinished": {**NULLABLE_TEXT, "description": "epoch seconds (UTC), null while running"},
+            "results": {"description": 'the job\'s files without their URLs: an array, or "" while there are none'},
+            "stopreq": NULLABLE_INTEGER,
+            "removed": NULLABLE_INTEGER,
+            "algoDID": {"description": "the algorithm's DID, or raw"},
+            "inputDID": {"type": "array"},
+        },
+    },
+    "StatusObjects": {"type": "array", "items": {"$ref": "#/definitions/StatusObject"}},
+    "RunningJobs": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["agreementId", "jobId", "owner", "status", "statusText", "dateCreated", "namespace",
+                         "algoDID", "inputDID"],
+            "properties": {
+                "agreementId": {"type": "string"},
+                "jobId": {"type": "string"},
+                "owner": NULLABLE_TEXT,
+                "status": NULLABLE_INTEGER,
+                "statusText": NULLABLE_TEXT,
+                "dateCreated": NULLABLE_TEXT,
+                "namespace": NULLABLE_TEXT,
+                "algoDID": {"description": "the algorithm's DID, or raw"},
+                "inputDID": {"type": "array"},
+            },
+        },
+    },
+    "Environments": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["id", "lastSeen"],
+            "properties": {"id": {"type": "string"}, "lastSeen": NULLABLE_TEXT},
+            "description": "the document an engine announced (cpuNumber, ramGB, maxJobs, ...), with id and lastSeen",
+        },
+    },
+    "SchemaVersion": {
+        "type": "object",
+        "required": ["version", "applied"],
+        "properties": {
+            "version": {"type": "integer"},
+            "applied": {"type": "array", "items": {"type": "integer"}},
+            "duplicateRunningAgreements": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["agreementId", "jobIds"],
+                    "properties": {"agreementId": {"type": "string"}, "jobIds": {"type": "array", "items": {"type": "string"}}},
+                },
+            },
+        },
+    },
+    "WorkflowNames": {"type": "array", "items": {"type": "string"}},
+    "Workflow": {"type": "object", "description": "the WorkFlow custom resource, as the cluster holds it"},
+}
