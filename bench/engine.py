@@ -35,16 +35,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.embedded_db import EmbeddedPostgres
-from operator_service.engine.config import EngineConfig
+from operator_service.tools.embedded_db import EmbeddedPostgres
+from operator_service.engine.settings import EngineConfig
 from operator_service.engine.job import EngineContext
 from operator_service.engine.lease import NamespaceLease
 from operator_service.engine.runner import Engine
-from operator_service.engine.sandbox import Isolation, set_up_isolation
+from operator_service.engine.sandbox.isolation import Isolation, set_up_isolation
 from operator_service.engine.workspace import prepare_work_dir
-from operator_service.signatures import sign_provider_message
+from operator_service.domain.signatures import sign_provider_message
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 

@@ -18,10 +18,11 @@ from typing import Callable
 
 from flask import Response
 
-from operator_service import job_views, signatures
-from operator_service.context import services
-from operator_service.errors import json_response
-from operator_service.routes.params import job_filter, request_data
+from operator_service.api import views as job_views
+from operator_service.domain import signatures
+from operator_service.api.context import services
+from operator_service.api.errors import json_response
+from operator_service.api.params import job_filter, request_data
 from operator_service.run import app
 from operator_service.store import jobs
 

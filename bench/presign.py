@@ -3,7 +3,7 @@
 Each signed request carries a fresh nanosecond nonce, strictly increasing in file order
 (which is the order wrk replays them in), and a Provider signature over
 owner + (jobId or "") + nonce made exactly as the Ocean Provider makes it
-(operator_service.signatures.sign_provider_message; checked at start-up). The signing
+(operator_service.domain.signatures.sign_provider_message; checked at start-up). The signing
 itself uses coincurve directly, because eth-keys' wrapper is about three times slower
 and a run needs tens of thousands of signatures.
 """
@@ -21,7 +21,7 @@ import coincurve
 from eth_keys import keys
 
 from bench import database
-from operator_service.signatures import message_hash, sign_provider_message
+from operator_service.domain.signatures import message_hash, sign_provider_message
 
 API = "/api/v1/operator"
 CHAIN_ID = 8996

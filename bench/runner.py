@@ -37,7 +37,7 @@ from bench.cpu import CpuMeter, CpuUse, postmaster_pid
 from bench.database import RUNNING, BenchDatabase
 from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, merge, run_wrk, wrk_version
 from bench.server import REPO, Gunicorn, GunicornSettings
-from operator_service import cli
+from operator_service.tools import cli
 from bench.slowclients import SLOWLORIS_INTERVAL, SlowClients
 
 DATA_DIR = REPO / ".bench"

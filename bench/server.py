@@ -10,8 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from operator_service import cli
-from operator_service.embedded_db import free_port
+from operator_service.tools import cli
+from operator_service.tools.embedded_db import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Short names for --worker-class and --baseline; any gunicorn worker class path works too.

@@ -1,9 +1,9 @@
 """The WSGI entry point: `gunicorn operator_service.run:app` or `flask --app operator_service/run.py run`."""
 import sys
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import ConfigError
-from operator_service.kube import KubernetesUnavailable
+from operator_service.cluster.client import KubernetesUnavailable
 
 try:
     app = create_app()

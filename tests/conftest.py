@@ -15,10 +15,10 @@ from typing import Callable, Iterator, Optional, TypeVar
 import pytest
 from eth_keys import keys
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import Settings, load_settings
-from operator_service.embedded_db import EmbeddedPostgres
-from operator_service.signatures import sign_provider_message
+from operator_service.tools.embedded_db import EmbeddedPostgres
+from operator_service.domain.signatures import sign_provider_message
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.ocean_engine import OceanEngine

@@ -23,7 +23,7 @@ import pytest
 
 from operator_service.engine import EngineConfig, run_engine
 from operator_service.engine import volumes
-from operator_service.engine.uids import processes_of
+from operator_service.engine.sandbox.uids import processes_of
 from tests.conftest import OWNER
 
 COMPUTE = "/api/v1/operator/compute"

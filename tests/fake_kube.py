@@ -37,7 +37,7 @@ import pytest
 import yaml
 
 # The resource as k8s/crd-workflow.yaml defines it; kept here on purpose instead of imported from
-# operator_service.kube, so that a wrong constant there fails against this server.
+# operator_service.cluster.client, so that a wrong constant there fails against this server.
 GROUP = "oceanprotocol.com"
 VERSION = "v1alpha"
 PLURAL = "workflows"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from operator_service.app import create_app
-from operator_service.kube import STOP_ANNOTATION
-from operator_service.registration import reconcile
+from operator_service.api.app import create_app
+from operator_service.cluster.client import STOP_ANNOTATION
+from operator_service.domain.lifecycle import reconcile
 from tests.conftest import OWNER, compute_body
 
 COMPUTE = "/api/v1/operator/compute"

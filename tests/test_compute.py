@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from operator_service.signatures import sign_provider_message
+from operator_service.domain.signatures import sign_provider_message
 from tests.conftest import OWNER, compute_body
 
 COMPUTE = "/api/v1/operator/compute"

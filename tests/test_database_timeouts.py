@@ -14,9 +14,9 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import psycopg2
 import pytest
 
-from operator_service.embedded_db import (
+from operator_service.tools.embedded_db import (
     POSTGRES_BIN_PATH,
     EmbeddedPostgres,
     EmbeddedPostgresError,
@@ -160,7 +160,7 @@ def test_a_port_held_by_a_program_that_never_answers_is_refused_at_once(data_dir
 
 OWNER_SCRIPT = """
 import sys, time
-from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.tools.embedded_db import EmbeddedPostgres
 server = EmbeddedPostgres(sys.argv[1]).start()
 print(server.pid, flush=True)
 time.sleep(600)

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from operator_service.embedded_db import free_port
-from operator_service.engine.uids import FIRST_UID
+from operator_service.tools.embedded_db import free_port
+from operator_service.engine.sandbox.uids import FIRST_UID
 from tests.conftest import OWNER
 from tests.engine_support import (
     COMPUTE, Inputs, get_result, job_row, published, read_published, running_as, status_via_api, wait_announces,

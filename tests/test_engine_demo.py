@@ -8,8 +8,8 @@ from typing import Iterator
 import pytest
 from werkzeug.serving import make_server
 
-from operator_service import demo
-from operator_service.embedded_db import free_port
+from operator_service.tools import demo
+from operator_service.tools.embedded_db import free_port
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ import pytest
 
 from operator_service.config import ConfigError
 from operator_service.engine import load_engine_config
-from operator_service.engine.config import operator_key
+from operator_service.engine.settings import operator_key
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.publish import publish
-from operator_service.engine.containers import container_argv, image_reference, start_container
-from operator_service.engine.sandbox import Isolation, JobSandbox, algorithm_env
-from operator_service.engine.uids import UidPool
+from operator_service.engine.sandbox.containers import container_argv, image_reference, start_container
+from operator_service.engine.sandbox.isolation import Isolation, JobSandbox, algorithm_env
+from operator_service.engine.sandbox.uids import UidPool
 from operator_service.engine.workspace import Workspace, create, open_engine_file
 
 PAYLOAD = b"x" * 4096

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.embedded_db import EmbeddedPostgres
+from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body, run_together

@@ -20,10 +20,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.routes.params import normalised_id
-from operator_service.signatures import message_prefix
+from operator_service.api.params import normalised_id
+from operator_service.domain.signatures import message_prefix
 from tests.conftest import ADMIN_SECRET, Provider, compute_body, fresh_nonce
 
 EXAMPLES_PER_OPERATION = 150

@@ -8,9 +8,9 @@ import uuid
 import psycopg2
 import pytest
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.embedded_db import free_port
+from operator_service.tools.embedded_db import free_port
 from operator_service.store import migrations
 
 COMPUTE = "/api/v1/operator/compute"
@@ -140,10 +140,10 @@ def test_get_root_says_whether_signatures_are_enforced(make_settings, db):
 
 
 def test_unsigned_mode_is_logged_at_start_up(make_settings, db, caplog):
-    with caplog.at_level(logging.WARNING, logger="operator_service.app"):
+    with caplog.at_level(logging.WARNING, logger="operator_service.api.app"):
         _app(make_settings)
     assert any("NOT enforced" in record.getMessage() for record in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="operator_service.app"):
+    with caplog.at_level(logging.WARNING, logger="operator_service.api.app"):
         _app(make_settings, SIGNATURE_REQUIRED="1")
     assert not any("NOT enforced" in record.getMessage() for record in caplog.records)

@@ -20,10 +20,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from operator_service import cli
+from operator_service.tools import cli
 from operator_service.config import ConfigError
-from operator_service.launcher import check_server_variables
-from operator_service.embedded_db import free_port
+from operator_service.tools.launcher import check_server_variables
+from operator_service.tools.embedded_db import free_port
 from tests.conftest import OWNER
 
 SLOW_CLIENTS = 32
@@ -121,7 +121,7 @@ def test_serve_becomes_gunicorn_so_that_a_stop_signal_reaches_it(base_env, db, t
     port = free_port()
     env = {**os.environ, **base_env, "LOG_LEVEL": "WARNING"}
     with open(tmp_path / "serve.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "operator_service.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+        process = subprocess.Popen([sys.executable, "-m", "operator_service.tools.cli", "serve", "--bind", f"127.0.0.1:{port}"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_until_answering(f"http://127.0.0.1:{port}", process)

@@ -1,7 +1,7 @@
 """The request-buffering worker's reading: when a request counts as complete, however it arrives."""
 from __future__ import annotations
 
-from operator_service.http_worker import MAX_BODY_BYTES, MAX_HEAD_BYTES, PendingRequest
+from operator_service.api.http_worker import MAX_BODY_BYTES, MAX_HEAD_BYTES, PendingRequest
 
 HEAD = b"POST /api/v1/operator/compute HTTP/1.1\r\nHost: x\r\n"
 

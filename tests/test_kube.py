@@ -1,4 +1,4 @@
-"""operator_service.kube against the fake API server over real HTTP (tests/fake_kube.py).
+"""operator_service.cluster.client against the fake API server over real HTTP (tests/fake_kube.py).
 
 Nothing here replaces the kubernetes client or kube.py; monkeypatch only sets environment variables.
 """
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from operator_service import kube
+from operator_service.cluster import client as kube
 from tests.fake_kube import FakeKubernetes
 
 NS = "ocean-compute"
@@ -332,7 +332,7 @@ def test_connect_rejects_an_unknown_mode():
 
 def test_connect_auto_without_any_config_is_none(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "does-not-exist"))
-    with caplog.at_level(logging.INFO, logger="operator_service.kube"):
+    with caplog.at_level(logging.INFO, logger="operator_service.cluster.client"):
         assert kube.connect("auto") is None
     assert "running without Kubernetes" in caplog.text
 
@@ -345,7 +345,7 @@ def test_connect_on_without_any_config_is_unavailable(tmp_path, monkeypatch):
 
 def test_connect_auto_uses_kubeconfig_and_logs_no_token(kubeconfig, monkeypatch, caplog, fake_kube):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    with caplog.at_level(logging.DEBUG, logger="operator_service.kube"):
+    with caplog.at_level(logging.DEBUG, logger="operator_service.cluster.client"):
         cluster = kube.connect("auto")
     assert cluster is not None
     assert cluster.source == f"kubeconfig:{kubeconfig}"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.embedded_db import EmbeddedPostgres
-from operator_service.kube import STOP_ANNOTATION, connect
-from operator_service.registration import reconcile
+from operator_service.tools.embedded_db import EmbeddedPostgres
+from operator_service.cluster.client import STOP_ANNOTATION, connect
+from operator_service.domain.lifecycle import reconcile
 from operator_service.store import jobs, migrations
 from operator_service.store.nonces import NonceClaim
 from operator_service.store.pool import Database

@@ -24,9 +24,9 @@ import psycopg2
 import pytest
 import requests
 
-from operator_service.embedded_db import free_port
-from operator_service.folder_lock import FolderLock
-from operator_service.engine.uids import processes_of
+from operator_service.tools.embedded_db import free_port
+from operator_service.tools.folder_lock import FolderLock
+from operator_service.engine.sandbox.uids import processes_of
 from tests.conftest import OWNER, Provider, compute_body
 from tests.engine_support import workflow
 from tests.ocean_engine import OceanEngine
@@ -63,7 +63,7 @@ class Launch:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "operator_service.cli", "run", *args], env=env,
+            [sys.executable, "-m", "operator_service.tools.cli", "run", *args], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         )
         self._readers = [threading.Thread(target=_collect, args=(stream, lines), daemon=True)
@@ -393,7 +393,7 @@ def test_a_start_up_error_is_one_line_and_leaves_nothing_running(launch, listene
 API_THAT_DIES = """
 import sys
 from pathlib import Path
-from operator_service.launcher import StartupError, run
+from operator_service.tools.launcher import StartupError, run
 try:
     run(Path(sys.argv[1]), sys.argv[2], False, [sys.executable, "-c", "import sys; sys.exit(3)"])
 except StartupError as exc:
@@ -421,7 +421,7 @@ def test_an_api_that_dies_at_start_up_stops_the_database_again(launcher_env):
 def test_the_other_commands_fail_in_one_line_too(command, launcher_env, listener):
     env = {**launcher_env, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port()),
            "OPERATOR_BIND": f"127.0.0.1:{listener.port}"}
-    result = subprocess.run([sys.executable, "-m", "operator_service.cli", command], env=env,
+    result = subprocess.run([sys.executable, "-m", "operator_service.tools.cli", command], env=env,
                             capture_output=True, text=True, timeout=START_SECONDS)
     lines = result.stderr.splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr

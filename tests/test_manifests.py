@@ -8,8 +8,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from operator_service import kube
-from operator_service.results import url_allowed
+from operator_service.cluster import client as kube
+from operator_service.domain.results import url_allowed
 from tests import fake_kube
 from tests.test_kube import workflow_body
 

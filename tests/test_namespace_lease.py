@@ -12,7 +12,8 @@ import psycopg2
 
 from operator_service.engine import EngineConfig, run_engine
 from operator_service.engine.lease import LeaseLost, NamespaceLease
-from operator_service.store import engine_queries, leases
+from operator_service.engine import lease_queries as leases
+from operator_service.engine import queries as engine_queries
 from tests.engine_support import (
     job_row,
     read_published,

@@ -10,9 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import ConfigError, load_settings
-from operator_service.results import url_allowed
+from operator_service.domain.results import url_allowed
 from tests.conftest import OWNER
 
 RESULT = "/api/v1/operator/getResult"

@@ -14,11 +14,12 @@ from typing import Iterator
 
 import pytest
 
-from operator_service.engine import cgroups, volumes
-from operator_service.engine.bubblewrap import SYSTEM_FOLDERS, SandboxFolders, sandbox_argv, stage_for_other_users
-from operator_service.engine.config import load_engine_config
-from operator_service.engine.sandbox import set_up_isolation
-from operator_service.engine.uids import UidPool, processes_of
+from operator_service.engine import volumes
+from operator_service.engine.sandbox import cgroups
+from operator_service.engine.sandbox.bubblewrap import SYSTEM_FOLDERS, SandboxFolders, sandbox_argv, stage_for_other_users
+from operator_service.engine.settings import load_engine_config
+from operator_service.engine.sandbox.isolation import set_up_isolation
+from operator_service.engine.sandbox.uids import UidPool, processes_of
 from operator_service.engine.workspace import prepare_work_dir
 from tests.engine_support import read_published, wait_finished
 
@@ -61,7 +62,7 @@ def test_the_sandbox_mounts_the_system_read_only_and_of_the_job_only_its_own_fol
 
 def _engine_command(work_dir: Path, **env: str) -> subprocess.CompletedProcess:
     """`operator-service engine` with no database at all: the sandbox is checked before anything else."""
-    return subprocess.run([sys.executable, "-m", "operator_service.cli", "engine"], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "operator_service.tools.cli", "engine"], capture_output=True, text=True,
                           timeout=60, env={"PATH": os.environ["PATH"], "ENGINE_WORK_DIR": str(work_dir),
                                            "ENGINE_NAMESPACE": "no-sandbox", **env})
 

@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 
 from operator_service import __version__
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.config import load_settings
 from operator_service.store import migrations
 from operator_service.store.pool import Database

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from operator_service.app import create_app
-from operator_service.errors import ApiError
-from operator_service.signatures import parse_nonce, recover_address, sign_provider_message
+from operator_service.api.app import create_app
+from operator_service.api.errors import ApiError
+from operator_service.domain.signatures import parse_nonce, recover_address, sign_provider_message
 from tests.conftest import OWNER, Provider, compute_body, run_together
 
 COMPUTE = "/api/v1/operator/compute"

@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from operator_service.app import create_app
-from operator_service.embedded_db import free_port
+from operator_service.api.app import create_app
+from operator_service.tools.embedded_db import free_port
 from tests.conftest import ADMIN_SECRET, OWNER, Provider
 from tests.test_results import allowing, storage  # noqa: F401 (fixture)
 

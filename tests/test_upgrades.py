@@ -11,7 +11,7 @@ import sys
 import psycopg2
 import pytest
 
-from operator_service.app import create_app
+from operator_service.api.app import create_app
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.conftest import OWNER, compute_body, run_together
@@ -105,7 +105,7 @@ def test_migrate_says_what_it_found(original_with_duplicates):
     postgres = original_with_duplicates.postgres
     env = {**os.environ, "POSTGRES_HOST": postgres.host, "POSTGRES_PORT": str(postgres.port),
            "POSTGRES_USER": postgres.user, "POSTGRES_PASSWORD": postgres.password, "POSTGRES_DB": postgres.database}
-    result = subprocess.run([sys.executable, "-m", "operator_service.cli", "migrate"], env=env,
+    result = subprocess.run([sys.executable, "-m", "operator_service.tools.cli", "migrate"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "found 2 running jobs sharing 1 agreementIds" in result.stdout

@@ -12,7 +12,7 @@ import threading
 from typing import Optional, Sequence
 
 from operator_service.config import ConfigError, load_settings
-from operator_service.engine.config import EngineConfig, load_engine_config
+from operator_service.engine.settings import EngineConfig, load_engine_config
 from operator_service.engine.lease import LeaseLost
 from operator_service.engine.runner import run_engine
 from operator_service.logging_setup import setup_logging

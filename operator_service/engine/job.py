@@ -37,15 +37,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Optional, TypeVar
 
-from operator_service.engine import containers, sandbox, workspace
-from operator_service.engine.config import EngineConfig
+from operator_service.engine import sandbox, workspace
+from operator_service.engine.sandbox import containers
+from operator_service.engine.settings import EngineConfig
 from operator_service.engine.fetch import FetchLimits
 from operator_service.engine.provision import input_dids, provision
 from operator_service.engine.publish import publish
-from operator_service.engine.sandbox import AlgorithmProcess, Isolation, JobSandbox, SandboxError
+from operator_service.engine.sandbox.isolation import AlgorithmProcess, Isolation, JobSandbox, SandboxError
 from operator_service.engine.volumes import VolumeError
 from operator_service.engine.workspace import open_engine_file, workspace_for
-from operator_service.store import engine_queries as q
+from operator_service.engine import queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import time
 from typing import Optional
 
 from operator_service.config import PostgresSettings
-from operator_service.store import leases
+from operator_service.engine import lease_queries as leases
 from operator_service.store.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)

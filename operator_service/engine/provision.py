@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.workspace import Workspace
-from operator_service.store.engine_queries import ALGORITHM_FAILED, DATA_FAILED, PROVISIONED
+from operator_service.engine.queries import ALGORITHM_FAILED, DATA_FAILED, PROVISIONED
 
 DID_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")
 MIN_RAWCODE_CHARS = 11

@@ -19,12 +19,12 @@ import psycopg2
 
 from operator_service.config import Settings
 from operator_service.engine import workspace
-from operator_service.engine.config import EngineConfig, operator_key
+from operator_service.engine.settings import EngineConfig, operator_key
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
 from operator_service.engine.lease import LeaseLost, NamespaceLease
-from operator_service.engine.sandbox import Isolation, kill_leftovers, set_up_isolation
+from operator_service.engine.sandbox.isolation import Isolation, kill_leftovers, set_up_isolation
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
-from operator_service.store import engine_queries as q
+from operator_service.engine import queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)

@@ -36,8 +36,8 @@ from typing import Mapping, Optional
 import psycopg2
 
 from operator_service.config import ConfigError, PostgresSettings, Settings, env_int, env_number, load_settings
-from operator_service.folder_lock import FolderBusy, FolderLock
-from operator_service.processes import dies_with_parent, interruptible
+from operator_service.tools.folder_lock import FolderBusy, FolderLock
+from operator_service.tools.processes import dies_with_parent, interruptible
 
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_DATABASE = "operator"
@@ -63,7 +63,7 @@ def run(data_dir: Path, bind: str, with_engine: bool, api_command: list[str]) ->
     settings = load_settings()
     check_server_variables(bind)
     if with_engine:
-        from operator_service.engine.config import load_engine_config
+        from operator_service.engine.settings import load_engine_config
 
         load_engine_config()
     try:
@@ -186,7 +186,7 @@ def check_cluster(settings: Settings) -> None:
     """With KUBERNETES=on the API refuses to start without a cluster: say so before starting it."""
     if settings.kubernetes != "on":
         return
-    from operator_service.kube import KubernetesUnavailable, connect
+    from operator_service.cluster.client import KubernetesUnavailable, connect
 
     try:
         connect("on")
@@ -239,11 +239,11 @@ class _Launcher:
         api = self._spawn("the API (gunicorn)", self.api_command)
         self._wait_until_listening(api)
         if self.with_engine:
-            self._spawn("the local engine", [sys.executable, "-m", "operator_service.cli", "engine"])
+            self._spawn("the local engine", [sys.executable, "-m", "operator_service.tools.cli", "engine"])
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")
 
     def _start_database(self) -> None:
-        from operator_service.embedded_db import EmbeddedPostgres, EmbeddedPostgresError, PortInUse
+        from operator_service.tools.embedded_db import EmbeddedPostgres, EmbeddedPostgresError, PortInUse
 
         port = env_int(os.environ, "POSTGRES_PORT", DEFAULT_EMBEDDED_PORT, minimum=1)
         if port > 65535:
@@ -299,7 +299,7 @@ class _Launcher:
             return 0
 
     def _restart_database(self) -> None:
-        from operator_service.embedded_db import EmbeddedPostgresError
+        from operator_service.tools.embedded_db import EmbeddedPostgresError
 
         code = self.server.exit_code
         how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"

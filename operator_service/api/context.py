@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Optional
 from flask import current_app
 
 from operator_service.config import Settings
-from operator_service.readiness import CachedReadiness
+from operator_service.domain.readiness import CachedReadiness
 from operator_service.store.pool import Database
 
 if TYPE_CHECKING:
-    from operator_service.kube import Cluster
+    from operator_service.cluster.client import Cluster
 
 EXTENSION_KEY = "operator_service"
 

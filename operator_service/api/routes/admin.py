@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from operator_service.admin_auth import require_admin
-from operator_service.context import services
-from operator_service.errors import ApiError, json_response
-from operator_service.kube import Cluster, KubernetesUnavailable
-from operator_service.registration import reconcile_namespaces
-from operator_service.routes.params import request_data
+from operator_service.api.admin_auth import require_admin
+from operator_service.api.context import services
+from operator_service.api.errors import ApiError, json_response
+from operator_service.cluster.client import Cluster, KubernetesUnavailable
+from operator_service.domain.lifecycle import reconcile_namespaces
+from operator_service.api.params import request_data
 from operator_service.store import jobs, migrations
 
 admin = Blueprint("admin", __name__)

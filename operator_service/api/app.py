@@ -9,16 +9,17 @@ from flask import Flask, Response
 from flask_cors import CORS
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from operator_service import __version__, kube
+from operator_service import __version__
+from operator_service.cluster import client as kube
 from operator_service.config import Settings, load_settings
-from operator_service.context import EXTENSION_KEY, Services, services
-from operator_service.errors import json_response, register_error_handlers
+from operator_service.api.context import EXTENSION_KEY, Services, services
+from operator_service.api.errors import json_response, register_error_handlers
 from operator_service.logging_setup import setup_logging
-from operator_service.registration import start_reconciler
-from operator_service.routes.admin import admin
-from operator_service.routes.health import health
-from operator_service.routes.operator import operator
-from operator_service.routes.schemas import DEFINITIONS
+from operator_service.domain.lifecycle import start_reconciler
+from operator_service.api.routes.admin import admin
+from operator_service.api.routes.health import health
+from operator_service.api.routes.operator import operator
+from operator_service.api.schemas import DEFINITIONS
 from operator_service.store.pool import Database
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from eth_keys import keys
 from sha3 import keccak_256
 
 from operator_service.config import Settings
-from operator_service.errors import ApiError
+from operator_service.api.errors import ApiError
 from operator_service.store import nonces
 from operator_service.store.pool import Database
 

@@ -23,7 +23,7 @@ DEFAULT_BIND = "127.0.0.1:8050"
 # request in full before one of its threads serves it, so slow or idle clients hold no
 # thread (operator_service/http_worker.py).
 DEFAULT_WORKERS = 2
-DEFAULT_WORKER_CLASS = "operator_service.http_worker.RequestBufferingWorker"
+DEFAULT_WORKER_CLASS = "operator_service.api.http_worker.RequestBufferingWorker"
 DEFAULT_THREADS = 8
 DEFAULT_TIMEOUT = 120
 # The Provider's requests have a few headers and a request line of a few hundred bytes.
@@ -45,21 +45,21 @@ def _gunicorn_command(bind: str) -> list[str]:
 
 
 def migrate() -> None:
-    from operator_service.launcher import migrate_schema
+    from operator_service.tools.launcher import migrate_schema
 
     print(migrate_schema(load_settings().postgres))
 
 
 def run(args: argparse.Namespace) -> int:
     """Everything on one machine: the front door of `make run` (see launcher.py)."""
-    from operator_service.launcher import run as launch
+    from operator_service.tools.launcher import run as launch
 
     return launch(Path(args.data_dir).resolve(), args.bind, not args.no_engine, _gunicorn_command(args.bind))
 
 
 def serve(args: argparse.Namespace) -> NoReturn:
     """Check what can be checked, then become gunicorn (signals reach it directly)."""
-    from operator_service.launcher import check_bind_free, check_cluster, check_server_variables
+    from operator_service.tools.launcher import check_bind_free, check_cluster, check_server_variables
 
     settings = load_settings()
     check_server_variables(args.bind)
@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> NoReturn:
 
 
 def sign(args: argparse.Namespace) -> int:
-    from operator_service.signatures import sign_provider_message
+    from operator_service.domain.signatures import sign_provider_message
 
     key = args.key or os.environ.get("PROVIDER_PRIVATE_KEY")
     if not key:
@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("engine", "demo"):
         return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
-    from operator_service.launcher import StartupError
+    from operator_service.tools.launcher import StartupError
 
     try:
         if args.command == "migrate":
@@ -125,7 +125,7 @@ def _delegate(command: str, rest: list[str]) -> int:
         if command == "engine":
             from operator_service.engine import main as command_main
         else:
-            from operator_service.demo import main as command_main
+            from operator_service.tools.demo import main as command_main
         return command_main(rest) or 0
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import hmac
 from flask import request
 
 from operator_service.config import Settings
-from operator_service.errors import ApiError
+from operator_service.api.errors import ApiError
 
 
 def require_admin(settings: Settings) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from operator_service.context import services
-from operator_service.errors import json_response
+from operator_service.api.context import services
+from operator_service.api.errors import json_response
 
 health = Blueprint("health", __name__)
 

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional, TextIO
 import requests
 from eth_keys import keys
 
-from operator_service.signatures import sign_provider_message
+from operator_service.domain.signatures import sign_provider_message
 
 API = "/api/v1/operator"
 SAMPLE_LINES = 42

@@ -12,12 +12,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from operator_service import job_views, results, signatures
-from operator_service.context import services
-from operator_service.errors import ApiError, json_response
-from operator_service.kube import GROUP, KIND, VERSION
-from operator_service.registration import NewJob, deliver_stop_annotations, register_job
-from operator_service.routes.params import check_required, job_filter, request_data, text_field
+from operator_service.api import views as job_views
+from operator_service.domain import results, signatures
+from operator_service.api.context import services
+from operator_service.api.errors import ApiError, json_response
+from operator_service.cluster.client import GROUP, KIND, VERSION
+from operator_service.domain.lifecycle import NewJob, deliver_stop_annotations, register_job
+from operator_service.api.params import check_required, job_filter, request_data, text_field
 from operator_service.store import environments, jobs
 from operator_service.store.nonces import NonceRefused
 

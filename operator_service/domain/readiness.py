@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from operator_service.kube import KubernetesUnavailable
+from operator_service.cluster.client import KubernetesUnavailable
 from operator_service.store import migrations
 from operator_service.store.pool import DatabaseUnavailable
 
 if TYPE_CHECKING:
-    from operator_service.context import Services
+    from operator_service.api.context import Services
 
 CACHE_SECONDS = 1.0
 

@@ -38,7 +38,7 @@ from typing import Optional
 
 import psycopg2
 
-from operator_service.kube import STOP_ANNOTATION, Cluster, KubernetesUnavailable
+from operator_service.cluster.client import STOP_ANNOTATION, Cluster, KubernetesUnavailable
 from operator_service.store import environments, jobs
 from operator_service.store.nonces import NonceClaim
 from operator_service.store.pool import Database, DatabaseUnavailable, failure

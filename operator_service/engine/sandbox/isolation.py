@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Optional, Protocol
 
 from operator_service.config import ConfigError
-from operator_service.engine import bubblewrap, cgroups, containers, volumes
-from operator_service.engine.cgroups import CgroupError, CgroupLimits, Cgroups, JobCgroup
-from operator_service.engine.config import EngineConfig
-from operator_service.engine.uids import LeftoverProcesses, UidLease, UidPool, kill_processes_of
+from operator_service.engine import volumes
+from operator_service.engine.sandbox import bubblewrap, cgroups, containers
+from operator_service.engine.sandbox.cgroups import CgroupError, CgroupLimits, Cgroups, JobCgroup
+from operator_service.engine.settings import EngineConfig
+from operator_service.engine.sandbox.uids import LeftoverProcesses, UidLease, UidPool, kill_processes_of
 from operator_service.engine.workspace import Workspace
 
 log = logging.getLogger(__name__)

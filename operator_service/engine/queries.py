@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from operator_service.store import leases
+from operator_service.engine import lease_queries as leases
 from operator_service.store.pool import Database
 
 CONFIGURING = 20

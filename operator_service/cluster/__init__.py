@@ -1,0 +1,2 @@
+"""The only door to Kubernetes: WorkFlow custom resources and the pods of their stages.
+"""
