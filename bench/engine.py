@@ -89,7 +89,7 @@ class Bench:
         self.settings = load_settings(env)
         self.db = Database(self.settings.postgres, max_connections=4)
         migrations.upgrade(self.db)
-        self.client = create_app(self.settings, background=False).test_client()
+        self.client = create_app(self.settings).test_client()
 
     def start_engine(self, namespace: str, sandboxed: bool) -> None:
         config = EngineConfig(namespace=namespace, work_dir=self.data_dir / namespace, results_dir=self.results,

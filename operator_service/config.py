@@ -1,7 +1,9 @@
-"""Settings read from the environment once, at start-up, and checked there.
+"""The service's settings, read from the environment once, at start-up, and checked there.
 
 A malformed value stops the service with a message naming the variable, instead of
-failing later inside a request.
+failing later inside a request. The database's settings are the store's
+(store/settings.py), logging's are logging_setup.py's; the engine has its own
+(engine/settings.py).
 """
 from __future__ import annotations
 
@@ -11,33 +13,11 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
+from operator_service.env_vars import ConfigError, env_choice, env_flag, env_int, env_json_list, env_number
+from operator_service.logging_setup import LoggingSettings, load_logging_settings
+from operator_service.store.settings import PostgresSettings, load_postgres_settings
+
 KUBERNETES_MODES = ("auto", "on", "off")
-
-
-class ConfigError(ValueError):
-    """An environment variable has a value the service cannot use."""
-
-
-@dataclass(frozen=True)
-class PostgresSettings:
-    host: Optional[str]
-    port: int
-    user: Optional[str]
-    password: Optional[str] = field(repr=False)
-    database: Optional[str]
-    # The longest one call waits on the database: to connect, and for each answer.
-    timeout: float = 5.0
-
-    def dsn_kwargs(self) -> dict:
-        """Keyword arguments for psycopg2.connect; unset values fall back to libpq defaults."""
-        values = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "password": self.password,
-            "dbname": self.database,
-        }
-        return {key: value for key, value in values.items() if value not in (None, "")}
 
 
 @dataclass(frozen=True)
@@ -52,8 +32,7 @@ class Settings:
     default_namespace: str = "ocean-compute"
     result_api_key: Optional[str] = field(default=None, repr=False)
     result_client_id: Optional[str] = field(default=None, repr=False)
-    log_cfg: Optional[str] = None
-    log_level: Optional[str] = None
+    logging: LoggingSettings = LoggingSettings()
     nonce_window_seconds: int = 300
     kubernetes: str = "auto"
     db_pool_size: int = 4
@@ -65,47 +44,6 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
 
 
-def _json_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return ()
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f'{name} must be a JSON list of strings, e.g. ["0xabc..."]: {exc}') from None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f'{name} must be a JSON list of strings, e.g. ["0xabc..."], got {raw!r}')
-    return tuple(value)
-
-
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    """A whole number of at least `minimum`; `default` when unset or empty."""
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def env_number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    """A number of at least `minimum`; `default` when unset or empty."""
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
-
-
 def _optional_seconds(env: Mapping[str, str], name: str) -> Optional[str]:
     """ALGO_POD_TIMEOUT and STORAGE_EXPIRY are echoed as strings by GET /; they must still be numbers."""
     raw = env.get(name)
@@ -113,41 +51,6 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> Optional[str]:
         return None
     env_int(env, name, 0)
     return raw
-
-
-def env_flag(env: Mapping[str, str], name: str) -> bool:
-    """0 or 1; unset or empty is 0."""
-    raw = env.get(name, "0").strip()
-    if raw in ("", "0"):
-        return False
-    if raw == "1":
-        return True
-    raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
-
-
-def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
-    """One of `choices` (any letter case); `default` when unset or empty."""
-    raw = (env.get(name) or "").strip().lower() or default
-    if raw not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
-
-
-def _log_level(env: Mapping[str, str]) -> Optional[str]:
-    raw = env.get("LOG_LEVEL")
-    if not raw:
-        return None
-    level = raw.strip().upper()
-    if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
-        raise ConfigError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
-    return level
-
-
-def _log_cfg(env: Mapping[str, str]) -> Optional[str]:
-    path = env.get("LOG_CFG") or None
-    if path and not os.path.isfile(path):
-        raise ConfigError(f"LOG_CFG names a file that does not exist: {path}")
-    return path
 
 
 def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -169,7 +72,7 @@ def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def _url_prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """http(s) URL prefixes, each naming at least a host."""
-    prefixes = _json_list(env, name)
+    prefixes = env_json_list(env, name)
     for prefix in prefixes:
         parts = urlsplit(prefix)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
@@ -181,27 +84,18 @@ def _url_prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Read and check every setting; raise ConfigError with the variable's name on a bad value."""
     env = os.environ if env is None else env
-    postgres = PostgresSettings(
-        host=env.get("POSTGRES_HOST") or None,
-        port=env_int(env, "POSTGRES_PORT", 5432, minimum=1),
-        user=env.get("POSTGRES_USER") or None,
-        password=env.get("POSTGRES_PASSWORD") or None,
-        database=env.get("POSTGRES_DB") or None,
-        timeout=env_number(env, "POSTGRES_TIMEOUT", 5.0, 1.0),
-    )
     return Settings(
-        postgres=postgres,
+        postgres=load_postgres_settings(env),
         signature_required=env_flag(env, "SIGNATURE_REQUIRED"),
-        allowed_providers=tuple(a.lower() for a in _json_list(env, "ALLOWED_PROVIDERS")),
-        allowed_admins=_json_list(env, "ALLOWED_ADMINS"),
+        allowed_providers=tuple(a.lower() for a in env_json_list(env, "ALLOWED_PROVIDERS")),
+        allowed_admins=env_json_list(env, "ALLOWED_ADMINS"),
         operator_address=env.get("OPERATOR_ADDRESS") or None,
         algo_pod_timeout=_optional_seconds(env, "ALGO_POD_TIMEOUT"),
         storage_expiry=_optional_seconds(env, "STORAGE_EXPIRY"),
         default_namespace=env.get("DEFAULT_NAMESPACE") or "ocean-compute",
         result_api_key=env.get("X-API-KEY") or None,
         result_client_id=env.get("CLIENT-ID") or None,
-        log_cfg=_log_cfg(env),
-        log_level=_log_level(env),
+        logging=load_logging_settings(env),
         nonce_window_seconds=env_int(env, "NONCE_WINDOW", 300, minimum=1),
         kubernetes=env_choice(env, "KUBERNETES", KUBERNETES_MODES, "auto"),
         db_pool_size=env_int(env, "DB_POOL_SIZE", 4, minimum=1),

@@ -1,21 +1,43 @@
-"""Logging from LOG_LEVEL or a LOG_CFG file (YAML or JSON dictConfig)."""
+"""Logging from LOG_LEVEL or a LOG_CFG file (YAML or JSON dictConfig), for the service and the engine."""
 from __future__ import annotations
 
 import logging
 import logging.config
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import yaml
 
-from operator_service.config import Settings
+from operator_service.env_vars import ConfigError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
-def setup_logging(settings: Settings) -> None:
-    if settings.log_cfg:
-        with open(settings.log_cfg) as handle:
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Optional[str] = None
+    config_file: Optional[str] = None
+
+
+def load_logging_settings(env: Optional[Mapping[str, str]] = None) -> LoggingSettings:
+    env = os.environ if env is None else env
+    raw = env.get("LOG_LEVEL")
+    level = raw.strip().upper() if raw else None
+    if level is not None and level not in LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
+    path = env.get("LOG_CFG") or None
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"LOG_CFG names a file that does not exist: {path}")
+    return LoggingSettings(level, path)
+
+
+def setup_logging(settings: LoggingSettings) -> None:
+    if settings.config_file:
+        with open(settings.config_file) as handle:
             logging.config.dictConfig(yaml.safe_load(handle))
         return
-    logging.basicConfig(format=FORMAT, level=settings.log_level or "INFO")
-    if settings.log_level:
-        logging.getLogger().setLevel(settings.log_level)
+    logging.basicConfig(format=FORMAT, level=settings.level or "INFO")
+    if settings.level:
+        logging.getLogger().setLevel(settings.level)

@@ -2,7 +2,7 @@
 import sys
 
 from operator_service.api.app import create_app
-from operator_service.config import ConfigError
+from operator_service.env_vars import ConfigError
 from operator_service.cluster.client import KubernetesUnavailable
 
 try:

@@ -90,7 +90,7 @@ def db(session_db) -> Database:
 
 @pytest.fixture
 def app(settings, db):
-    application = create_app(settings, background=False)
+    application = create_app(settings)
     yield application
     application.extensions["operator_service"].close()
 
@@ -105,7 +105,7 @@ def cluster_app(make_settings, db, kubeconfig, monkeypatch):
     """The app with KUBERNETES=on, talking to the fake API server through a kubeconfig."""
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    application = create_app(make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01"), background=False)
+    application = create_app(make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01"))
     yield application
     application.extensions["operator_service"].close()
 

@@ -159,7 +159,7 @@ def start_engine(settings, db, work_dirs) -> Iterator[Callable[..., RunningEngin
             poll_seconds=0.1, use_docker="off", max_input_bytes=1024 * 1024, fetch_timeout=10.0, **options,
         )
         stop = threading.Event()
-        thread = threading.Thread(target=run_engine, args=(settings, config, stop), daemon=True)
+        thread = threading.Thread(target=run_engine, args=(settings.postgres, config, stop), daemon=True)
         thread.start()
         engine = RunningEngine(config, stop, thread)
         engines.append(engine)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from operator_service.api.app import create_app
-from operator_service.cluster.client import STOP_ANNOTATION
-from operator_service.domain.lifecycle import reconcile
+from operator_service.cluster.workflows import STOP_ANNOTATION
+from operator_service.domain.reconciler import reconcile
 from tests.conftest import OWNER, compute_body
 
 COMPUTE = "/api/v1/operator/compute"
@@ -45,7 +45,7 @@ def cluster_client(make_settings, db, kubeconfig, monkeypatch):
     """The app with a cluster, statements limited to 1 s so that a timeout is quick to provoke."""
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    app = create_app(make_settings(KUBERNETES="on", POSTGRES_TIMEOUT="1"), background=False)
+    app = create_app(make_settings(KUBERNETES="on", POSTGRES_TIMEOUT="1"))
     yield app
     app.extensions["operator_service"].close()
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from operator_service.config import ConfigError, load_settings
+from operator_service.config import load_settings
+from operator_service.env_vars import ConfigError
 
 
 @pytest.mark.parametrize(

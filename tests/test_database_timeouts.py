@@ -65,7 +65,7 @@ def _answer_within(call: Callable[[], object], seconds: float) -> Optional[objec
 
 def test_a_stopped_database_costs_a_request_seconds_then_a_503(stoppable):
     server, settings = stoppable
-    app = create_app(settings, background=False)
+    app = create_app(settings)
     assert app.test_client().get(RUNNING).status_code == 200  # the pool now holds an open connection
     frozen = _server_processes(server.pid)
     for pid in frozen:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from operator_service.config import ConfigError
+from operator_service.env_vars import ConfigError
 from operator_service.engine import load_engine_config
 from operator_service.engine.settings import operator_key
 from operator_service.engine.fetch import FetchError, FetchLimits, download

@@ -35,7 +35,7 @@ def own_server(base_env):
 def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, provider):
     """DECISIONS.md item 5: the original answered 200 [] with the database down."""
     server, settings = own_server
-    app = create_app(settings, background=False)
+    app = create_app(settings)
     client = app.test_client()
     engine = OceanEngine(server.dsn_kwargs("outage"))
     engine.announce()
@@ -81,7 +81,7 @@ def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provide
 def test_secrets_never_reach_the_logs(make_settings, db, engine, provider, caplog):
     """DECISIONS.md item 11: the original logged the Admin header, signatures and payloads."""
     caplog.set_level(logging.DEBUG)
-    client = create_app(make_settings(LOG_LEVEL="DEBUG"), background=False).test_client()
+    client = create_app(make_settings(LOG_LEVEL="DEBUG")).test_client()
     engine.announce()
     body = compute_body()
     body.update(provider.signed(OWNER))

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
 from operator_service.api.params import normalised_id
-from operator_service.domain.signatures import message_prefix
+from operator_service.domain.signatures import provider_message
 from tests.conftest import ADMIN_SECRET, Provider, compute_body, fresh_nonce
 
 EXAMPLES_PER_OPERATION = 150
@@ -39,14 +39,14 @@ def fuzz_provider() -> Provider:
 def fuzzed_app(make_settings, db, engine, fuzz_provider):
     """The service with an announced environment and the fuzz Provider listed (its nonces guarded)."""
     engine.announce()
-    app = create_app(make_settings(ALLOWED_PROVIDERS=f'["{fuzz_provider.address}"]'), background=False)
+    app = create_app(make_settings(ALLOWED_PROVIDERS=f'["{fuzz_provider.address}"]'))
     yield app
     app.extensions["operator_service"].close()
 
 
 def _spec() -> dict:
     """GET /spec of an app that needs no database to answer it (the fuzzed app is built per test)."""
-    app = create_app(load_settings({"KUBERNETES": "off"}), background=False)
+    app = create_app(load_settings({"KUBERNETES": "off"}))
     try:
         return app.test_client().get("/spec").get_json()
     finally:
@@ -77,17 +77,17 @@ def _sign(case, provider: Provider) -> None:
         return
     params["nonce"] = fresh_nonce()
     if case.operation.path.endswith("/getResult"):
-        prefix = f"{params.get('owner')}{params.get('jobId')}"
+        owner, job_id = params.get("owner"), params.get("jobId")
     elif case.method == "POST":
         if not isinstance(params.get("owner"), str):
             return
-        prefix = params["owner"]
+        owner, job_id = params["owner"], None
         params["environment"] = "ocean-compute"
         if not isinstance(params.get("workflow"), dict) or not params["workflow"].get("stages"):
             params["workflow"] = compute_body()["workflow"]
     else:
-        prefix = message_prefix(normalised_id(params.get("owner")), normalised_id(params.get("jobId")))
-    params["providerSignature"] = provider.sign(prefix + params["nonce"])
+        owner, job_id = normalised_id(params.get("owner")), normalised_id(params.get("jobId"))
+    params["providerSignature"] = provider.sign(provider_message(owner, job_id, params["nonce"]))
 
 
 @schema.parametrize()

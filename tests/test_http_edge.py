@@ -18,7 +18,7 @@ ORIGIN = "https://market.example"
 
 
 def _app(make_settings, **overrides):
-    return create_app(make_settings(**overrides), background=False)
+    return create_app(make_settings(**overrides))
 
 
 def _readiness_becomes(client, status: int, deadline: float = 15.0):
@@ -97,7 +97,7 @@ def empty_database(base_env):
 
 
 def test_a_schema_not_yet_migrated_is_not_ready_until_pgsqlinit(empty_database, admin_headers):
-    app = create_app(empty_database, background=False)
+    app = create_app(empty_database)
     client = app.test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import pytest
 
 from operator_service.tools import cli
-from operator_service.config import ConfigError
+from operator_service.env_vars import ConfigError
 from operator_service.tools.launcher import check_server_variables
 from operator_service.tools.embedded_db import free_port
 from tests.conftest import OWNER

@@ -4,6 +4,7 @@ Nothing here replaces the kubernetes client or kube.py; monkeypatch only sets en
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -12,6 +13,8 @@ import time
 import pytest
 
 from operator_service.cluster import client as kube
+from operator_service.cluster import workflows
+from operator_service.model.workflow import JobDocument
 from tests.fake_kube import FakeKubernetes
 
 NS = "ocean-compute"
@@ -21,26 +24,34 @@ JOB = "0123456789abcdef0123456789abcdef"
 CREATE_FAILED = f"^Kubernetes unavailable: create WorkFlow {JOB} in {NS} failed: "
 
 
+SAMPLE_WORKFLOW = {
+    "stages": [{
+        "index": 0,
+        "input": [{"index": 0, "id": "did:op:1234", "remote": {"txId": "0xabc"}}],
+        "algorithm": {"id": "did:op:algo", "rawcode": "print('héllo')", "container": {
+            "entrypoint": "python $ALGO", "image": "python", "tag": "3.11"}},
+        "compute": {"Instances": 1, "maxtime": 3600},
+        "output": {"metadataUri": "https://aquarius", "publishOutput": False},
+    }],
+    "chainId": 8996,
+}
+
+
 def workflow_body(job_id: str = JOB, namespace: str = NS, **labels: str) -> dict:
-    """A WorkFlow as the compute routes build it (original-api.md §6.2, apiVersion group/version)."""
-    return {
-        "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
-        "kind": kube.KIND,
-        "metadata": {"name": job_id, "namespace": namespace, "labels": {"workflow": job_id, **labels}},
-        "spec": {
-            "metadata": {
-                "stages": [{
-                    "index": 0,
-                    "input": [{"index": 0, "id": "did:op:1234", "remote": {"txId": "0xabc"}}],
-                    "algorithm": {"id": "did:op:algo", "rawcode": "print('héllo')", "container": {
-                        "entrypoint": "python $ALGO", "image": "python", "tag": "3.11"}},
-                    "compute": {"Instances": 1, "maxtime": 3600},
-                    "output": {"metadataUri": "https://aquarius", "publishOutput": False},
-                }],
-                "chainId": 8996,
-            }
-        },
-    }
+    """A WorkFlow as the service builds it, with extra labels."""
+    body = workflows.workflow_body(job_id, namespace, SAMPLE_WORKFLOW, secret="a-job-secret")
+    body["metadata"]["labels"].update(labels)
+    return body
+
+
+def test_a_job_s_workflow_body_names_labels_and_carries_the_workflow():
+    body = workflows.workflow_body(JOB, NS, SAMPLE_WORKFLOW, secret="a-job-secret")
+    assert (body["apiVersion"], body["kind"]) == ("oceanprotocol.com/v1alpha", "WorkFlow")
+    assert body["metadata"] == {"name": JOB, "namespace": NS, "labels": {"workflow": JOB}, "secret": "a-job-secret"}
+    assert body["spec"] == {"metadata": SAMPLE_WORKFLOW}
+    stored = JobDocument.parse(json.dumps(body))
+    assert (stored.secret, stored.stage.listed_dids()) == ("a-job-secret", ("did:op:algo", ["did:op:1234"])), \
+        "the engines read what the service builds"
 
 
 @pytest.fixture(autouse=True)
@@ -101,11 +112,11 @@ def test_annotate_merges_annotations_and_changes_resource_version(cluster, fake_
     body["metadata"]["annotations"] = {"note": "kept"}
     before = cluster.create_workflow(body)
 
-    assert cluster.annotate_workflow(NS, JOB, {kube.STOP_ANNOTATION: "1"}) is True
+    assert cluster.annotate_workflow(NS, JOB, {workflows.STOP_ANNOTATION: "1"}) is True
 
     after = cluster.get_workflow(NS, JOB)
     assert after is not None
-    assert after["metadata"]["annotations"] == {"note": "kept", kube.STOP_ANNOTATION: "1"}
+    assert after["metadata"]["annotations"] == {"note": "kept", workflows.STOP_ANNOTATION: "1"}
     assert after["metadata"]["labels"] == before["metadata"]["labels"]
     assert after["spec"] == before["spec"]
     assert int(after["metadata"]["resourceVersion"]) > int(before["metadata"]["resourceVersion"])
@@ -114,7 +125,7 @@ def test_annotate_merges_annotations_and_changes_resource_version(cluster, fake_
 
 
 def test_annotate_of_a_missing_workflow_is_false(cluster):
-    assert cluster.annotate_workflow(NS, JOB, {kube.STOP_ANNOTATION: "1"}) is False
+    assert cluster.annotate_workflow(NS, JOB, {workflows.STOP_ANNOTATION: "1"}) is False
 
 
 def test_delete_removes_the_workflow_in_the_background(cluster, fake_kube):
@@ -302,7 +313,7 @@ def rbac_verb(method: str, path: str, query: dict[str, str]) -> tuple[str, str]:
 def test_the_requests_made_use_exactly_the_verbs_in_rbac_verbs(populated, fake_kube):
     populated.get_workflow(NS, JOB)
     populated.list_workflows(NS, f"workflow={JOB}")
-    populated.annotate_workflow(NS, JOB, {kube.STOP_ANNOTATION: "1"})
+    populated.annotate_workflow(NS, JOB, {workflows.STOP_ANNOTATION: "1"})
     populated.find_pods(NS, JOB, "algorithm")
     populated.read_pod_log(NS, "pod-1")
     populated.delete_workflow(NS, JOB)

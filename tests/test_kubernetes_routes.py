@@ -5,6 +5,10 @@ client through a kubeconfig; faults are injected in the fake, never by patching.
 """
 from __future__ import annotations
 
+import sys
+import subprocess
+import signal
+import os
 import shutil
 import tempfile
 import threading
@@ -17,10 +21,11 @@ import pytest
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
 from operator_service.tools.embedded_db import EmbeddedPostgres
-from operator_service.cluster.client import STOP_ANNOTATION, connect
-from operator_service.domain.lifecycle import reconcile
+from operator_service.cluster.client import connect
+from operator_service.cluster.workflows import STOP_ANNOTATION
+from operator_service.domain.reconciler import reconcile
 from operator_service.store import jobs, migrations
-from operator_service.store.nonces import NonceClaim
+from operator_service.store.nonces import SignedNonce
 from operator_service.store.pool import Database
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body
 from tests.ocean_engine import OceanEngine
@@ -123,7 +128,7 @@ def test_database_dying_after_the_create_is_settled_by_the_reconciler(own_server
     settings = load_settings({**base_env, **own_server.env("outage"), "KUBERNETES": "on"})
     db = Database(settings.postgres)
     migrations.upgrade(db)
-    client = create_app(settings, background=False).test_client()
+    client = create_app(settings).test_client()
     engine = OceanEngine(own_server.dsn_kwargs("outage"))
     stopped = threading.Event()
     fake_kube.hold("POST", CREATE, stopped)  # the create is answered once the database is down
@@ -173,9 +178,9 @@ def test_the_reconciler_leaves_complete_registrations_alone(client, cluster_app,
 
 def _insert_registering(db: Database, job_id: str, agreement_id: str) -> None:
     """A status-0 row as a registration leaves it when its process dies after step 1."""
-    claim = NonceClaim("0xp", str(time.time_ns()), Decimal(time.time()), 300)
+    signed = SignedNonce("0xp", str(time.time_ns()), Decimal(time.time()), 300)
     jobs.insert_job(db, job_id=job_id, agreement_id=agreement_id, owner=OWNER, document="{}", algo_did="raw",
-                    input_dids=[], namespace="ocean-compute", claim=claim, status=jobs.REGISTERING)
+                    input_dids=[], namespace="ocean-compute", signed_nonce=signed, status=jobs.REGISTERING)
 
 
 def _resource(name: str) -> dict:
@@ -245,7 +250,7 @@ def test_without_kubernetes_the_service_starts_and_posts_work(make_settings, db,
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     for mode in ("off", "auto"):
-        client = create_app(make_settings(KUBERNETES=mode), background=False).test_client()
+        client = create_app(make_settings(KUBERNETES=mode)).test_client()
         response, _ = _post(client, provider, engine, agreement_id=f"0x{mode}")
         assert response.status_code == 200
         listed = client.get("/api/v1/operator/list", headers=ADMIN)
@@ -253,17 +258,18 @@ def test_without_kubernetes_the_service_starts_and_posts_work(make_settings, db,
         assert client.get("/").get_json()["kubernetes"] == f"{mode}: running without Kubernetes"
 
 
-def test_the_service_runs_the_reconciler_at_start_up(make_settings, db, fake_kube, kubeconfig, monkeypatch):
+def test_the_reconcile_command_settles_what_a_crash_left(base_env, db, fake_kube, kubeconfig, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     _insert_registering(db, "leftover", "0x8")
     connect("on").create_workflow(_resource("leftover"))
-    time.sleep(0.05)
-    settings = make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01", RECONCILE_INTERVAL="0.2")
-    app = create_app(settings, background=True)
+    env = {**base_env, "PATH": os.environ["PATH"], "KUBECONFIG": kubeconfig, "KUBERNETES": "on",
+           "REGISTRATION_GRACE": "0.01", "RECONCILE_INTERVAL": "0.2"}
+    reconciler = subprocess.Popen([sys.executable, "-m", "operator_service.tools.cli", "reconcile"], env=env)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while (_rows(db) or fake_kube.objects()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _rows(db) == [] and fake_kube.objects() == []
     finally:
-        app.extensions["operator_service"].close()
+        reconciler.send_signal(signal.SIGTERM)
+    assert reconciler.wait(timeout=20) == 0, "SIGTERM stops it cleanly"

@@ -12,7 +12,6 @@ import psycopg2
 
 from operator_service.engine import EngineConfig, run_engine
 from operator_service.engine.lease import LeaseLost, NamespaceLease
-from operator_service.engine import lease_queries as leases
 from operator_service.engine import queries as engine_queries
 from tests.engine_support import (
     job_row,
@@ -36,7 +35,7 @@ class EngineThread:
 
     def _run(self, settings, config: EngineConfig) -> None:
         try:
-            run_engine(settings, config, self.stop)
+            run_engine(settings.postgres, config, self.stop)
         except BaseException as exc:  # noqa: B902 (recorded for the test)
             self.error = exc
 
@@ -90,12 +89,12 @@ def test_no_job_is_taken_without_the_lease(db, settings, submit_job):
     with db.transaction() as cur:
         cur.execute("SELECT pg_backend_pid()")
         not_holding = cur.fetchone()[0]
-    assert engine_queries.claim_job(db, job_id, "claims", not_holding) is None
+    assert engine_queries.take_job(db, job_id, "claims", not_holding) is None
     assert job_row(db, job_id)["status"] == 1
 
     lease = NamespaceLease.take(settings.postgres, "claims", threading.Event())
     try:
-        assert engine_queries.claim_job(db, job_id, "claims", lease.pid) is not None
+        assert engine_queries.take_job(db, job_id, "claims", lease.pid) is not None
         assert job_row(db, job_id)["status"] == 20
     finally:
         lease.release()
@@ -116,7 +115,7 @@ def test_an_engine_whose_namespace_was_taken_over_stops(db, settings, work_dirs)
             with db.transaction() as cur:
                 cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
                             (_lease_sessions(db, "taken"),))
-            taken = _try_for(thief, leases.lock_key("taken"), seconds=1.0)
+            taken = _try_for(thief, engine_queries.lease_lock_key("taken"), seconds=1.0)
         engine.thread.join(30)
         assert not engine.thread.is_alive(), "the engine kept running a namespace another session holds"
         assert isinstance(engine.error, LeaseLost)

@@ -11,7 +11,8 @@ from typing import Iterator
 import pytest
 
 from operator_service.api.app import create_app
-from operator_service.config import ConfigError, load_settings
+from operator_service.config import load_settings
+from operator_service.env_vars import ConfigError
 from operator_service.domain.results import url_allowed
 from tests.conftest import OWNER
 
@@ -121,7 +122,7 @@ def test_owner_is_compared_case_insensitively(client, provider, finished_job, st
 def test_range_and_storage_credentials_are_forwarded(make_settings, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/result.txt")
     settings = make_settings(**{"X-API-KEY": "ipfs-key", "CLIENT-ID": "ipfs-client"}, **allowing(storage))
-    client = create_app(settings, background=False).test_client()
+    client = create_app(settings).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id), headers={"Range": "bytes=0-3"})
     assert response.status_code == 206
     assert response.data == PAYLOAD[:4]
@@ -180,8 +181,7 @@ def test_only_the_creating_provider_gets_results_when_signatures_are_required(ma
 
     other = Provider("0x" + "11" * 32)
     allowed = f'["{provider.address}", "{other.address}"]'
-    client = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed, **allowing(storage)),
-                        background=False).test_client()
+    client = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed, **allowing(storage))).test_client()
     engine.announce()
     body = compute_body()
     body.update(provider.signed(OWNER))
@@ -201,7 +201,7 @@ def _closed_port() -> int:
 def test_refused_storage_is_a_502(make_settings, db, provider, finished_job):
     closed = f"http://127.0.0.1:{_closed_port()}"
     job_id = finished_job(f"{closed}/result.txt")
-    client = create_app(make_settings(**allowing(closed)), background=False).test_client()
+    client = create_app(make_settings(**allowing(closed))).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert response.status_code == 502
     assert response.get_json()["error"].startswith("Result storage unreachable")
@@ -209,7 +209,7 @@ def test_refused_storage_is_a_502(make_settings, db, provider, finished_job):
 
 def test_slow_storage_is_a_504(make_settings, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/slow.txt")
-    client = create_app(make_settings(RESULT_TIMEOUT="0.5", **allowing(storage)), background=False).test_client()
+    client = create_app(make_settings(RESULT_TIMEOUT="0.5", **allowing(storage))).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert (response.status_code, response.get_json()) == (504, {"error": "Result storage did not answer in time"})
 
@@ -251,7 +251,7 @@ def test_results_are_fetched_only_from_the_configured_storage(make_settings, db,
     try:
         urls = [f"{other}/result.txt", f"{storage}/redirect/{other}/result.txt", f"{storage}/redirect/{storage}/result.txt"]
         job_id = finished_job(*urls)
-        client = create_app(make_settings(**allowing(storage)), background=False).test_client()
+        client = create_app(make_settings(**allowing(storage))).test_client()
         answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
     finally:
         other_server.shutdown()
@@ -265,7 +265,7 @@ def test_results_are_fetched_only_from_the_configured_storage(make_settings, db,
 
 def test_by_default_no_http_storage_is_fetched(make_settings, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/result.txt")
-    client = create_app(make_settings(), background=False).test_client()
+    client = create_app(make_settings()).test_client()
     assert client.get(RESULT, query_string=_query(provider, job_id)).status_code == 403
     assert Storage.seen == []
 

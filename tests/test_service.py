@@ -20,7 +20,7 @@ ALL_VERSIONS = [version for version, _, _ in migrations.MIGRATIONS]
 def test_root_reports_the_installed_version_and_operator_settings(make_settings, db):
     """DECISIONS.md item 12: the original read a relative .bumpversion.cfg on every call."""
     settings = make_settings(OPERATOR_ADDRESS="0xabc", ALGO_POD_TIMEOUT="3600", STORAGE_EXPIRY="60")
-    body = create_app(settings, background=False).test_client().get("/").get_json()
+    body = create_app(settings).test_client().get("/").get_json()
     assert body["software"] == "Operator service"
     assert body["version"] == __version__
     assert (body["address"], body["algoTimeLimit"], body["storageExpiry"]) == ("0xabc", "3600", "60")
@@ -91,7 +91,7 @@ def test_admin_secret_is_compared_case_insensitively(client):
 
 def test_without_allowed_admins_admin_routes_answer_401(make_settings, db):
     """DECISIONS.md item 11: the original answered 500 when ALLOWED_ADMINS was unset."""
-    client = create_app(make_settings(ALLOWED_ADMINS=""), background=False).test_client()
+    client = create_app(make_settings(ALLOWED_ADMINS="")).test_client()
     assert client.post(INIT, headers={"Admin": "anything"}).status_code == 401
 
 
@@ -126,7 +126,7 @@ def _schema(settings) -> dict:
 
 def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers):
     """DECISIONS.md item 6: the original never committed did, chainid and indx_owner_jobs."""
-    client = create_app(fresh_database, background=False).test_client()
+    client = create_app(fresh_database).test_client()
     response = client.post(INIT, headers=admin_headers)
     assert response.get_json() == {"version": migrations.LATEST_VERSION, "applied": ALL_VERSIONS}
     schema = _schema(fresh_database)
@@ -136,7 +136,7 @@ def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers):
 
 
 def test_pgsqlinit_is_idempotent(fresh_database, admin_headers):
-    client = create_app(fresh_database, background=False).test_client()
+    client = create_app(fresh_database).test_client()
     client.post(INIT, headers=admin_headers)
     again = client.post(INIT, headers=admin_headers)
     assert again.get_json() == {"version": migrations.LATEST_VERSION, "applied": []}
@@ -163,7 +163,7 @@ def test_pgsqlinit_upgrades_a_database_of_the_original_service(fresh_database, a
     with conn, conn.cursor() as cur:
         cur.execute(ORIGINAL_HEAD_SCHEMA)
     conn.close()
-    client = create_app(fresh_database, background=False).test_client()
+    client = create_app(fresh_database).test_client()
     assert client.post(INIT, headers=admin_headers).get_json()["applied"] == ALL_VERSIONS
     assert {"did", "chainid"} <= _schema(fresh_database)["columns"]
     query = {"jobId": "oldjob", "owner": "0xowner", **provider.signed("0xowner", "oldjob")}

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from operator_service.api.app import create_app
-from operator_service.api.errors import ApiError
+from operator_service.api.errors import STATUS_OF_DOMAIN_ERROR
+from operator_service.domain.errors import InvalidRequest
 from operator_service.domain.signatures import parse_nonce, recover_address, sign_provider_message
 from tests.conftest import OWNER, Provider, compute_body, run_together
 
@@ -39,9 +40,9 @@ def test_recovery_over_owner_job_and_nonce_finds_the_provider(provider):
 
 def test_unrecoverable_signatures_are_a_400():
     for signature in ["", "0x", "zz", "0x" + "00" * 64, "0x" + "ff" * 65, None, 12]:
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(InvalidRequest) as caught:
             recover_address(signature, "message")
-        assert (caught.value.status, caught.value.message) == (400, "Failed to recover address")
+        assert (STATUS_OF_DOMAIN_ERROR[caught.type], caught.value.message) == (400, "Failed to recover address")
 
 
 @pytest.mark.parametrize(
@@ -61,9 +62,9 @@ def test_nonce_units_are_read_by_magnitude(nonce, seconds):
 
 @pytest.mark.parametrize("nonce", ["", "abc", "-5", "1e9", "0x10", True, None, [1], {"a": 1}, "1" * 60])
 def test_malformed_nonces_are_a_400(nonce):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         parse_nonce(nonce)
-    assert caught.value.status == 400
+    assert STATUS_OF_DOMAIN_ERROR[caught.type] == 400
 
 
 def test_a_replayed_nonce_is_a_401_not_a_500(client, provider):
@@ -131,8 +132,7 @@ def test_a_nonce_far_in_the_future_is_refused(client, provider):
 
 def test_nonces_are_per_provider(make_settings, db, provider):
     other = Provider("0x" + os.urandom(32).hex())
-    client = create_app(make_settings(ALLOWED_PROVIDERS=f'["{provider.address}", "{other.address}"]'),
-                        background=False).test_client()
+    client = create_app(make_settings(ALLOWED_PROVIDERS=f'["{provider.address}", "{other.address}"]')).test_client()
     nonce = str(time.time_ns())
     assert _get(client, provider, nonce).status_code == 200
     assert _get(client, other, nonce).status_code == 200
@@ -148,7 +148,7 @@ def _nonce_rows(db) -> int:
 def test_unsigned_mode_records_no_nonce_of_an_unlisted_signer(make_settings, db, engine):
     """Any key passes with SIGNATURE_REQUIRED=0: each request with a new random key used to add a
     nonces row that was never pruned (pruning is per provider), so the table grew without bound."""
-    client = create_app(make_settings(), background=False).test_client()
+    client = create_app(make_settings()).test_client()
     for _ in range(20):
         stranger = Provider("0x" + os.urandom(32).hex())
         assert _get(client, stranger, str(time.time_ns())).status_code == 200
@@ -186,7 +186,7 @@ def test_old_nonce_records_are_pruned(client, provider, db):
 
 def test_a_refused_provider_does_not_consume_its_nonce(make_settings, db, provider):
     """Item 2: the original stored nonces before the allow-list check."""
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS="[]"), background=False)
+    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS="[]"))
     nonce = str(time.time_ns())
     assert _get(app.test_client(), provider, nonce).status_code == 401
     with db.transaction() as cur:
@@ -197,12 +197,12 @@ def test_a_refused_provider_does_not_consume_its_nonce(make_settings, db, provid
 def test_signature_required_with_allowed_providers_in_any_case(make_settings, db, provider):
     """Item 3: with the original's recovery, every Provider request got a 401."""
     allowed = f'["{provider.address.upper().replace("0X", "0x")}"]'
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed), background=False)
+    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed))
     assert _get(app.test_client(), provider, str(time.time_ns())).status_code == 200
 
 
 def test_signature_required_refuses_other_signers_with_the_original_text(make_settings, db, provider):
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0x1"]'), background=False)
+    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0x1"]'))
     nonce = str(time.time_ns())
     query = {"owner": OWNER, **provider.signed(OWNER, nonce=nonce)}
     response = app.test_client().get(COMPUTE, query_string=query)

@@ -53,7 +53,7 @@ def _publish(engine, job_id: str, *urls: str) -> None:
 @pytest.fixture
 def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) -> Iterator[World]:  # noqa: F811
     gone = f"http://127.0.0.1:{free_port()}"  # result storage that is not there
-    apps = [create_app(make_settings(**allowing(storage, gone), **overrides), background=False) for overrides in (
+    apps = [create_app(make_settings(**allowing(storage, gone), **overrides)) for overrides in (
         {}, {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())}, {"RESULT_TIMEOUT": "0.5"},
         {"SIGNATURE_REQUIRED": "1", "ALLOWED_PROVIDERS": '["0x1"]'},
     )]

@@ -59,7 +59,7 @@ def test_an_original_database_with_duplicate_running_agreements_is_upgraded_in_p
 ):
     settings = original_with_duplicates
     before = _execute(settings, "SELECT * FROM jobs ORDER BY workflowId")
-    client = create_app(settings, background=False).test_client()
+    client = create_app(settings).test_client()
     caplog.set_level(logging.INFO)
 
     answer = client.post(INIT, headers=admin_headers)
@@ -81,7 +81,7 @@ def test_an_original_database_with_duplicate_running_agreements_is_upgraded_in_p
 
 def test_after_the_upgrade_no_new_job_shares_a_running_agreement(original_with_duplicates, admin_headers, provider):
     settings = original_with_duplicates
-    app = create_app(settings, background=False)
+    app = create_app(settings)
     client = app.test_client()
     assert client.post(INIT, headers=admin_headers).status_code == 200
     OceanEngine(settings.postgres.dsn_kwargs()).announce()

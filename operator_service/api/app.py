@@ -1,4 +1,8 @@
-"""The application factory."""
+"""The application factory: `create_app` builds the Flask app of the API with its resources.
+
+It starts nothing in the background: the reconciler is a process of its own
+(`operator-service reconcile`, domain/reconciler.py).
+"""
 from __future__ import annotations
 
 import logging
@@ -15,7 +19,6 @@ from operator_service.config import Settings, load_settings
 from operator_service.api.context import EXTENSION_KEY, Services, services
 from operator_service.api.errors import json_response, register_error_handlers
 from operator_service.logging_setup import setup_logging
-from operator_service.domain.lifecycle import start_reconciler
 from operator_service.api.routes.admin import admin
 from operator_service.api.routes.health import health
 from operator_service.api.routes.operator import operator
@@ -29,18 +32,10 @@ DOCS_URL = "/api/v1/docs"
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
-def create_app(
-    settings: Optional[Settings] = None,
-    cluster: Optional[kube.Cluster] = None,
-    background: bool = True,
-) -> Flask:
-    """Build the app. Without `cluster`, one is found as KUBERNETES says (auto|on|off).
-
-    `background` starts the reconciler thread when there is a cluster; tests run
-    reconcile() themselves instead.
-    """
+def create_app(settings: Optional[Settings] = None, cluster: Optional[kube.Cluster] = None) -> Flask:
+    """Build the app. Without `cluster`, one is found as KUBERNETES says (auto|on|off)."""
     settings = settings or load_settings()
-    setup_logging(settings)
+    setup_logging(settings.logging)
     if cluster is None:
         cluster = kube.connect(settings.kubernetes)
     app = Flask(__name__)
@@ -62,14 +57,6 @@ def create_app(
         log.warning(
             "Provider signatures are NOT enforced (SIGNATURE_REQUIRED=0): anyone who can reach this service"
             " can read, stop and delete any owner's jobs. Set SIGNATURE_REQUIRED=1 and ALLOWED_PROVIDERS."
-        )
-    if cluster is not None and background:
-        current.reconciler = start_reconciler(
-            db,
-            cluster,
-            settings.reconcile_interval_seconds,
-            settings.registration_grace_seconds,
-            settings.default_namespace,
         )
     return app
 

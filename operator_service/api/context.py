@@ -1,7 +1,6 @@
 """What every request works with: the settings, the database and (maybe) the cluster."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -22,13 +21,10 @@ class Services:
     settings: Settings
     db: Database
     cluster: Optional["Cluster"]
-    reconciler: Optional[threading.Event] = None
     readiness: CachedReadiness = field(default_factory=CachedReadiness)
 
     def close(self) -> None:
-        """Stop the reconciler and close the pool (tests build many apps in one process)."""
-        if self.reconciler is not None:
-            self.reconciler.set()
+        """Close the pool (tests build many apps in one process)."""
         self.db.close()
 
     @property

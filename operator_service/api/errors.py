@@ -1,7 +1,9 @@
 """JSON answers: `{"error": "<text>"}` with the original's headers, for every failure.
 
-Client mistakes are 4xx with the original texts; a failing dependency is a 503 naming
-it; anything else is a bug, logged with its traceback and answered 500.
+The one place where failures become status codes: the HTTP layer's own refusals
+(ApiError), the domain's (STATUS_OF_DOMAIN_ERROR: client mistakes are 4xx with the
+original texts, a failing result storage 502/504), a failing dependency 503 naming it;
+anything else is a bug, logged with its traceback and answered 500.
 """
 from __future__ import annotations
 
@@ -12,7 +14,22 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from operator_service.cluster.client import KubernetesUnavailable
+from operator_service.domain.errors import (
+    DomainError, InvalidRequest, NotAuthorized, NotFound, Refused, StorageFailed, StorageTimedOut,
+)
+from operator_service.store.pool import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
+
+STATUS_OF_DOMAIN_ERROR: dict[type[DomainError], int] = {
+    InvalidRequest: 400,
+    NotAuthorized: 401,
+    Refused: 403,
+    NotFound: 404,
+    StorageFailed: 502,
+    StorageTimedOut: 504,
+}
 
 STANDARD_HEADERS = {"Connection": "close"}
 
@@ -38,12 +55,13 @@ def error_response(message: str, status: int) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from operator_service.cluster.client import KubernetesUnavailable
-    from operator_service.store.pool import DatabaseUnavailable
-
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.message, exc.status)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> Response:
+        return error_response(exc.message, STATUS_OF_DOMAIN_ERROR[type(exc)])
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_down(exc: DatabaseUnavailable) -> Response:

@@ -31,7 +31,7 @@ from typing import Optional
 from gunicorn import http, util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from operator_service.config import ConfigError, env_number
+from operator_service.env_vars import ConfigError, env_number
 
 DEFAULT_REQUEST_TIMEOUT = 10.0
 # The most a request line and its headers may take; gunicorn's own limits (request

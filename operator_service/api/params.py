@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 from flask import request
 
 from operator_service.api.errors import ApiError
-from operator_service.api.views import deeper_than
+from operator_service.model.stored import deeper_than
 from operator_service.store.jobs import JobFilter
 
 # The most characters each parameter may have. The job table's ids are varchar(255); the

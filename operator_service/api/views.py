@@ -1,65 +1,30 @@
-"""The JSON objects the routes answer with, built from database rows.
+"""The answers the routes send, built from database rows and opened results.
 
-Key order and value types are the original's (original-api.md §2.10): epochs are strings,
-`results` drops the URLs and is "" for a job without outputs.
+Key order and value types are the original's: epochs are strings, `results` drops the
+URLs and is "" for a job without outputs; algoDID and inputDID come from their columns,
+or from the job document for rows written before those columns existed.
 """
 from __future__ import annotations
 
-import json
-import logging
-from decimal import Decimal
+import mimetypes
+import re
 from typing import Any, Optional
+from urllib.parse import quote
 
-log = logging.getLogger(__name__)
+from flask import Response
 
+from operator_service.domain.results import ResultFile
+from operator_service.model import stored
+from operator_service.model.workflow import JobDocument
 
-# JSON read back from the database (written by engines) deeper than this is treated as
-# unreadable: the answers that would carry it could not be serialised.
-MAX_STORED_DEPTH = 64
-
-
-def epoch_text(value: Optional[Decimal | float]) -> Optional[str]:
-    return None if value is None else str(value)
-
-
-def deeper_than(value: Any, limit: int) -> bool:
-    """Whether a parsed JSON value nests more than `limit` levels of arrays and objects."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
-
-
-def _stored_json(text: str) -> Any:
-    """JSON an engine stored; ValueError if it is not JSON or too deep to answer with."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deep") from None
-    if deeper_than(value, MAX_STORED_DEPTH):
-        raise ValueError("nested too deep")
-    return value
-
-
-def parse_outputs(outputs_url: Optional[str]) -> Optional[list]:
-    """The outputsURL array pod-publishing wrote, or None when there is none (or it is unreadable)."""
-    if not outputs_url or len(outputs_url) <= 2:
-        return None
-    try:
-        outputs = _stored_json(outputs_url)
-    except ValueError:
-        log.warning("ignoring an outputsURL that is not JSON")
-        return None
-    return outputs if isinstance(outputs, list) else None
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What may stand in the plain filename= of Content-Disposition: printable ASCII but the
+# characters that would end or escape the value.
+_UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 
 def public_results(outputs_url: Optional[str]) -> Any:
-    outputs = parse_outputs(outputs_url)
+    outputs = stored.outputs(outputs_url)
     if outputs is None:
         return ""
     return [
@@ -68,37 +33,11 @@ def public_results(outputs_url: Optional[str]) -> Any:
     ]
 
 
-def workflow_dids(workflow: Any) -> tuple[Any, list]:
-    """algoDID ("raw" when the algorithm has no id key) and the input DIDs of stage 0."""
-    try:
-        stage = workflow["stages"][0]
-        algorithm = stage.get("algorithm") or {}
-        inputs = stage.get("input") or []
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return "raw", []
-    algo_did = algorithm.get("id", "raw") if isinstance(algorithm, dict) else "raw"
-    input_dids = [item["id"] for item in inputs if isinstance(item, dict) and "id" in item]
-    return algo_did, input_dids
-
-
-def storable_dids(workflow: Any) -> tuple[Optional[str], Optional[list[str]]]:
-    """The DIDs for the algoDID/inputDIDs columns; (None, None) unless all are text, so that
-    the status object is then built from the document, with the DIDs' own JSON types."""
-    algo_did, input_dids = workflow_dids(workflow)
-    if isinstance(algo_did, str) and all(isinstance(did, str) for did in input_dids):
-        return algo_did, input_dids
-    return None, None
-
-
-def _row_dids(algo_did: Optional[str], input_dids: Optional[list], legacy_workflow: Optional[str]) -> tuple[str, list]:
-    """The stored DIDs, or those parsed from the document of a row written before they were stored."""
+def _row_dids(algo_did: Optional[str], input_dids: Optional[list], legacy_document: Optional[str]) -> tuple[Any, list]:
+    """The stored DIDs, or those of the document of a row written before they were stored."""
     if algo_did is not None:
         return algo_did, input_dids or []
-    try:
-        workflow = _stored_json(legacy_workflow or "")["spec"]["metadata"]
-    except (ValueError, KeyError, TypeError):
-        return "raw", []
-    return workflow_dids(workflow)
+    return JobDocument.parse(legacy_document).stage.listed_dids()
 
 
 def status_object(row: tuple) -> dict[str, Any]:
@@ -139,23 +78,39 @@ def running_object(row: tuple) -> dict[str, Any]:
     }
 
 
-def environment_object(namespace: str, status_text: Optional[str], lastping: Any) -> Optional[dict]:
-    """The announced document plus `lastSeen` and `id`; None if the engine wrote no JSON object."""
-    try:
-        document = _stored_json(status_text or "")
-    except ValueError:
-        log.warning("environment %s announced a status that is not JSON", namespace)
-        return None
-    if not isinstance(document, dict):
-        return None
-    document["lastSeen"] = epoch_text(lastping)
-    document["id"] = namespace
-    return document
+def result_response(result: ResultFile) -> Response:
+    """The download of a result: the storage's answer to a Range as it came (with the Range
+    header), else an attachment named after the file, with a type guessed from its name."""
+    if result.range_header:
+        return Response(result.body, status=result.status, headers={"Range": result.range_header})
+    filename, content_type = result.filename, result.content_type
+    has_extension = "." in filename
+    if has_extension and not content_type:
+        content_type = mimetypes.guess_type(filename)[0]
+    elif not has_extension and content_type:
+        filename += mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
+    response = Response(
+        result.body,
+        status=result.status,
+        content_type=content_type or "application/octet-stream",
+        headers={
+            "Content-Disposition": content_disposition(filename),
+            "Access-Control-Expose-Headers": "Content-Disposition",
+        },
+    )
+    if result.length is not None:
+        response.headers["Content-Length"] = str(result.length)
+    return response
 
 
-def chain_allowed(document: dict, chain_id: Any) -> bool:
-    """False only when the environment lists allowed chains and chain_id is not one of them."""
-    allowed = document.get("allowedChainId")
-    if not isinstance(allowed, list) or not allowed:
-        return True
-    return str(chain_id) in {str(item) for item in allowed}
+def content_disposition(filename: str) -> str:
+    """`attachment;filename=<name>` as the original sent it, with a name that is safe in a header.
+
+    The name comes from storage (the URL, or the storage's own Content-Disposition): control
+    characters (CR, LF) would split the header, quotes and semicolons would end the value.
+    They become "_"; a name that is not plain ASCII also goes whole in filename* (RFC 6266).
+    """
+    plain = _UNSAFE_IN_FILENAME.sub("_", filename) or "result"
+    if plain == filename or _CONTROL.search(filename):
+        return f"attachment;filename={plain}"
+    return f"attachment;filename={plain};filename*=UTF-8''{quote(filename, safe='')}"

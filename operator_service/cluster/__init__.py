@@ -1,2 +1,2 @@
-"""The only door to Kubernetes: WorkFlow custom resources and the pods of their stages.
-"""
+"""The only door to Kubernetes: WorkFlow custom resources (workflows.py) and the calls that
+create, read, annotate and delete them and read their pods' logs (client.py)."""

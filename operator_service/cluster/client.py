@@ -20,15 +20,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from operator_service.cluster.workflows import GROUP, KIND, PLURAL, VERSION
 from operator_service.config import KUBERNETES_MODES
 
 log = logging.getLogger(__name__)
 
-GROUP = "oceanprotocol.com"
-VERSION = "v1alpha"
-PLURAL = "workflows"
-KIND = "WorkFlow"
-STOP_ANNOTATION = "oceanprotocol.com/stop-requested"
 
 #: Every RBAC verb the calls below need, by resource (workflows in GROUP, pods in the core group).
 #: k8s/rbac.yaml grants exactly these; the tests compare it with the Role and with the requests
@@ -51,8 +47,9 @@ class KubernetesUnavailable(Exception):
     """The cluster could not do what was asked: unreachable, too slow, refused (401/403) or failed."""
 
 
-class _NotFound(KubernetesUnavailable):
-    """A 404 naming the object: callers that expect absence turn it into None/False.
+class _NotFound(Exception):
+    """A 404 naming the object: an answer, not a failure. The callers, which expect absence,
+    turn it into None/False; it never leaves this module.
 
     `retried` is True when an earlier attempt got no usable answer: that attempt may have done
     the work (a delete whose reply was lost), so the object's absence is not news.

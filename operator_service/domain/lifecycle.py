@@ -1,6 +1,11 @@
-"""Registering a job in Postgres and in Kubernetes together, or not at all.
+"""A job's life as the Provider drives it: start, read, stop, delete, and its results.
 
-Protocol (DECISIONS.md, "Kubernetes"):
+Every route of the Provider makes one call here, once its parameters are read and its
+signature checked (domain/signatures.py). Each call records the request's nonce in the
+same statement as its own first read or write, so a request refused for another reason
+leaves its nonce unused, and writes Postgres and Kubernetes both or neither.
+
+Registering a job in Postgres and in Kubernetes together, or not at all:
 
 1. Commit the row with status 0 ("Registering"). No engine picks it up (announce()
    hands out status 1 only), no read route shows it, and the unique index on running
@@ -15,12 +20,11 @@ row with it, unless the row did reach status 1 (the commit landed but its answer
 lost), in which case the job is registered and the request succeeds. A failed request
 answers 503 naming the dependency that failed.
 
-Whatever a crash leaves half-way is settled by `reconcile()`, run at start-up and
-periodically: a row still at status 0 after the grace period loses its resource and is
-deleted (its request never got an answer, so it leaves no trace), and a resource whose
-row does not exist, or was deleted through the API (removed=1), is deleted. A row is
-always written before its resource, so a resource without a row is never a registration
-still under way.
+Whatever a crash leaves half-way is settled by the reconciler (domain/reconciler.py): a
+row still at status 0 after the grace period loses its resource and is deleted (its
+request never got an answer, so it leaves no trace), and a resource whose row does not
+exist, or was deleted through the API (removed=1), is deleted. A row is always written
+before its resource, so a resource without a row is never a registration still under way.
 
 Stops: PUT /compute sets stopreq=1 and flags the job as owing its WorkFlow the stop
 annotation in one statement, then annotates and clears the flag. What the cluster did
@@ -31,19 +35,41 @@ Without a cluster, the row is inserted directly with status 1.
 """
 from __future__ import annotations
 
+import json
 import logging
-import threading
+import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg2
 
-from operator_service.cluster.client import STOP_ANNOTATION, Cluster, KubernetesUnavailable
-from operator_service.store import environments, jobs
-from operator_service.store.nonces import NonceClaim
+from operator_service.cluster.client import Cluster, KubernetesUnavailable
+from operator_service.cluster.workflows import STOP_ANNOTATION, workflow_body
+from operator_service.config import Settings
+from operator_service.domain import environments, results
+from operator_service.domain.errors import InvalidRequest, NotFound
+from operator_service.domain.results import ResultFile
+from operator_service.domain.signatures import nonce_refused
+from operator_service.model import stored
+from operator_service.model.status import JobStatus
+from operator_service.model.workflow import Stage, WorkflowInvalid, check_workflow
+from operator_service.store import jobs, nonces
+from operator_service.store.jobs import JobFilter
+from operator_service.store.nonces import NonceRefused, SignedNonce
 from operator_service.store.pool import Database, DatabaseUnavailable, failure
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What POST /compute asks for, its parameters read."""
+
+    agreement_id: str
+    owner: str
+    environment: Any
+    chain_id: Any
+    workflow: Any
 
 
 @dataclass(frozen=True)
@@ -52,11 +78,39 @@ class NewJob:
     agreement_id: str
     owner: str
     namespace: str
-    claim: NonceClaim
+    signed_nonce: SignedNonce
     document: dict
-    document_json: str
     algo_did: Optional[str]
     input_dids: Optional[list[str]]
+
+
+def start_job(db: Database, cluster: Optional[Cluster], request: JobRequest, signed: SignedNonce) -> tuple:
+    """Check and register a new job (status 1, "Warming up"); its row (jobs.STATUS_COLUMNS)."""
+    try:
+        workflow = check_workflow(request.workflow)
+    except WorkflowInvalid as exc:
+        raise InvalidRequest(str(exc)) from None
+    workflow["chainId"] = request.chain_id
+    namespace = environments.check_environment(db, request.environment, request.chain_id)
+    job_id = uuid.uuid4().hex
+    algo_did, input_dids = _storable_dids(Stage.of(workflow))
+    job = NewJob(job_id, request.agreement_id, request.owner, namespace, signed,
+                 workflow_body(job_id, namespace, workflow, uuid.uuid4().hex), algo_did, input_dids)
+    try:
+        return register_job(db, cluster, job)
+    except jobs.DuplicateAgreement:
+        raise InvalidRequest("`agreementId` already in use for other job.") from None
+    except NonceRefused:
+        raise nonce_refused(signed) from None
+
+
+def _storable_dids(stage: Stage) -> tuple[Optional[str], Optional[list[str]]]:
+    """The DIDs for the algoDID/inputDIDs columns; (None, None) unless all are text, so that
+    the status object is then built from the document, with the DIDs' own JSON types."""
+    algo_did, input_dids = stage.listed_dids()
+    if isinstance(algo_did, str) and all(isinstance(did, str) for did in input_dids):
+        return algo_did, input_dids
+    return None, None
 
 
 def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple:
@@ -69,15 +123,15 @@ def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple
         job_id=job.job_id,
         agreement_id=job.agreement_id,
         owner=job.owner,
-        document=job.document_json,
+        document=json.dumps(job.document),
         algo_did=job.algo_did,
         input_dids=job.input_dids,
         namespace=job.namespace,
-        claim=job.claim,
+        signed_nonce=job.signed_nonce,
     )
     if cluster is None:
-        return _insert(db, jobs.QUEUED, insert)
-    _insert(db, jobs.REGISTERING, insert)
+        return _insert(db, JobStatus.QUEUED, insert)
+    _insert(db, JobStatus.REGISTERING, insert)
     try:
         cluster.create_workflow(job.document)
     except BaseException:
@@ -96,7 +150,7 @@ def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple
     return queued
 
 
-def _insert(db: Database, status: int, insert: dict) -> tuple:
+def _insert(db: Database, status: JobStatus, insert: dict) -> tuple:
     """Step 1 (or the only step without a cluster); nothing is stored if it fails."""
     try:
         return jobs.insert_job(db, status=status, **insert)
@@ -153,46 +207,72 @@ def deliver_stop_annotations(db: Database, cluster: Cluster, stopped: list[tuple
             jobs.clear_stop_annotations(db, delivered)
 
 
-def reconcile(db: Database, cluster: Cluster, grace_seconds: float, namespaces: list[str]) -> int:
-    """Settle what a crash or a failed call left half-way in one store; return how many were settled."""
-    settled = 0
-    for job_id, namespace in jobs.stale_registrations(db, grace_seconds):
-        cluster.delete_workflow(namespace, job_id)
-        jobs.delete_registering_job(db, job_id)
-        log.info("reconciler: withdrew half-registered job %s", job_id)
-        settled += 1
-    owed = jobs.pending_stop_annotations(db)
-    if owed:
-        deliver_stop_annotations(db, cluster, owed)
-        log.info("reconciler: delivered %d stop annotations", len(owed))
-        settled += len(owed)
-    for namespace in namespaces:
-        names = [item["metadata"]["name"] for item in cluster.list_workflows(namespace)]
-        live = jobs.live_job_ids(db, names)
-        for name in names:
-            if name not in live:
-                cluster.delete_workflow(namespace, name)
-                log.info("reconciler: deleted WorkFlow %s/%s whose job does not exist or was deleted", namespace, name)
-                settled += 1
-    return settled
+def job_statuses(db: Database, filters: JobFilter, signed: SignedNonce) -> list[tuple]:
+    """Record the nonce of a signed read and read the matching jobs, newest first."""
+    rows = jobs.record_nonce_and_read_statuses(db, filters, signed)
+    if rows is None:
+        raise nonce_refused(signed)
+    return rows
 
 
-def reconcile_namespaces(db: Database, default_namespace: str) -> list[str]:
-    """Where WorkFlows can live: every announced environment and the default namespace."""
-    return sorted({default_namespace, *environments.environment_namespaces(db)})
+def stop_jobs(db: Database, cluster: Optional[Cluster], filters: JobFilter, signed: SignedNonce) -> list[tuple]:
+    """Request a stop of the matching jobs still running (stopreq=1, and their WorkFlows'
+    annotation); their status rows."""
+    _record_nonce(db, signed)
+    stopped = jobs.request_stop(db, filters, annotate=cluster is not None)
+    if cluster is not None:
+        deliver_stop_annotations(db, cluster, stopped)
+    return jobs.job_statuses(db, filters)
 
 
-def start_reconciler(db: Database, cluster: Cluster, interval: float, grace: float, default_namespace: str) -> threading.Event:
-    """Run reconcile() now and then every `interval` seconds in a daemon thread; set the event to stop it."""
-    stop = threading.Event()
+def delete_jobs(db: Database, cluster: Optional[Cluster], filters: JobFilter, signed: SignedNonce) -> list[tuple]:
+    """Mark the matching jobs removed (and stopped, if still running) and delete their
+    WorkFlows; their status rows. A WorkFlow the cluster did not delete now is deleted by
+    the reconciler."""
+    _record_nonce(db, signed)
+    removed = jobs.mark_removed(db, filters)
+    if cluster is not None:
+        for job_id, namespace in removed:
+            cluster.delete_workflow(namespace, job_id)
+    return jobs.job_statuses(db, filters)
 
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                reconcile(db, cluster, grace, reconcile_namespaces(db, default_namespace))
-            except (DatabaseUnavailable, KubernetesUnavailable) as exc:
-                log.warning("reconciler pass skipped: %s", exc)
-            stop.wait(interval)
 
-    threading.Thread(target=loop, name="operator-reconciler", daemon=True).start()
-    return stop
+def running_jobs(db: Database) -> list[tuple]:
+    return jobs.running_jobs(db)
+
+
+def result_file(
+    db: Database, settings: Settings, job_id: str, owner: str, index: int, signed: SignedNonce,
+    range_header: Optional[str],
+) -> ResultFile:
+    """Result number `index` of a job (its outputs, then its logs), opened for streaming.
+
+    The owner is compared in any letter case; with signatures required, only the provider
+    that created the job gets its results.
+    """
+    _record_nonce(db, signed)
+    source = jobs.result_source(db, job_id)
+    if source is None:
+        raise NotFound(f"No results for job {job_id}")
+    job_owner, job_provider, outputs_url = source
+    if (job_owner or "").lower() != owner.lower():
+        raise NotFound(f"Owner {owner} mismatch for job {job_id}")
+    if settings.signature_required and (job_provider or "").lower() != signed.provider:
+        raise NotFound(f"Provider {signed.provider} mismatch for job {job_id}")
+    outputs = stored.outputs(outputs_url)
+    if not outputs:
+        raise NotFound(f"No results for job {job_id}")
+    if index < 0:
+        raise NotFound(f"Negative index {index}")
+    if index >= len(outputs):
+        raise NotFound(f"No such index {index} in this compute job")
+    entry = outputs[index]
+    url = entry.get("url") if isinstance(entry, dict) else None
+    if not isinstance(url, str) or not url:
+        raise NotFound(f"No results for job {job_id}")
+    return results.open_result(url, settings, range_header)
+
+
+def _record_nonce(db: Database, signed: SignedNonce) -> None:
+    if not nonces.record_nonce(db, signed):
+        raise nonce_refused(signed)

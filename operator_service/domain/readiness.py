@@ -11,14 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from operator_service.cluster.client import KubernetesUnavailable
+from operator_service.cluster.client import Cluster, KubernetesUnavailable
 from operator_service.store import migrations
-from operator_service.store.pool import DatabaseUnavailable
-
-if TYPE_CHECKING:
-    from operator_service.api.context import Services
+from operator_service.store.pool import Database, DatabaseUnavailable
 
 CACHE_SECONDS = 1.0
 
@@ -36,28 +33,24 @@ class Readiness:
         return self.problem is None
 
 
-def check(current: "Services") -> Readiness:
+def check(db: Database, cluster: Optional[Cluster]) -> Readiness:
     """Ask the database (and the cluster, if one is used) now."""
+    kubernetes = "not used" if cluster is None else cluster.source
     try:
-        version = migrations.current_version(current.db)
+        version = migrations.current_version(db)
     except DatabaseUnavailable as exc:
-        return Readiness(None, _cluster_state(current), f"Database unavailable: {exc}")
-    kubernetes = _cluster_state(current)
+        return Readiness(None, kubernetes, f"Database unavailable: {exc}")
     if version < migrations.LATEST_VERSION:
         return Readiness(version, kubernetes, (
             f"Database schema at version {version}, this service needs {migrations.LATEST_VERSION}:"
             " run `operator-service migrate` or POST /api/v1/operator/pgsqlinit"
         ))
-    if current.cluster is not None:
+    if cluster is not None:
         try:
-            current.cluster.version()
+            cluster.version()
         except KubernetesUnavailable as exc:
             return Readiness(version, kubernetes, str(exc))
     return Readiness(version, kubernetes)
-
-
-def _cluster_state(current: "Services") -> str:
-    return "not used" if current.cluster is None else current.cluster.source
 
 
 class CachedReadiness:
@@ -69,9 +62,9 @@ class CachedReadiness:
         self._last: Optional[Readiness] = None
         self._checked_at = 0.0
 
-    def get(self, current: "Services") -> Readiness:
+    def get(self, db: Database, cluster: Optional[Cluster]) -> Readiness:
         with self._lock:
             if self._last is None or time.monotonic() - self._checked_at >= self._seconds:
-                self._last = check(current)
+                self._last = check(db, cluster)
                 self._checked_at = time.monotonic()
             return self._last

@@ -1,4 +1,4 @@
-"""Streaming one result file to the Provider.
+"""Opening one result file of a job for streaming (the HTTP layer turns it into the answer).
 
 Results live wherever the engine published them: an http(s) URL (IPFS, S3) or, for the
 local engine, a file:// URL inside RESULTS_DIR. A job's outputsURL is data an engine wrote
@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import errno
 import logging
-import mimetypes
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
-from flask import Response
 
 from operator_service.config import Settings
-from operator_service.api.errors import ApiError
+from operator_service.domain.errors import NotFound, Refused, StorageFailed, StorageTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +35,33 @@ CHUNK_BYTES = 4096
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# What may stand in the plain filename= of Content-Disposition: printable ASCII but the
-# characters that would end or escape the value.
-_UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 
-def stream_result(url: str, settings: Settings, range_header: Optional[str]) -> Response:
+@dataclass
+class ResultFile:
+    """A result opened for streaming: its bytes, the storage's status code (200, or what the
+    storage answered: 206 to a Range, 404, ...), and what names and sizes it."""
+
+    body: Iterator[bytes]
+    status: int
+    filename: str
+    content_type: Optional[str] = None
+    length: Optional[int] = None
+    range_header: Optional[str] = None  # the Range it answers, passed through to the storage
+
+
+def open_result(url: str, settings: Settings, range_header: Optional[str]) -> ResultFile:
     _check_stored_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
-        return _stream_http(url, settings, range_header)
+        return _open_http(url, settings, range_header)
     if scheme == "file":
-        return _stream_file(url, settings)
+        return _open_file(url, settings)
     raise _refused(f"unsupported result URL scheme {scheme or 'none'!r}")
 
 
-def _refused(reason: str) -> ApiError:
-    return ApiError(f"Error getResult: {reason}", 403)
+def _refused(reason: str) -> Refused:
+    return Refused(f"Error getResult: {reason}")
 
 
 def _check_stored_url(url: str) -> None:
@@ -64,19 +73,6 @@ def _check_stored_url(url: str) -> None:
         raise _refused("the stored result URL is malformed") from None
     if _CONTROL.search(url) or (parts.scheme.lower() == "file" and "\x00" in unquote(parts.path)):
         raise _refused("the stored result URL holds control characters")
-
-
-def _content_disposition(filename: str) -> str:
-    """`attachment;filename=<name>` as the original sent it, with a name that is safe in a header.
-
-    The name comes from storage (the URL, or the storage's own Content-Disposition): control
-    characters (CR, LF) would split the header, quotes and semicolons would end the value.
-    They become "_"; a name that is not plain ASCII also goes whole in filename* (RFC 6266).
-    """
-    plain = _UNSAFE_IN_FILENAME.sub("_", filename) or "result"
-    if plain == filename or _CONTROL.search(filename):
-        return f"attachment;filename={plain}"
-    return f"attachment;filename={plain};filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
@@ -129,17 +125,17 @@ def _fetch(url: str, settings: Settings, range_header: Optional[str]) -> request
             upstream = requests.get(url, headers=_upstream_headers(settings, range_header), stream=True,
                                     timeout=settings.result_timeout_seconds, allow_redirects=False)
         except requests.Timeout:
-            raise ApiError("Result storage did not answer in time", 504) from None
+            raise StorageTimedOut("Result storage did not answer in time") from None
         except requests.RequestException as exc:
-            raise ApiError(f"Result storage unreachable: {exc.__class__.__name__}", 502) from None
+            raise StorageFailed(f"Result storage unreachable: {exc.__class__.__name__}") from None
         if not upstream.is_redirect:
             return upstream
         url = urljoin(url, upstream.headers["Location"])
         upstream.close()
-    raise ApiError(f"Result storage redirected more than {MAX_REDIRECTS} times", 502)
+    raise StorageFailed(f"Result storage redirected more than {MAX_REDIRECTS} times")
 
 
-def _stream_http(url: str, settings: Settings, range_header: Optional[str]) -> Response:
+def _open_http(url: str, settings: Settings, range_header: Optional[str]) -> ResultFile:
     upstream = _fetch(url, settings, range_header)
 
     def body() -> Iterator[bytes]:
@@ -150,14 +146,11 @@ def _stream_http(url: str, settings: Settings, range_header: Optional[str]) -> R
         finally:
             upstream.close()
 
-    if range_header:
-        return Response(body(), status=upstream.status_code, headers={"Range": range_header})
-    filename = _filename(url, upstream.headers.get("Content-Disposition"))
-    content_type = upstream.headers.get("Content-Type")
-    return _download(body(), upstream.status_code, filename, content_type)
+    return ResultFile(body(), upstream.status_code, _filename(url, upstream.headers.get("Content-Disposition")),
+                      upstream.headers.get("Content-Type"), range_header=range_header)
 
 
-def _stream_file(url: str, settings: Settings) -> Response:
+def _open_file(url: str, settings: Settings) -> ResultFile:
     if not settings.results_dir:
         raise _refused("local result files are not served (RESULTS_DIR is not set)")
     root = Path(settings.results_dir).resolve()
@@ -170,9 +163,7 @@ def _stream_file(url: str, settings: Settings) -> Response:
             while chunk := handle.read(CHUNK_BYTES):
                 yield chunk
 
-    response = _download(body(), 200, relative.name, None)
-    response.headers["Content-Length"] = str(os.fstat(fd).st_size)
-    return response
+    return ResultFile(body(), 200, relative.name, length=os.fstat(fd).st_size)
 
 
 def _inside(root: Path, path: PurePosixPath) -> PurePosixPath:
@@ -198,7 +189,7 @@ def _open_beneath(root: Path, relative: PurePosixPath) -> int:
         found = os.open(relative.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            raise ApiError("Error getResult: the result file does not exist", 404) from None
+            raise NotFound("Error getResult: the result file does not exist") from None
         raise _refused("the result file is not a regular file inside the results folder") from None
     finally:
         os.close(fd)
@@ -213,20 +204,3 @@ def _filename(url: str, disposition: Optional[str]) -> str:
     if disposition and "filename=" in disposition:
         name = disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"') or name
     return name
-
-
-def _download(body: Iterator[bytes], status: int, filename: str, content_type: Optional[str]) -> Response:
-    has_extension = "." in filename
-    if has_extension and not content_type:
-        content_type = mimetypes.guess_type(filename)[0]
-    elif not has_extension and content_type:
-        filename += mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
-    return Response(
-        body,
-        status=status,
-        content_type=content_type or "application/octet-stream",
-        headers={
-            "Content-Disposition": _content_disposition(filename),
-            "Access-Control-Expose-Headers": "Content-Disposition",
-        },
-    )

@@ -1,9 +1,15 @@
-"""Provider signatures and nonces (original-api.md §4, DECISIONS.md items 1-3).
+"""Provider signatures and nonces.
 
-The Provider signs `owner + (jobId or "") + str(nonce)`: keccak256 of that text, then
-keccak256 of the 32-byte personal-sign prefix and that hash, signed with secp256k1
-(r ‖ s ‖ v, v = 0/1). We recover the signer over the same message, check the allow-list,
-then record the nonce, so only accepted requests consume nonces.
+The Provider signs `owner + (jobId or "") + str(nonce)` (`provider_message`): keccak256 of
+that text, then keccak256 of the 32-byte personal-sign prefix and that hash, signed with
+secp256k1 (r ‖ s ‖ v, v = 0/1). `verify_signature` recovers the signer over the same
+message and checks it against ALLOWED_PROVIDERS; the nonce it returns is recorded by the
+request's own statement (domain/lifecycle.py), so only accepted requests consume nonces.
+
+A nonce (a time in s, ms, us or ns, by magnitude) is accepted once per provider, and only
+if it is no older than NONCE_WINDOW below the newest one accepted from that provider;
+one more than a day ahead of our clock is refused too (accepted, it would lock its
+provider out for that long).
 """
 from __future__ import annotations
 
@@ -18,9 +24,8 @@ from eth_keys import keys
 from sha3 import keccak_256
 
 from operator_service.config import Settings
-from operator_service.api.errors import ApiError
-from operator_service.store import nonces
-from operator_service.store.pool import Database
+from operator_service.domain.errors import InvalidRequest, NotAuthorized
+from operator_service.store.nonces import SignedNonce
 
 PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
 NONCE_PATTERN = re.compile(r"^[0-9]{1,40}(\.[0-9]{1,40})?$")
@@ -51,7 +56,7 @@ def sign_provider_message(private_key: str, message: str) -> str:
 
 
 def recover_address(signature: Any, message: str) -> str:
-    """The lowercase address that signed `message`; ApiError 400 if it cannot be recovered.
+    """The lowercase address that signed `message`; InvalidRequest if none can be recovered.
 
     Recovery calls libsecp256k1 through coincurve (eth-keys' own fast backend) directly:
     eth-keys' object layer and checksum formatting would double the cost of every request.
@@ -67,21 +72,21 @@ def recover_address(signature: Any, message: str) -> str:
             raw[:64] + bytes([v]), message_hash(message), hasher=None
         )
     except (ValueError, TypeError):
-        raise ApiError("Failed to recover address", 400) from None
+        raise InvalidRequest("Failed to recover address") from None
     return "0x" + keccak(public_key.format(compressed=False)[1:])[-20:].hex()
 
 
 def parse_nonce(value: Any) -> Nonce:
     """The nonce as signed (str) and as seconds: ns, us, ms or s chosen by magnitude."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ApiError("Invalid nonce: it must be a positive number", 400)
+        raise InvalidRequest("Invalid nonce: it must be a positive number")
     text = str(value)
     if not NONCE_PATTERN.match(text):
-        raise ApiError("Invalid nonce: it must be a positive number", 400)
+        raise InvalidRequest("Invalid nonce: it must be a positive number")
     try:
         number = Decimal(text)
     except InvalidOperation:
-        raise ApiError("Invalid nonce: it must be a positive number", 400) from None
+        raise InvalidRequest("Invalid nonce: it must be a positive number") from None
     return Nonce(text=text, seconds=number / _unit(number))
 
 
@@ -96,41 +101,32 @@ def _unit(number: Decimal) -> int:
     return 1
 
 
-def check_provider(settings: Settings, signature: Any, message_prefix: str, nonce_value: Any) -> nonces.NonceClaim:
-    """Check a signed Provider request; its nonce, still to be recorded, for the signer."""
+def provider_message(owner: Optional[str], job_id: Optional[str], nonce: str) -> str:
+    """What the Provider signs: the owner, the job id when there is one, then the nonce."""
+    return f"{owner or ''}{job_id or ''}{nonce}"
+
+
+def verify_signature(
+    settings: Settings, signature: Any, owner: Optional[str], job_id: Optional[str], nonce_value: Any
+) -> SignedNonce:
+    """Check a signed Provider request (without recording anything): its nonce, to be
+    recorded for the signer. InvalidRequest or NotAuthorized when it is refused."""
     nonce = parse_nonce(nonce_value)
-    message = message_prefix + nonce.text
+    message = provider_message(owner, job_id, nonce.text)
     address = recover_address(signature, message)
     if settings.signature_required and address not in settings.allowed_providers:
-        raise ApiError(
+        raise NotAuthorized(
             f"Invalid signature {signature} of documentId {message},the signing ethereum account"
-            f" {address} is not authorized to use this service.",
-            401,
+            f" {address} is not authorized to use this service."
         )
     if float(nonce.seconds) > time.time() + MAX_FUTURE_SECONDS:
-        raise ApiError(f"Invalid nonce {nonce.text}: too far in the future", 401)
+        raise NotAuthorized(f"Invalid nonce {nonce.text}: too far in the future")
     guarded = address in settings.allowed_providers
-    return nonces.NonceClaim(address, nonce.text, nonce.seconds, settings.nonce_window_seconds, guarded)
+    return SignedNonce(address, nonce.text, nonce.seconds, settings.nonce_window_seconds, guarded)
 
 
-def nonce_refused(claim: nonces.NonceClaim) -> ApiError:
-    return ApiError(
-        f"Invalid nonce {claim.nonce}: already used, or older than the"
-        f" {claim.window_seconds} s window below the newest nonce of {claim.provider}",
-        401,
+def nonce_refused(signed: SignedNonce) -> NotAuthorized:
+    return NotAuthorized(
+        f"Invalid nonce {signed.nonce}: already used, or older than the"
+        f" {signed.window_seconds} s window below the newest nonce of {signed.provider}"
     )
-
-
-def verify_provider(
-    db: Database, settings: Settings, signature: Any, message_prefix: str, nonce_value: Any
-) -> str:
-    """Check a signed Provider request and record its nonce; return the signer's address."""
-    claim = check_provider(settings, signature, message_prefix, nonce_value)
-    if not nonces.record_nonce(db, claim):
-        raise nonce_refused(claim)
-    return claim.provider
-
-
-def message_prefix(owner: Optional[str], job_id: Optional[str]) -> str:
-    """What the Provider puts before the nonce: owner, then the job id when there is one."""
-    return f"{owner or ''}{job_id or ''}"

@@ -11,18 +11,20 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from operator_service.config import ConfigError, load_settings
-from operator_service.engine.settings import EngineConfig, load_engine_config
 from operator_service.engine.lease import LeaseLost
 from operator_service.engine.runner import run_engine
-from operator_service.logging_setup import setup_logging
+from operator_service.engine.settings import EngineConfig, load_engine_config
+from operator_service.env_vars import ConfigError
+from operator_service.logging_setup import load_logging_settings, setup_logging
 from operator_service.store.pool import DatabaseUnavailable
+from operator_service.store.settings import load_postgres_settings
 
 __all__ = ["EngineConfig", "load_engine_config", "main", "run_engine"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the engine with settings from the environment (POSTGRES_*, ENGINE_*, nCPU, ...)."""
+    """Run the engine with its settings from the environment: POSTGRES_*, LOG_LEVEL / LOG_CFG and its
+    own (engine/settings.py). It reads none of the service's settings."""
     parser = argparse.ArgumentParser(
         prog="operator-service engine",
         description="Run the local compute engine until SIGINT or SIGTERM. It is configured by"
@@ -30,17 +32,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.parse_args(argv)
     try:
-        settings = load_settings()
+        postgres = load_postgres_settings()
+        logging_settings = load_logging_settings()
         engine_config = load_engine_config()
     except ConfigError as exc:
         print(f"operator-service engine: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings)
+    setup_logging(logging_settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        run_engine(settings, engine_config, stop)
+        run_engine(postgres, engine_config, stop)
     except ConfigError as exc:
         print(f"operator-service engine: {exc}", file=sys.stderr)
         return 2

@@ -41,12 +41,14 @@ from operator_service.engine import sandbox, workspace
 from operator_service.engine.sandbox import containers
 from operator_service.engine.settings import EngineConfig
 from operator_service.engine.fetch import FetchLimits
-from operator_service.engine.provision import input_dids, provision
+from operator_service.engine.provision import provision
 from operator_service.engine.publish import publish
 from operator_service.engine.sandbox.isolation import AlgorithmProcess, Isolation, JobSandbox, SandboxError
 from operator_service.engine.volumes import VolumeError
 from operator_service.engine.workspace import open_engine_file, workspace_for
 from operator_service.engine import queries as q
+from operator_service.model.status import JobStatus, StopRequest
+from operator_service.model.workflow import JobDocument
 from operator_service.store.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -84,34 +86,32 @@ class JobRun:
         self.job_id = job_id
         self.workspace = workspace_for(ctx.config.work_dir, job_id)
         self.sandbox = JobSandbox(ctx.isolation, ctx.config, self.workspace, job_id)
-        self.document = _parse(document)
-        self.stage = _first_stage(self.document)
-        self.algorithm = _dict(self.stage.get("algorithm"))
-        self.container = _dict(self.algorithm.get("container"))
+        self.document = JobDocument.parse(document)
+        self.stage = self.document.stage
         self.finished = False
 
     def run(self) -> None:
         """A job just taken (status 20): every stage."""
         try:
-            status = self._configure() if self._create_folder() else q.DATA_FAILED
-            if status == q.PROVISIONED:
+            status = self._configure() if self._create_folder() else JobStatus.DATA_FAILED
+            if status == JobStatus.PROVISIONED:
                 self._algorithm_stage()
             self._publish_and_finish(status)
         finally:
             self._clean_up()
 
-    def resume(self, status: int) -> None:
+    def resume(self, status: JobStatus) -> None:
         """A job an earlier engine took and did not finish (see the module docstring)."""
         log.info("resuming job %s found at status %s", self.job_id, status)
-        if status in (q.CONFIGURING, q.PROVISIONED):
-            self.ctx.call(q.set_status, self.job_id, q.CONFIGURING)
+        if status in (JobStatus.CONFIGURING, JobStatus.PROVISIONED):
+            self.ctx.call(q.set_status, self.job_id, JobStatus.CONFIGURING)
             self.run()
             return
         try:
             self._reopen_folder()
-            if status == q.RUNNING:
+            if status == JobStatus.RUNNING:
                 self._end_interrupted_algorithm()
-            configured = status if status in (q.DATA_FAILED, q.ALGORITHM_FAILED) else q.PROVISIONED
+            configured = status if status in (JobStatus.DATA_FAILED, JobStatus.ALGORITHM_FAILED) else JobStatus.PROVISIONED
             self._publish_and_finish(configured)
         finally:
             self._clean_up()
@@ -124,7 +124,7 @@ class JobRun:
             workspace.create(self.workspace, self.sandbox.uid, self.sandbox.volume_bytes)
         except VolumeError as exc:
             self._admin_log("configure")(f"The job's volume could not be made: {exc}")
-            self.ctx.call(q.set_status, self.job_id, q.DATA_FAILED)
+            self.ctx.call(q.set_status, self.job_id, JobStatus.DATA_FAILED)
             return False
         open_engine_file(self.workspace.algorithm_log, "w").close()
         return True
@@ -135,7 +135,7 @@ class JobRun:
         except (VolumeError, OSError) as exc:
             log.error("job %s: cannot reopen its volume (%s); publishing what is left", self.job_id, exc)
 
-    def _configure(self) -> int:
+    def _configure(self) -> JobStatus:
         limits = FetchLimits(self.ctx.config.max_input_bytes, self.ctx.config.fetch_timeout)
         status = provision(self.workspace, self.stage, limits, self.ctx.stop, self._admin_log("configure"))
         if self.ctx.stop.is_set():
@@ -147,7 +147,7 @@ class JobRun:
         if self._stop_requested():
             self._note("stop requested before the algorithm started; it was not run")
             return
-        self.ctx.call(q.set_status, self.job_id, q.RUNNING)
+        self.ctx.call(q.set_status, self.job_id, JobStatus.RUNNING)
         seconds = self._time_limit()
         with open_engine_file(self.workspace.algorithm_log, "a") as output:
             process = self._start(output, seconds)
@@ -172,8 +172,8 @@ class JobRun:
 
     def _start(self, output: BinaryIO, seconds: float) -> Optional[AlgorithmProcess]:
         """Start the algorithm (container or sandbox); None, with a note, if it cannot start."""
-        entrypoint = str(self.container.get("entrypoint", ""))
-        image = str(self.container.get("image") or "")
+        entrypoint = str(self.stage.container.get("entrypoint", ""))
+        image = str(self.stage.container.get("image") or "")
         try:
             if self.ctx.isolation.docker and image:
                 return self._start_container(image, entrypoint, output)
@@ -196,7 +196,7 @@ class JobRun:
 
     def _start_container(self, image: str, entrypoint: str, output: BinaryIO) -> AlgorithmProcess:
         config, ws = self.ctx.config, self.workspace
-        reference = containers.image_reference(image, self.container.get("tag"), self.container.get("checksum"))
+        reference = containers.image_reference(image, self.stage.container.get("tag"), self.stage.container.get("checksum"))
         mounts = [(ws.inputs, "inputs", True), (ws.transformations, "transformations", True),
                   (ws.ddos, "ddos", True), (ws.outputs, "outputs", False), (ws.logs, "logs", False)]
         command = entrypoint.replace("$ALGO", f"{containers.CONTAINER_VOLUME}/transformations/algorithm")
@@ -232,7 +232,7 @@ class JobRun:
     def _stop_requested(self) -> bool:
         """One look at stopreq; a database outage reads as "no request" so supervision goes on."""
         try:
-            return q.stop_request(self.ctx.db, self.job_id) == q.STOP_REQUESTED
+            return q.stop_request(self.ctx.db, self.job_id) == StopRequest.REQUESTED
         except DatabaseUnavailable:
             return False
 
@@ -245,9 +245,9 @@ class JobRun:
         self._note("the engine restarted while the algorithm was running; the algorithm was stopped"
                    " and is not run again")
 
-    def _publish_and_finish(self, configured: int) -> None:
-        if configured == q.PROVISIONED:
-            self.ctx.call(q.set_status, self.job_id, q.PUBLISHING)
+    def _publish_and_finish(self, configured: JobStatus) -> None:
+        if configured == JobStatus.PROVISIONED:
+            self.ctx.call(q.set_status, self.job_id, JobStatus.PUBLISHING)
         publish_log = self._admin_log("publish")
         try:
             entries = publish(self.workspace, self.ctx.config.results_dir, self.job_id,
@@ -256,7 +256,7 @@ class JobRun:
             log.error("publishing job %s failed: %s", self.job_id, exc)
             entries = []
         self.ctx.call(q.publish_outputs, self.job_id, json.dumps(entries))
-        self.ctx.call(q.finish_job, self.job_id, q.FINISHED if configured == q.PROVISIONED else None)
+        self.ctx.call(q.finish_job, self.job_id, JobStatus.FINISHED if configured == JobStatus.PROVISIONED else None)
         self.finished = True
         log.info("job %s finished (%d results published)", self.job_id, len(entries))
 
@@ -275,25 +275,22 @@ class JobRun:
             log.error("job %s: cannot clean up its folder: %s", self.job_id, exc)
 
     def _pod_env(self, volume: str) -> dict[str, str]:
-        """The variables Ocean's algorithm pod gets (engine-contract.md A.2, stage 2)."""
-        metadata = _dict(self.document.get("metadata"))
+        """The variables Ocean's algorithm pod gets."""
         return {
-            "DIDS": json.dumps(input_dids(self.stage)),
-            "TRANSFORMATION_DID": str(self.algorithm.get("id") or ""),
+            "DIDS": json.dumps(self.stage.input_dids()),
+            "TRANSFORMATION_DID": str(self.stage.algorithm.get("id") or ""),
             "VOLUME": volume,
             "LOGS": f"{volume}/logs",
             "INPUTS": f"{volume}/inputs",
             "OUTPUTS": f"{volume}/outputs",
-            "secret": str(metadata.get("secret") or ""),
+            "secret": self.document.secret,
         }
 
     def _time_limit(self) -> float:
+        """maxJobDuration, or the job's compute.maxtime when that is positive and smaller."""
+        requested = self.stage.max_time()
         limit = self.ctx.config.max_job_duration
-        try:
-            requested = float(_dict(self.stage.get("compute")).get("maxtime"))
-        except (TypeError, ValueError):
-            return limit
-        return min(limit, requested) if requested > 0 else limit
+        return min(limit, requested) if requested is not None else limit
 
     def _note(self, text: str) -> None:
         """Append the engine's own line to algorithm.log, where the Provider's user reads it.
@@ -315,20 +312,3 @@ class JobRun:
 
         return write
 
-
-def _parse(document: str) -> dict:
-    try:
-        value = json.loads(document)
-    except (TypeError, ValueError):
-        return {}
-    return _dict(value)
-
-
-def _first_stage(document: dict) -> dict:
-    """spec.metadata.stages[0] of the job document; {} when the document has none."""
-    stages = _dict(_dict(document.get("spec")).get("metadata")).get("stages")
-    return _dict(stages[0]) if isinstance(stages, list) and stages else {}
-
-
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}

@@ -1,7 +1,7 @@
 """The engine's lease on its namespace: two of our engines never run the same namespace's jobs.
 
 `NamespaceLease.take` waits until this engine holds the namespace's advisory lock (see
-store/leases.py) on a database connection of its own, saying who holds it meanwhile;
+queries.py) on a database connection of its own, saying who holds it meanwhile;
 nothing else of the engine starts before. The engine confirms the lease before each
 round of taking jobs, and takes a job only by a statement that checks, in the database
 itself, that the lease's session still holds the lock.
@@ -22,8 +22,8 @@ import threading
 import time
 from typing import Optional
 
-from operator_service.config import PostgresSettings
-from operator_service.engine import lease_queries as leases
+from operator_service.store.settings import PostgresSettings
+from operator_service.engine import queries
 from operator_service.store.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class NamespaceLease:
         noticed_at: Optional[float] = None
         while not stop.is_set():
             try:
-                held, pid = leases.take(self._db, self.namespace)
+                held, pid = queries.take_lease(self._db, self.namespace)
             except DatabaseUnavailable as exc:
                 if not reached:
                     raise
@@ -87,7 +87,7 @@ class NamespaceLease:
 
     def _holder(self) -> str:
         try:
-            return leases.holder(self._db, self.namespace) or "which has just stopped"
+            return queries.lease_holder(self._db, self.namespace) or "which has just stopped"
         except DatabaseUnavailable:
             return "unknown"
 
@@ -96,7 +96,7 @@ class NamespaceLease:
 
         LeaseLost if another engine holds it; DatabaseUnavailable if the database cannot tell.
         """
-        held, pid = leases.take(self._db, self.namespace)
+        held, pid = queries.take_lease(self._db, self.namespace)
         if not held:
             raise LeaseLost(f"environment {self.namespace} was taken over by another engine, {self._holder()}")
         if pid != self.pid:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.workspace import Workspace
-from operator_service.engine.queries import ALGORITHM_FAILED, DATA_FAILED, PROVISIONED
+from operator_service.model.status import JobStatus
+from operator_service.model.workflow import Stage, without_prefix
 
 DID_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")
 MIN_RAWCODE_CHARS = 11
@@ -28,33 +29,22 @@ class ProvisionError(Exception):
     """The job document itself makes provisioning impossible."""
 
 
-def input_dids(stage: dict) -> list[str]:
-    """The DIDS the algorithm pod gets: every input id without the did:op: prefix."""
-    return [str(item.get("id", "")).replace("did:op:", "") for item in _inputs(stage)]
-
-
-def provision(workspace: Workspace, stage: dict, limits: FetchLimits, stop: threading.Event, log: Log) -> int:
+def provision(workspace: Workspace, stage: Stage, limits: FetchLimits, stop: threading.Event, log: Log) -> JobStatus:
     log("========== Fetching input assets ============")
-    for position, item in enumerate(_inputs(stage)):
+    for position, item in enumerate(stage.inputs):
         try:
             _fetch_input(workspace, position, item, limits, stop, log)
         except (FetchError, ProvisionError, OSError) as exc:
             log(f"Input {position} failed: {exc}")
-            return DATA_FAILED
+            return JobStatus.DATA_FAILED
     log("========== Done with inputs, moving to algo ============")
-    algorithm = stage.get("algorithm") if isinstance(stage.get("algorithm"), dict) else {}
     try:
-        _write_algorithm(workspace, algorithm, limits, stop, log)
+        _write_algorithm(workspace, stage, limits, stop, log)
     except (FetchError, ProvisionError, OSError) as exc:
         log(f"Algorithm failed: {exc}")
-        return ALGORITHM_FAILED
+        return JobStatus.ALGORITHM_FAILED
     log("========== Provisioning success ============")
-    return PROVISIONED
-
-
-def _inputs(stage: dict) -> list[dict]:
-    items = stage.get("input")
-    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    return JobStatus.PROVISIONED
 
 
 def _urls(value: Any) -> list[Any]:
@@ -66,7 +56,7 @@ def _urls(value: Any) -> list[Any]:
 def _fetch_input(
     workspace: Workspace, position: int, item: dict, limits: FetchLimits, stop: threading.Event, log: Log
 ) -> None:
-    did = str(item.get("id", "")).replace("did:op:", "")
+    did = without_prefix(item.get("id", ""))
     if not DID_FOLDER.match(did):
         raise ProvisionError(f"input id {item.get('id')!r:.100} cannot name a folder")
     urls = _urls(item.get("url"))
@@ -80,11 +70,9 @@ def _fetch_input(
         log(f"Downloaded {size} bytes to inputs/{did}/{index}")
 
 
-def _write_algorithm(
-    workspace: Workspace, algorithm: dict, limits: FetchLimits, stop: threading.Event, log: Log
-) -> None:
-    container = algorithm.get("container")
-    entrypoint = container.get("entrypoint") if isinstance(container, dict) else None
+def _write_algorithm(workspace: Workspace, stage: Stage, limits: FetchLimits, stop: threading.Event, log: Log) -> None:
+    algorithm = stage.algorithm
+    entrypoint = stage.container.get("entrypoint")
     if not isinstance(entrypoint, str) or not entrypoint.strip():
         raise ProvisionError("it has no container entrypoint")
     if "algocustomdata" in algorithm:

@@ -1,40 +1,27 @@
 """Every statement the local engine runs: the database contract of Ocean's operator-engine.
 
 The local engine talks to the service only through these statements, the same ones
-Ocean's operator-engine, pod-configuration and pod-publishing run (engine-contract.md
-A.2-A.3, original-api.md §5.5), so the service cannot tell the two engines apart.
-Two deliberate differences, both invisible to the service: taking a job is one atomic
-UPDATE (status 1 -> 20), made only while the engine holds its namespace's lease, so a
-job can never be run twice; and the final status and dateFinished are written together,
-so a crash cannot leave a finished job half-written.
+Ocean's operator-engine, pod-configuration and pod-publishing run, so the service cannot
+tell the two engines apart. Two deliberate differences, both invisible to the service:
+taking a job is one atomic UPDATE (status 1 -> 20), made only while the engine holds its
+namespace's lease, so a job can never be run twice; and the final status and
+dateFinished are written together, so a crash cannot leave a finished job half-written.
+
+The namespace's lease is a session-level advisory lock, held by the session that took it
+until that session ends (the engine stops, crashes, or loses its connection), so a dead
+engine never keeps its namespace. Its key is a class number of our own in the upper 32
+bits and the CRC-32 of the namespace in the lower ones; Postgres shows them in pg_locks as
+classid and objid (objsubid 1), where anyone can see which session holds which namespace.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Optional
 
-from operator_service.engine import lease_queries as leases
+from operator_service.model.status import JobStatus, StopRequest
 from operator_service.store.pool import Database
 
-CONFIGURING = 20
-PROVISIONED = 30
-DATA_FAILED = 31
-ALGORITHM_FAILED = 32
-RUNNING = 40
-PUBLISHING = 60
-FINISHED = 70
-
-STATUS_TEXTS = {
-    CONFIGURING: "Configuring volumes",
-    PROVISIONED: "Provisioning success",
-    DATA_FAILED: "Data provisioning failed",
-    ALGORITHM_FAILED: "Algorithm provisioning failed",
-    RUNNING: "Running algorithm ",  # the trailing space is what Ocean's engine stores
-    PUBLISHING: "Publishing results",
-    FINISHED: "Job finished",
-}
-
-STOP_REQUESTED = 1
-TIMED_OUT = 2
+LEASE_CLASS = 0x4F505253  # "OPRS": no other lock of ours uses this upper half
 MAX_UNFINISHED = 1000
 
 
@@ -45,40 +32,41 @@ def announce(db: Database, namespace: str, status_json: str, limit: int) -> list
         return [row[0] for row in cur.fetchall()]
 
 
-def claim_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> Optional[str]:
+def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> Optional[str]:
     """Take a queued job (1 -> 20) and return its job document; None if it is not queued, or
-    if backend `lease_pid` no longer holds the namespace's lease (store/leases.py)."""
+    if backend `lease_pid` no longer holds the namespace's lease."""
     with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
-            " WHERE workflowId = %s AND namespace = %s AND status = 1 AND dateFinished IS NULL"
-            f" AND {leases.held_by('%s')} RETURNING workflow",
-            (CONFIGURING, STATUS_TEXTS[CONFIGURING], job_id, namespace, lease_pid, *leases.lock_parts(namespace)),
+            " WHERE workflowId = %s AND namespace = %s AND status = %s AND dateFinished IS NULL"
+            f" AND {lease_held_by('%s')} RETURNING workflow",
+            (JobStatus.CONFIGURING, JobStatus.CONFIGURING.text, job_id, namespace, JobStatus.QUEUED, lease_pid,
+             *lease_lock_parts(namespace)),
         )
         row = cur.fetchone()
         return None if row is None else (row[0] or "")
 
 
-def set_status(db: Database, job_id: str, status: int) -> None:
+def set_status(db: Database, job_id: str, status: JobStatus) -> None:
     with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s",
-            (status, STATUS_TEXTS[status], job_id),
+            (status, status.text, job_id),
         )
 
 
-def stop_request(db: Database, job_id: str) -> int:
-    """The job's stopreq: 0 none, 1 requested through the API, 2 timed out."""
+def stop_request(db: Database, job_id: str) -> StopRequest:
+    """The job's stopreq."""
     with db.cursor() as cur:
         cur.execute("SELECT stopreq FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))
         row = cur.fetchone()
-        return int(row[0] or 0) if row else 0
+        return StopRequest(int(row[0] or 0)) if row else StopRequest.NONE
 
 
 def mark_timed_out(db: Database, job_id: str) -> None:
     with db.cursor() as cur:
-        cur.execute("UPDATE jobs SET stopreq = %s WHERE workflowId = %s", (TIMED_OUT, job_id))
+        cur.execute("UPDATE jobs SET stopreq = %s WHERE workflowId = %s", (StopRequest.TIMED_OUT, job_id))
 
 
 def publish_outputs(db: Database, job_id: str, outputs_json: str) -> None:
@@ -87,7 +75,7 @@ def publish_outputs(db: Database, job_id: str, outputs_json: str) -> None:
         cur.execute("UPDATE jobs SET outputsURL = %s WHERE workflowId = %s", (outputs_json, job_id))
 
 
-def finish_job(db: Database, job_id: str, status: Optional[int]) -> None:
+def finish_job(db: Database, job_id: str, status: Optional[JobStatus]) -> None:
     """Set dateFinished, and the final status when one is given (31/32 are left as they are)."""
     with db.cursor() as cur:
         if status is None:
@@ -99,16 +87,67 @@ def finish_job(db: Database, job_id: str, status: Optional[int]) -> None:
             cur.execute(
                 "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now()),"
                 " dateFinished = timezone('UTC', now()) WHERE workflowId = %s",
-                (status, STATUS_TEXTS[status], job_id),
+                (status, status.text, job_id),
             )
 
 
-def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, int, str]]:
+def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, JobStatus, str]]:
     """(jobId, status, job document) of the jobs an engine of `namespace` took and did not finish."""
     with db.cursor() as cur:
         cur.execute(
             "SELECT workflowId, status, workflow FROM jobs WHERE namespace = %s"
             " AND status BETWEEN %s AND %s AND dateFinished IS NULL ORDER BY dateCreated LIMIT %s",
-            (namespace, CONFIGURING, FINISHED, MAX_UNFINISHED),
+            (namespace, JobStatus.CONFIGURING, JobStatus.FINISHED, MAX_UNFINISHED),
         )
-        return [(row[0], int(row[1]), row[2] or "") for row in cur.fetchall()]
+        return [(row[0], JobStatus(int(row[1])), row[2] or "") for row in cur.fetchall()]
+
+
+def lease_held_by(pid: str) -> str:
+    """SQL condition: backend `pid` (an SQL expression) holds a namespace's lock, given as the
+    parameters (classid, objid). Statements that must run only under the lease use it."""
+    return (
+        f"EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = {pid}"
+        " AND classid = %s::oid AND objid = %s::oid AND objsubid = 1)"
+    )
+
+
+def lease_lock_parts(namespace: str) -> tuple[int, int]:
+    """(classid, objid) of the namespace's lock."""
+    return LEASE_CLASS, zlib.crc32(namespace.encode())
+
+
+def lease_lock_key(namespace: str) -> int:
+    classid, objid = lease_lock_parts(namespace)
+    return (classid << 32) | objid
+
+
+def take_lease(db: Database, namespace: str) -> tuple[bool, int]:
+    """Hold the namespace's lock in this session if no other session does: (held, backend pid).
+
+    Held already by this session: true, without taking it again (it would stack).
+    """
+    with db.cursor() as cur:
+        cur.execute(
+            f"SELECT CASE WHEN {lease_held_by('pg_backend_pid()')} THEN true"
+            " ELSE pg_try_advisory_lock(%s) END, pg_backend_pid()",
+            (*lease_lock_parts(namespace), lease_lock_key(namespace)),
+        )
+        held, pid = cur.fetchone()
+        return bool(held), int(pid)
+
+
+def lease_holder(db: Database, namespace: str) -> Optional[str]:
+    """Who holds the namespace's lock, as far as this role may see: application and address."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT l.pid, a.application_name, a.client_addr::text FROM pg_locks l"
+            " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid"
+            " AND l.objsubid = 1",
+            lease_lock_parts(namespace),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    pid, application, address = row
+    return f"{application or 'a session'} (backend {pid}{', from ' + address if address else ''})"

@@ -17,7 +17,6 @@ from typing import Callable
 
 import psycopg2
 
-from operator_service.config import Settings
 from operator_service.engine import workspace
 from operator_service.engine.settings import EngineConfig, operator_key
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
@@ -26,6 +25,7 @@ from operator_service.engine.sandbox.isolation import Isolation, kill_leftovers,
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
 from operator_service.engine import queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
+from operator_service.store.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Engine:
         for job_id in q.announce(self.ctx.db, self.ctx.config.namespace, document, limit):
             if self.current_jobs >= self.ctx.config.max_jobs or self.ctx.stop.is_set():
                 break
-            job_document = q.claim_job(self.ctx.db, job_id, self.ctx.config.namespace, self.lease.pid)
+            job_document = q.take_job(self.ctx.db, job_id, self.ctx.config.namespace, self.lease.pid)
             if job_document is not None:
                 self._start(job_id, job_document, JobRun.run)
 
@@ -159,7 +159,7 @@ def _plain(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: threading.Event) -> None:
+def run_engine(postgres: PostgresSettings, engine_config: EngineConfig, stop_event: threading.Event) -> None:
     """Run the engine until `stop_event` is set; return once its job threads have stopped.
 
     ConfigError, before anything else, when algorithms could not be sandboxed (see
@@ -171,18 +171,18 @@ def run_engine(settings: Settings, engine_config: EngineConfig, stop_event: thre
     prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
     isolation = set_up_isolation(engine_config)
     try:
-        lease = NamespaceLease.take(settings.postgres, engine_config.namespace, stop_event)
+        lease = NamespaceLease.take(postgres, engine_config.namespace, stop_event)
         if lease is None:
             return
         with lease:
-            _run_holding(lease, isolation, settings, engine_config, stop_event)
+            _run_holding(lease, isolation, postgres, engine_config, stop_event)
     finally:
         if isolation.cgroups is not None:
             isolation.cgroups.remove_if_empty()
 
 
 def _run_holding(
-    lease: NamespaceLease, isolation: Isolation, settings: Settings, engine_config: EngineConfig,
+    lease: NamespaceLease, isolation: Isolation, postgres: PostgresSettings, engine_config: EngineConfig,
     stop_event: threading.Event,
 ) -> None:
     """The engine itself, once it holds the lease."""
@@ -197,7 +197,7 @@ def _run_holding(
     killed = kill_leftovers(isolation)
     if killed:
         log.info("killed the processes of %d job(s) an earlier run of this engine left behind", killed)
-    db = Database(settings.postgres, max_connections=engine_config.max_jobs + 2)
+    db = Database(postgres, max_connections=engine_config.max_jobs + 2)
     try:
         Engine(EngineContext(db, engine_config, stop_event, isolation), address, lease).run()
     finally:

@@ -16,7 +16,7 @@ from typing import Mapping, Optional
 from eth_keys import keys
 from eth_keys.exceptions import ValidationError
 
-from operator_service.config import ConfigError, env_choice, env_flag, env_number
+from operator_service.env_vars import ConfigError, env_choice, env_flag, env_number
 
 DOCKER_MODES = ("auto", "on", "off")
 SANDBOX_MODES = ("bwrap", "unsafe-no-sandbox")

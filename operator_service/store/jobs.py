@@ -1,8 +1,8 @@
 """Every statement on the `jobs` table that the service itself runs.
 
-Status 0 ("Registering") marks a job whose registration is under way (see
-operator_service/registration.py): no engine picks it up (announce() hands out status 1
-only) and no read route shows it.
+Status 0 (REGISTERING) marks a job whose registration is under way (see
+domain/lifecycle.py): no engine picks it up (announce() hands out status 1 only) and no
+read route shows it.
 """
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.errors
 
-from operator_service.store.nonces import RECORD_NONCE_CALL, NonceClaim, NonceRefused
+from operator_service.model.status import JobStatus, StopRequest
+from operator_service.store.nonces import RECORD_NONCE_CALL, NonceRefused, SignedNonce
 from operator_service.store.pool import Database, run_prepared
 
-REGISTERING = 0
-QUEUED = 1
+REGISTERING = JobStatus.REGISTERING
+QUEUED = JobStatus.QUEUED
 MAX_ROWS = 1000
 MAX_RUNNING_ROWS = 10000
 
@@ -74,7 +75,7 @@ def insert_job(
     algo_did: Optional[str],
     input_dids: Optional[list[str]],
     namespace: str,
-    claim: NonceClaim,
+    signed_nonce: SignedNonce,
     status: int,
 ) -> tuple:
     """Record the request's nonce and insert its job row, in one statement (one round trip);
@@ -84,8 +85,9 @@ def insert_job(
     running; either way nothing is stored (nor the nonce: the statement is undone whole).
     The signer is the job's provider.
     """
-    status_text = "Warming up" if status == QUEUED else "Registering"
-    nonce_source, nonce_params = (RECORD_NONCE_CALL, claim.params()) if claim.guarded else ("(VALUES (true))", ())
+    status_text = JobStatus(status).text
+    nonce_source, nonce_params = (
+        (RECORD_NONCE_CALL, signed_nonce.params()) if signed_nonce.guarded else ("(VALUES (true))", ()))
     try:
         with db.cursor() as cur:
             run_prepared(
@@ -93,16 +95,16 @@ def insert_job(
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
                 " workflow, algoDID, inputDIDs, namespace, provider)"
                 " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s"
-                f" FROM {nonce_source} AS claim(accepted) WHERE claim.accepted"
+                f" FROM {nonce_source} AS nonce(accepted) WHERE nonce.accepted"
                 f" RETURNING {STATUS_COLUMNS}",
                 (agreement_id, job_id, owner, status, status_text, document, algo_did, input_dids,
-                 namespace, claim.provider, *nonce_params),
+                 namespace, signed_nonce.provider, *nonce_params),
             )
             row = cur.fetchone()
     except psycopg2.errors.UniqueViolation:
         raise DuplicateAgreement(agreement_id) from None
     if row is None:
-        raise NonceRefused(claim.nonce)
+        raise NonceRefused(signed_nonce.nonce)
     return row
 
 
@@ -110,9 +112,9 @@ def queue_registered_job(db: Database, job_id: str) -> Optional[tuple]:
     """Make a registered job eligible for the engines (0 -> 1); its STATUS_COLUMNS row, None if it is gone."""
     with db.cursor() as cur:
         cur.execute(
-            "UPDATE jobs SET status = %s, statusText = 'Warming up', laststatusupdate = timezone('UTC', now())"
+            "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             f" WHERE workflowId = %s AND status = %s RETURNING {STATUS_COLUMNS}",
-            (QUEUED, job_id, REGISTERING),
+            (QUEUED, QUEUED.text, job_id, REGISTERING),
         )
         return cur.fetchone()
 
@@ -158,19 +160,21 @@ def job_statuses(db: Database, filters: JobFilter) -> list[tuple]:
         return cur.fetchall()
 
 
-def claim_and_read_statuses(db: Database, filters: JobFilter, claim: NonceClaim) -> Optional[list[tuple]]:
+def record_nonce_and_read_statuses(
+    db: Database, filters: JobFilter, signed_nonce: SignedNonce
+) -> Optional[list[tuple]]:
     """Record a signed read's nonce and read the matching jobs (as job_statuses) in one
     statement, so one round trip to Postgres; None when the nonce is refused."""
-    if not claim.guarded:
+    if not signed_nonce.guarded:
         return job_statuses(db, filters)
     where, params = filters.where()
     with db.cursor() as cur:
         run_prepared(
             cur,
-            f"SELECT claim.accepted, found.* FROM {RECORD_NONCE_CALL} AS claim(accepted)"
-            f" LEFT JOIN LATERAL (SELECT {STATUS_COLUMNS} FROM jobs WHERE {where}) AS found ON claim.accepted"
+            f"SELECT nonce.accepted, found.* FROM {RECORD_NONCE_CALL} AS nonce(accepted)"
+            f" LEFT JOIN LATERAL (SELECT {STATUS_COLUMNS} FROM jobs WHERE {where}) AS found ON nonce.accepted"
             " ORDER BY found.created::numeric DESC LIMIT %s",
-            (*claim.params(), *params, MAX_ROWS),
+            (*signed_nonce.params(), *params, MAX_ROWS),
         )
         rows = cur.fetchall()
     if not rows[0][0]:
@@ -189,13 +193,14 @@ def request_stop(db: Database, filters: JobFilter, annotate: bool = False) -> li
     where, params = filters.where()
     if annotate:
         sql = (
-            "UPDATE jobs SET stopreq = CASE WHEN dateFinished IS NULL AND stopreq = 0 THEN 1 ELSE stopreq END,"
-            " stopAnnotationPending = true"
-            f" WHERE {where} AND ((dateFinished IS NULL AND stopreq = 0) OR stopAnnotationPending)"
+            f"UPDATE jobs SET stopreq = CASE WHEN dateFinished IS NULL AND stopreq = {StopRequest.NONE}"
+            f" THEN {StopRequest.REQUESTED} ELSE stopreq END, stopAnnotationPending = true"
+            f" WHERE {where} AND ((dateFinished IS NULL AND stopreq = {StopRequest.NONE}) OR stopAnnotationPending)"
             " RETURNING workflowId, namespace"
         )
     else:
-        sql = f"UPDATE jobs SET stopreq = 1 WHERE {where} AND dateFinished IS NULL AND stopreq = 0 RETURNING workflowId, namespace"
+        sql = (f"UPDATE jobs SET stopreq = {StopRequest.REQUESTED} WHERE {where} AND dateFinished IS NULL"
+               f" AND stopreq = {StopRequest.NONE} RETURNING workflowId, namespace")
     with db.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
@@ -225,8 +230,8 @@ def mark_removed(db: Database, filters: JobFilter) -> list[tuple[str, str]]:
     where, params = filters.where()
     with db.cursor() as cur:
         cur.execute(
-            "UPDATE jobs SET removed = 1,"
-            " stopreq = CASE WHEN dateFinished IS NULL AND stopreq = 0 THEN 1 ELSE stopreq END"
+            "UPDATE jobs SET removed = 1, stopreq = CASE WHEN dateFinished IS NULL"
+            f" AND stopreq = {StopRequest.NONE} THEN {StopRequest.REQUESTED} ELSE stopreq END"
             f" WHERE {where} RETURNING workflowId, namespace",
             params,
         )

@@ -1,9 +1,9 @@
-"""The replay guard (DECISIONS.md item 2): a call of the `operator_record_nonce` function.
+"""The replay guard: a call of the `operator_record_nonce` function.
 
 The function (store/migrations.py, NONCE_FUNCTION) records the nonce only if it is new
 and within the window below the provider's newest, atomically. RECORD_NONCE_CALL lets
 another statement make the same call, so a read can record its nonce in the same round
-trip (jobs.claim_and_read_statuses).
+trip (jobs.record_nonce_and_read_statuses).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class NonceRefused(Exception):
 
 
 @dataclass(frozen=True)
-class NonceClaim:
+class SignedNonce:
     """A signed request's nonce, to be recorded for its provider unless `guarded` is False.
 
     Only the nonces of a trusted signer (one of ALLOWED_PROVIDERS) are guarded. With
@@ -40,11 +40,11 @@ class NonceClaim:
         return (self.provider, self.nonce[:255], self.seconds, self.window_seconds)
 
 
-def record_nonce(db: Database, claim: NonceClaim) -> bool:
+def record_nonce(db: Database, signed: SignedNonce) -> bool:
     """Record the nonce if it is new and recent enough for its provider; True if recorded
     (or not guarded)."""
-    if not claim.guarded:
+    if not signed.guarded:
         return True
     with db.cursor() as cur:
-        run_prepared(cur, f"SELECT {RECORD_NONCE_CALL}", claim.params())
+        run_prepared(cur, f"SELECT {RECORD_NONCE_CALL}", signed.params())
         return cur.fetchone()[0]

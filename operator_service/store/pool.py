@@ -34,7 +34,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from operator_service.config import PostgresSettings
+from operator_service.store.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
     operator-service run      embedded Postgres (unless POSTGRES_HOST is set) + schema + API + local engine
     operator-service serve    the API alone under gunicorn, on the configured database
     operator-service migrate  create or upgrade the schema
+    operator-service reconcile  settle what a crash left half-way between Postgres and Kubernetes
     operator-service engine   the local engine alone
     operator-service demo     submit a sample job to a running service and download its result
     operator-service sign     sign a message as the Provider does (for curl examples)
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from operator_service.config import ConfigError, load_settings
+from operator_service.config import load_settings
+from operator_service.env_vars import ConfigError
 
 DEFAULT_DATA_DIR = ".operator-data"
 DEFAULT_BIND = "127.0.0.1:8050"
@@ -69,6 +73,26 @@ def serve(args: argparse.Namespace) -> NoReturn:
     os.execv(command[0], command)
 
 
+def reconcile(args: argparse.Namespace) -> int:
+    """The reconciler, until SIGINT or SIGTERM (domain/reconciler.py)."""
+    from operator_service.cluster.client import connect
+    from operator_service.domain.reconciler import run_reconciler
+    from operator_service.logging_setup import setup_logging
+    from operator_service.store.pool import Database
+
+    settings = load_settings()
+    setup_logging(settings.logging)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    db = Database(settings.postgres, max_connections=1)
+    try:
+        run_reconciler(db, connect(settings.kubernetes), settings, stop)
+    finally:
+        db.close()
+    return 0
+
+
 def sign(args: argparse.Namespace) -> int:
     from operator_service.domain.signatures import sign_provider_message
 
@@ -90,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="the API alone, under gunicorn")
     serve_parser.add_argument("--bind", default=os.environ.get("OPERATOR_BIND", DEFAULT_BIND))
     commands.add_parser("migrate", help="create or upgrade the database schema")
+    commands.add_parser("reconcile", help="settle registrations a crash left half-way, until stopped")
     commands.add_parser("engine", help="the local engine alone", add_help=False)
     commands.add_parser("demo", help="run a sample job against a running service", add_help=False)
     sign_parser = commands.add_parser("sign", help="sign a message as the Provider does")
@@ -103,17 +128,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("engine", "demo"):
         return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    from operator_service.cluster.client import KubernetesUnavailable
     from operator_service.tools.launcher import StartupError
 
     try:
         if args.command == "migrate":
             migrate()
             return 0
-        return {"run": run, "serve": serve, "sign": sign}[args.command](args)
+        return {"run": run, "serve": serve, "reconcile": reconcile, "sign": sign}[args.command](args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except StartupError as exc:
+    except (StartupError, KubernetesUnavailable) as exc:
         print(f"operator-service {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

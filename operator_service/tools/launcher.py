@@ -9,16 +9,17 @@ already started is stopped again:
 3. the API's address must be free, and with KUBERNETES=on the cluster must answer;
 4. the embedded Postgres starts (unless POSTGRES_HOST is set) and the schema is migrated;
 5. the API (gunicorn) starts and is announced once it accepts connections; then the
-   local engine.
+   reconciler (`operator-service reconcile`, which only waits when there is no cluster)
+   and the local engine.
 
 Every process started here holds the data folder's lock, gets a signal when the launcher
 dies (even by SIGKILL), and runs in its own session: Ctrl-C (SIGINT) or SIGTERM reaches
-the launcher alone, which stops the API and the engine, then Postgres.
+the launcher alone, which stops the API, the reconciler and the engine, then Postgres.
 
 While running, the launcher restarts the embedded Postgres whenever it dies: after 1 s,
 then 2, 4, ... up to 30 s while it keeps dying within a minute, each step logged. The
-API and the engine reconnect by themselves (the engine keeps its jobs). If the API or
-the engine exits, everything is stopped and the launcher exits with its code.
+API, the reconciler and the engine reconnect by themselves (the engine keeps its jobs). If
+any of them exits, everything is stopped and the launcher exits with its code.
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ from typing import Mapping, Optional
 
 import psycopg2
 
-from operator_service.config import ConfigError, PostgresSettings, Settings, env_int, env_number, load_settings
+from operator_service.config import Settings, load_settings
+from operator_service.env_vars import ConfigError, env_int, env_number
+from operator_service.store.settings import PostgresSettings
 from operator_service.tools.folder_lock import FolderBusy, FolderLock
 from operator_service.tools.processes import dies_with_parent, interruptible
 
@@ -238,6 +241,7 @@ class _Launcher:
         _say(migrate_schema(load_settings().postgres))
         api = self._spawn("the API (gunicorn)", self.api_command)
         self._wait_until_listening(api)
+        self._spawn("the reconciler", [sys.executable, "-m", "operator_service.tools.cli", "reconcile"])
         if self.with_engine:
             self._spawn("the local engine", [sys.executable, "-m", "operator_service.tools.cli", "engine"])
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")

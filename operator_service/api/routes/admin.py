@@ -9,14 +9,13 @@ from flask import Blueprint, Response
 from operator_service.api.admin_auth import require_admin
 from operator_service.api.context import services
 from operator_service.api.errors import ApiError, json_response
-from operator_service.cluster.client import Cluster, KubernetesUnavailable
-from operator_service.domain.lifecycle import reconcile_namespaces
 from operator_service.api.params import request_data
-from operator_service.store import jobs, migrations
+from operator_service.cluster.client import Cluster
+from operator_service.domain import inspection
+from operator_service.domain.inspection import COMPONENTS
+from operator_service.store import migrations
 
 admin = Blueprint("admin", __name__)
-
-COMPONENTS = ("configure", "algorithm", "filter", "publish")
 
 
 @admin.before_request
@@ -25,12 +24,7 @@ def _check_admin() -> None:
 
 
 def _cluster() -> Cluster:
-    cluster = services().cluster
-    if cluster is None:
-        raise KubernetesUnavailable(
-            f"Kubernetes unavailable: the service runs without a cluster (KUBERNETES={services().settings.kubernetes})"
-        )
-    return cluster
+    return inspection.require_cluster(services().cluster, services().settings.kubernetes)
 
 
 def _param(name: str) -> str:
@@ -38,13 +32,6 @@ def _param(name: str) -> str:
     data = request_data()
     value = data.get(name) if isinstance(data, dict) else None
     return value if isinstance(value, str) else ""
-
-
-def _job_namespace(job_id: str) -> str:
-    namespace = jobs.job_namespace(services().db, job_id)
-    if namespace is None:
-        raise ApiError(f"The jobId {job_id} is not registered in your namespace.", 404)
-    return namespace
 
 
 @admin.route("/pgsqlinit", methods=["POST"])
@@ -83,11 +70,7 @@ def list_workflows() -> Response:
       401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
       503: {description: Kubernetes or database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
-    cluster = _cluster()
-    names = []
-    for namespace in reconcile_namespaces(services().db, services().settings.default_namespace):
-        names.extend(item["metadata"]["name"] for item in cluster.list_workflows(namespace))
-    return json_response(names)
+    return json_response(inspection.workflow_names(services().db, _cluster(), services().settings.default_namespace))
 
 
 @admin.route("/info", methods=["GET"])
@@ -109,10 +92,7 @@ def workflow_info() -> Response:
     job_id = _param("jobId")
     if not job_id:
         raise ApiError('"jobId" is required in the call to GET:/info', 400)
-    workflow = _cluster().get_workflow(_job_namespace(job_id), job_id)
-    if workflow is None:
-        raise ApiError(f"The jobId {job_id} is not registered in your namespace.", 404)
-    return json_response(workflow)
+    return json_response(inspection.workflow_of(services().db, _cluster(), job_id))
 
 
 @admin.route("/logs", methods=["GET"])
@@ -137,13 +117,5 @@ def pod_logs() -> Response:
     component = _param("component")
     if not job_id or component not in COMPONENTS:
         raise ApiError(f"jobId and component (one of {', '.join(COMPONENTS)}) are required", 400)
-    cluster = _cluster()
-    namespace = _job_namespace(job_id)
-    not_found = ApiError(f"Pod with workflow={job_id} and component={component} not found", 404)
-    pods = cluster.find_pods(namespace, job_id, component)
-    if not pods:
-        raise not_found
-    text = cluster.read_pod_log(namespace, pods[0])
-    if text is None:
-        raise not_found
+    text = inspection.pod_log(services().db, _cluster(), job_id, component)
     return Response(text, status=200, content_type="text/plain; charset=utf-8")

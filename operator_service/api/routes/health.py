@@ -36,7 +36,7 @@ def readiness() -> Response:
         schema: {$ref: "#/definitions/NotReady"}
     """
     current = services()
-    state = current.readiness.get(current)
+    state = current.readiness.get(current.db, current.cluster)
     body = {"schemaVersion": state.schema_version, "kubernetes": state.kubernetes}
     if state.ready:
         return json_response({"status": "ready", **body})

@@ -1,74 +1,30 @@
 """The routes the Ocean Provider calls, under /api/v1/operator.
 
-Each route translates HTTP into calls on the data layer, the signature layer, the
-registration protocol and the cluster module, and back. The YAML after `---` in each
-docstring is the route's Swagger documentation.
+Each route reads its parameters (api/params.py), checks the Provider's signature
+(domain/signatures.py), makes one call into the job lifecycle (domain/lifecycle.py) and
+answers with its views (api/views.py). The YAML after `---` in each docstring is the
+route's Swagger documentation.
 """
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from operator_service.api import views as job_views
-from operator_service.domain import results, signatures
+from operator_service.api import views
 from operator_service.api.context import services
 from operator_service.api.errors import ApiError, json_response
-from operator_service.cluster.client import GROUP, KIND, VERSION
-from operator_service.domain.lifecycle import NewJob, deliver_stop_annotations, register_job
 from operator_service.api.params import check_required, job_filter, request_data, text_field
-from operator_service.store import environments, jobs
-from operator_service.store.nonces import NonceRefused
+from operator_service.domain import environments, lifecycle
+from operator_service.domain.signatures import verify_signature
+from operator_service.store.jobs import JobFilter
+from operator_service.store.nonces import SignedNonce
 
 operator = Blueprint("operator", __name__)
 
-STAGE_PARTS = (("algorithm", dict), ("compute", dict), ("input", list), ("output", dict))
 
-
-def _statuses(filters: jobs.JobFilter) -> Response:
-    rows = jobs.job_statuses(services().db, filters)
-    return json_response([job_views.status_object(row) for row in rows])
-
-
-def _check_environment(environment: Any, chain_id: Any) -> str:
-    """The environment id, if an engine announced it and it allows this chain."""
-    if isinstance(environment, str):
-        status_text = environments.environment_status(services().db, environment)
-        document = job_views.environment_object(environment, status_text, None) if status_text else None
-        if document is not None and job_views.chain_allowed(document, chain_id):
-            return environment
-    raise ApiError("Environment invalid or does not exist", 400)
-
-
-def _check_stages(workflow: dict) -> None:
-    stages = workflow.get("stages")
-    if not stages or not isinstance(stages, list):
-        raise ApiError("Missing stages", 400)
-    if len(stages) > 1:
-        raise ApiError("Multiple stages are not supported yet", 400)
-    stage = stages[0]
-    for part, kind in STAGE_PARTS:
-        if not isinstance(stage, dict) or part not in stage:
-            raise ApiError(f"Missing {part} in stage 0", 400)
-        if not isinstance(stage[part], kind):
-            raise ApiError(f"Invalid {part} in stage 0: it must be a JSON {'object' if kind is dict else 'array'}", 400)
-
-
-def _job_document(job_id: str, namespace: str, workflow: dict) -> dict:
-    """The WorkFlow body (original-api.md §6.2), stored in jobs.workflow and in the cluster."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {
-            "name": job_id,
-            "namespace": namespace,
-            "labels": {"workflow": job_id},
-            "secret": uuid.uuid4().hex,
-        },
-        "spec": {"metadata": workflow},
-    }
+def _statuses(rows: list[tuple]) -> Response:
+    return json_response([views.status_object(row) for row in rows])
 
 
 @operator.route("/compute", methods=["POST"])
@@ -104,36 +60,16 @@ def start_compute_job() -> Response:
         request_data(),
         "POST:/compute",
     )
-    workflow = data["workflow"]
-    if not workflow or not isinstance(workflow, dict):
-        raise ApiError("`workflow` is required in the payload and must include workflow stages", 400)
     owner = text_field(data, "owner")
-    workflow["chainId"] = data.get("chainId")
-    environment = _check_environment(data["environment"], data.get("chainId"))
-    claim = signatures.check_provider(services().settings, data["providerSignature"], owner, data["nonce"])
-    _check_stages(workflow)
-    job_id = uuid.uuid4().hex
-    document = _job_document(job_id, environment, workflow)
-    agreement_id = str(data["agreementId"])
-    algo_did, input_dids = job_views.storable_dids(workflow)
-    new_job = NewJob(
-        job_id=job_id,
-        agreement_id=agreement_id,
+    signed = verify_signature(services().settings, data["providerSignature"], owner, None, data["nonce"])
+    job = lifecycle.JobRequest(
+        agreement_id=str(data["agreementId"]),
         owner=owner,
-        namespace=environment,
-        claim=claim,
-        document=document,
-        document_json=json.dumps(document),
-        algo_did=algo_did,
-        input_dids=input_dids,
+        environment=data["environment"],
+        chain_id=data.get("chainId"),
+        workflow=data["workflow"],
     )
-    try:
-        row = register_job(services().db, services().cluster, new_job)
-    except jobs.DuplicateAgreement:
-        raise ApiError("`agreementId` already in use for other job.", 400) from None
-    except NonceRefused:
-        raise signatures.nonce_refused(claim) from None
-    return json_response([job_views.status_object(row)])
+    return _statuses([lifecycle.start_job(services().db, services().cluster, job, signed)])
 
 
 @operator.route("/compute", methods=["PUT"])
@@ -157,12 +93,8 @@ def stop_compute_job() -> Response:
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       503: {description: "Database or Kubernetes unavailable (a recorded stop's annotation is retried until it lands)", schema: {$ref: "#/definitions/Error"}}
     """
-    filters = _signed_job_filter("PUT:/compute")
-    cluster = services().cluster
-    stopped = jobs.request_stop(services().db, filters, annotate=cluster is not None)
-    if cluster is not None:
-        deliver_stop_annotations(services().db, cluster, stopped)
-    return _statuses(filters)
+    filters, signed = _signed_job_filter("PUT:/compute")
+    return _statuses(lifecycle.stop_jobs(services().db, services().cluster, filters, signed))
 
 
 @operator.route("/compute", methods=["DELETE"])
@@ -183,13 +115,8 @@ def delete_compute_job() -> Response:
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       503: {description: Database or Kubernetes unavailable, schema: {$ref: "#/definitions/Error"}}
     """
-    filters = _signed_job_filter("DELETE:/compute")
-    removed = jobs.mark_removed(services().db, filters)
-    cluster = services().cluster
-    if cluster is not None:
-        for job_id, namespace in removed:
-            cluster.delete_workflow(namespace, job_id)
-    return _statuses(filters)
+    filters, signed = _signed_job_filter("DELETE:/compute")
+    return _statuses(lifecycle.delete_jobs(services().db, services().cluster, filters, signed))
 
 
 @operator.route("/compute", methods=["GET"])
@@ -218,28 +145,20 @@ def get_compute_job_status() -> Response:
     filters = job_filter(data)
     if "nonce" not in data:
         raise ApiError('"nonce" is required in the call to GET:/compute', 400)
-    current = services()
-    claim = signatures.check_provider(
-        current.settings, data.get("providerSignature"), _signed_prefix(filters), data["nonce"]
-    )
-    rows = jobs.claim_and_read_statuses(current.db, filters, claim)
-    if rows is None:
-        raise signatures.nonce_refused(claim)
-    return json_response([job_views.status_object(row) for row in rows])
+    signed = _verify(data, filters)
+    return _statuses(lifecycle.job_statuses(services().db, filters, signed))
 
 
-def _signed_job_filter(call: str) -> jobs.JobFilter:
-    """The filters of a signed PUT or DELETE, once its signature and nonce are accepted."""
+def _signed_job_filter(call: str) -> tuple[JobFilter, SignedNonce]:
+    """The filters of a signed PUT or DELETE, and its nonce once its signature is accepted."""
     data = check_required(["owner", "providerSignature", "nonce"], request_data(), call)
     filters = job_filter(data)
-    signatures.verify_provider(
-        services().db, services().settings, data["providerSignature"], _signed_prefix(filters), data["nonce"]
-    )
-    return filters
+    return filters, _verify(data, filters)
 
 
-def _signed_prefix(filters: jobs.JobFilter) -> str:
-    return signatures.message_prefix(filters.owner, filters.job_id)
+def _verify(data: dict, filters: JobFilter) -> SignedNonce:
+    return verify_signature(services().settings, data.get("providerSignature"), filters.owner, filters.job_id,
+                            data["nonce"])
 
 
 @operator.route("/runningjobs", methods=["GET"])
@@ -253,8 +172,7 @@ def get_running_jobs() -> Response:
         schema: {$ref: "#/definitions/RunningJobs"}
       503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
-    rows = jobs.running_jobs(services().db)
-    return json_response([job_views.running_object(row) for row in rows])
+    return json_response([views.running_object(row) for row in lifecycle.running_jobs(services().db)])
 
 
 @operator.route("/getResult", methods=["GET"])
@@ -288,20 +206,11 @@ def get_result() -> Response:
         raise ApiError("Both index & job_id are required", 400)
     check_required(["owner", "providerSignature", "nonce", "index", "jobId"], data, "GET:/getResult")
     owner, job_id = str(data["owner"]), str(data["jobId"])
-    provider = signatures.verify_provider(
-        services().db, services().settings, data["providerSignature"], owner + job_id, data["nonce"]
-    )
+    signed = verify_signature(services().settings, data["providerSignature"], owner, job_id, data["nonce"])
     index = _index(data["index"])
-    outputs = _outputs_for(job_id, owner, provider)
-    if index < 0:
-        raise ApiError(f"Negative index {index}", 404)
-    if index >= len(outputs):
-        raise ApiError(f"No such index {index} in this compute job", 404)
-    entry = outputs[index]
-    url = entry.get("url") if isinstance(entry, dict) else None
-    if not isinstance(url, str) or not url:
-        raise ApiError(f"No results for job {job_id}", 404)
-    return results.stream_result(url, services().settings, request.headers.get("Range"))
+    result = lifecycle.result_file(services().db, services().settings, job_id, owner, index, signed,
+                                   request.headers.get("Range"))
+    return views.result_response(result)
 
 
 def _index(value: Any) -> int:
@@ -311,21 +220,6 @@ def _index(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ApiError(f"Error getResult: invalid literal for int() with base 10: {str(value)[:64]!r}", 400) from None
-
-
-def _outputs_for(job_id: str, owner: str, provider: str) -> list:
-    source = jobs.result_source(services().db, job_id)
-    if source is None:
-        raise ApiError(f"No results for job {job_id}", 404)
-    job_owner, job_provider, outputs_url = source
-    if (job_owner or "").lower() != owner.lower():
-        raise ApiError(f"Owner {owner} mismatch for job {job_id}", 404)
-    if services().settings.signature_required and (job_provider or "").lower() != provider:
-        raise ApiError(f"Provider {provider} mismatch for job {job_id}", 404)
-    outputs = job_views.parse_outputs(outputs_url)
-    if not outputs:
-        raise ApiError(f"No results for job {job_id}", 404)
-    return outputs
 
 
 @operator.route("/environments", methods=["GET"])
@@ -345,9 +239,4 @@ def get_environments() -> Response:
     """
     data = request_data()
     chain_id = data.get("chainId") if isinstance(data, dict) else None
-    found = []
-    for namespace, status_text, lastping in environments.list_environments(services().db):
-        document = job_views.environment_object(namespace, status_text, lastping)
-        if document is not None and job_views.chain_allowed(document, chain_id):
-            found.append(document)
-    return json_response(found)
+    return json_response(environments.announced(services().db, chain_id))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional, Protocol
 
-from operator_service.config import ConfigError
+from operator_service.env_vars import ConfigError
 from operator_service.engine import volumes
 from operator_service.engine.sandbox import bubblewrap, cgroups, containers
 from operator_service.engine.sandbox.cgroups import CgroupError, CgroupLimits, Cgroups, JobCgroup
