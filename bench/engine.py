@@ -44,7 +44,7 @@ from operator_service.engine.lease import NamespaceLease
 from operator_service.engine.runner import Engine
 from operator_service.engine.sandbox.isolation import Isolation, set_up_isolation
 from operator_service.engine.workspace import prepare_work_dir
-from operator_service.domain.signatures import sign_provider_message
+from operator_service.domain.signatures import provider_message, sign_provider_message
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 
@@ -111,7 +111,7 @@ class Bench:
         nonce = str(time.time_ns())
         body = {
             "agreementId": uuid.uuid4().hex, "owner": OWNER, "environment": namespace, "chainId": 8996,
-            "nonce": nonce, "providerSignature": sign_provider_message(self.provider_key, OWNER + nonce),
+            "nonce": nonce, "providerSignature": sign_provider_message(self.provider_key, provider_message(OWNER, None, nonce)),
             "workflow": {"stages": [{"index": 0, "input": [], "output": {}, "compute": {"Instances": 1},
                                      "algorithm": {"id": "raw", "rawcode": TRIVIAL, "container": {
                                          "entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11"}}}]},

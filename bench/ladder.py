@@ -18,7 +18,7 @@ from typing import Callable
 
 from flask import Response
 
-from operator_service.api import views as job_views
+from operator_service.api import views
 from operator_service.domain import signatures
 from operator_service.api.context import services
 from operator_service.api.errors import json_response
@@ -36,11 +36,8 @@ def route_only() -> Response:
 def _checked_filters() -> jobs.JobFilter:
     data = request_data()
     filters = job_filter(data)
-    signatures.check_provider(
-        services().settings,
-        data["providerSignature"],
-        signatures.message_prefix(filters.owner, filters.job_id),
-        data["nonce"],
+    signatures.verify_signature(
+        services().settings, data["providerSignature"], filters.owner, filters.job_id, data["nonce"]
     )
     return filters
 
@@ -52,7 +49,7 @@ def signature_checked() -> Response:
 
 def read_without_nonce() -> Response:
     rows = jobs.job_statuses(services().db, _checked_filters())
-    return json_response([job_views.status_object(row) for row in rows])
+    return json_response([views.status_object(row) for row in rows])
 
 
 STEPS: dict[str, Callable[[], Response]] = {

@@ -21,7 +21,7 @@ import coincurve
 from eth_keys import keys
 
 from bench import database
-from operator_service.domain.signatures import message_hash, sign_provider_message
+from operator_service.domain.signatures import message_hash, provider_message, sign_provider_message
 
 API = "/api/v1/operator"
 CHAIN_ID = 8996
@@ -77,7 +77,7 @@ def status_requests(signer: Signer, rows: int, count: int, rng: random.Random) -
     owners = [database.job_owner(i) for i in picks]
     job_ids = [database.job_id(i) for i in picks]
     nonces = signer.nonces(count)
-    signatures = sign_all(signer, [o + j + n for o, j, n in zip(owners, job_ids, nonces)])
+    signatures = sign_all(signer, [provider_message(o, j, n) for o, j, n in zip(owners, job_ids, nonces)])
     lines = []
     for owner, job, nonce, signature in zip(owners, job_ids, nonces, signatures):
         query = urlencode(
@@ -97,7 +97,7 @@ def start_requests(signer: Signer, count: int, rng: random.Random) -> list[str]:
     """Signed POST /compute bodies as the newest Provider sends them, a new agreementId each."""
     owners = [database.owner_address(rng.randrange(database.OWNERS)) for _ in range(count)]
     nonces = signer.nonces(count)
-    signatures = sign_all(signer, [o + n for o, n in zip(owners, nonces)])
+    signatures = sign_all(signer, [provider_message(o, None, n) for o, n in zip(owners, nonces)])
     lines = []
     for owner, nonce, signature in zip(owners, nonces, signatures):
         algo = "did:op:" + rng.getrandbits(256).to_bytes(32, "big").hex()

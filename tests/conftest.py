@@ -18,7 +18,7 @@ from eth_keys import keys
 from operator_service.api.app import create_app
 from operator_service.config import Settings, load_settings
 from operator_service.tools.embedded_db import EmbeddedPostgres
-from operator_service.domain.signatures import sign_provider_message
+from operator_service.domain.signatures import provider_message, sign_provider_message
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.ocean_engine import OceanEngine
@@ -154,7 +154,7 @@ class Provider:
     def signed(self, owner: str, job_id: Optional[str] = None, nonce: Optional[str] = None) -> dict[str, str]:
         """nonce and providerSignature over owner + jobId + nonce, as the Provider sends them."""
         nonce = nonce or fresh_nonce()
-        return {"nonce": nonce, "providerSignature": self.sign(f"{owner}{job_id or ''}{nonce}")}
+        return {"nonce": nonce, "providerSignature": self.sign(provider_message(owner, job_id, nonce))}
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional, TextIO
 import requests
 from eth_keys import keys
 
-from operator_service.domain.signatures import sign_provider_message
+from operator_service.domain.signatures import provider_message, sign_provider_message
 
 API = "/api/v1/operator"
 SAMPLE_LINES = 42
@@ -83,7 +83,7 @@ class Provider:
     def signed(self, job_id: str = "") -> dict[str, str]:
         self._last_nonce = max(time.time_ns(), self._last_nonce + 1)
         nonce = str(self._last_nonce)
-        signature = sign_provider_message(self.private_key, self.owner + job_id + nonce)
+        signature = sign_provider_message(self.private_key, provider_message(self.owner, job_id, nonce))
         return {"nonce": nonce, "providerSignature": signature}
 
 
