@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bump the version: ./bumpversion.sh major|minor|patch
-# Keeps setup.py, operator_service/__init__.py and .bumpversion.cfg in step.
+# The version is written in one place, operator_service/__init__.py; setup.py reads it there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,7 +10,9 @@ case "$part" in
   *) echo "usage: $0 major|minor|patch" >&2; exit 2 ;;
 esac
 
-current=$(sed -n 's/^current_version = //p' .bumpversion.cfg)
+file=operator_service/__init__.py
+current=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$file")
+[ -n "$current" ] || { echo "$file holds no __version__" >&2; exit 1; }
 IFS=. read -r major minor patch <<<"$current"
 case "$part" in
   major) major=$((major + 1)); minor=0; patch=0 ;;
@@ -18,11 +20,5 @@ case "$part" in
   patch) patch=$((patch + 1)) ;;
 esac
 next="$major.$minor.$patch"
-
-for file in setup.py operator_service/__init__.py; do
-  grep -q "\"$current\"" "$file" || { echo "$file does not hold version $current" >&2; exit 1; }
-done
-sed -i "s/^current_version = $current\$/current_version = $next/" .bumpversion.cfg
-sed -i "s/version=\"$current\"/version=\"$next\"/" setup.py
-sed -i "s/__version__ = \"$current\"/__version__ = \"$next\"/" operator_service/__init__.py
+sed -i "s/^__version__ = \"$current\"\$/__version__ = \"$next\"/" "$file"
 echo "$current -> $next"

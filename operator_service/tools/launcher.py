@@ -247,7 +247,11 @@ class _Launcher:
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")
 
     def _start_database(self) -> None:
-        from operator_service.tools.embedded_db import EmbeddedPostgres, EmbeddedPostgresError, PortInUse
+        try:
+            from operator_service.tools.embedded_db import EmbeddedPostgres, EmbeddedPostgresError, PortInUse
+        except ImportError:
+            raise StartupError("the embedded Postgres is not installed: pip install 'operator-service[local]',"
+                               " or set POSTGRES_HOST to use a Postgres server") from None
 
         port = env_int(os.environ, "POSTGRES_PORT", DEFAULT_EMBEDDED_PORT, minimum=1)
         if port > 65535:
