@@ -69,7 +69,7 @@ def job_owner(i: int) -> str:
 
 
 def workflow_stage(algo_did: str, input_did: str) -> dict:
-    """Stage 0 as the newest Provider builds it (original-api.md §2.2)."""
+    """Stage 0 as the newest Provider builds it (the shape of its POST /compute)."""
     return {
         "index": 0,
         "input": [

@@ -1,4 +1,4 @@
-"""The SQL Ocean's operator-engine and its pods run against our schema (engine-contract.md).
+"""The SQL Ocean's operator-engine and its pods run against our schema (operator-engine, pod-configuration and pod-publishing).
 
 Tests use it to play the engine's part exactly as the real one does, statement by statement.
 """

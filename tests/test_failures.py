@@ -33,7 +33,7 @@ def own_server(base_env):
 
 
 def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, provider):
-    """DECISIONS.md item 5: the original answered 200 [] with the database down."""
+    """The original answered 200 [] with the database down."""
     server, settings = own_server
     app = create_app(settings)
     client = app.test_client()
@@ -64,7 +64,7 @@ def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, p
 
 
 def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provider, db):
-    """DECISIONS.md item 10: the original's Python-side check let both through."""
+    """The original's Python-side check let both through."""
     engine.announce()
     def post() -> int:
         body = compute_body(agreement_id="0xsame")
@@ -79,7 +79,7 @@ def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provide
 
 
 def test_secrets_never_reach_the_logs(make_settings, db, engine, provider, caplog):
-    """DECISIONS.md item 11: the original logged the Admin header, signatures and payloads."""
+    """The original logged the Admin header, signatures and payloads."""
     caplog.set_level(logging.DEBUG)
     client = create_app(make_settings(LOG_LEVEL="DEBUG")).test_client()
     engine.announce()

@@ -113,7 +113,7 @@ def test_upstream_content_disposition_names_the_file(client, provider, finished_
 
 
 def test_owner_is_compared_case_insensitively(client, provider, finished_job, storage):
-    """DECISIONS.md item 4: the original compared the owner case-sensitively."""
+    """The original compared the owner case-sensitively."""
     job_id = finished_job(f"{storage}/result.txt")
     response = client.get(RESULT, query_string=_query(provider, job_id, owner=OWNER.lower()))
     assert response.status_code == 200 and response.data == PAYLOAD
@@ -137,7 +137,7 @@ def test_upstream_status_is_passed_through(client, provider, finished_job, stora
 
 
 def test_no_outputs_is_a_404_no_results(client, provider, submit):
-    """DECISIONS.md item 4: the original answered "Owner ... mismatch" for a job without outputs."""
+    """The original answered "Owner ... mismatch" for a job without outputs."""
     [job] = submit().get_json()
     response = client.get(RESULT, query_string=_query(provider, job["jobId"]))
     assert (response.status_code, response.get_json()) == (404, {"error": f"No results for job {job['jobId']}"})
@@ -176,7 +176,7 @@ def test_required_parameters(client, provider):
 
 
 def test_only_the_creating_provider_gets_results_when_signatures_are_required(make_settings, db, provider, engine, storage):
-    """DECISIONS.md item 4: the original's provider check was dead code."""
+    """The original's provider check was dead code."""
     from tests.conftest import Provider, compute_body
 
     other = Provider("0x" + "11" * 32)

@@ -18,7 +18,7 @@ ALL_VERSIONS = [version for version, _, _ in migrations.MIGRATIONS]
 
 
 def test_root_reports_the_installed_version_and_operator_settings(make_settings, db):
-    """DECISIONS.md item 12: the original read a relative .bumpversion.cfg on every call."""
+    """The original read a relative .bumpversion.cfg on every call."""
     settings = make_settings(OPERATOR_ADDRESS="0xabc", ALGO_POD_TIMEOUT="3600", STORAGE_EXPIRY="60")
     body = create_app(settings).test_client().get("/").get_json()
     assert body["software"] == "Operator service"
@@ -46,7 +46,7 @@ def test_spec_documents_every_route_with_parameters_and_responses(client, app):
 
 
 def test_swagger_ui_loads_the_spec_from_its_own_origin(client):
-    """DECISIONS.md item 13: the original UI pointed at a fixed http://localhost:8050/spec."""
+    """The original UI pointed at a fixed http://localhost:8050/spec."""
     page = client.get("/api/v1/docs/", base_url="http://ops.example:9000")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
@@ -90,7 +90,7 @@ def test_admin_secret_is_compared_case_insensitively(client):
 
 
 def test_without_allowed_admins_admin_routes_answer_401(make_settings, db):
-    """DECISIONS.md item 11: the original answered 500 when ALLOWED_ADMINS was unset."""
+    """The original answered 500 when ALLOWED_ADMINS was unset."""
     client = create_app(make_settings(ALLOWED_ADMINS="")).test_client()
     assert client.post(INIT, headers={"Admin": "anything"}).status_code == 401
 
@@ -125,7 +125,7 @@ def _schema(settings) -> dict:
 
 
 def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers):
-    """DECISIONS.md item 6: the original never committed did, chainid and indx_owner_jobs."""
+    """The original never committed did, chainid and indx_owner_jobs."""
     client = create_app(fresh_database).test_client()
     response = client.post(INIT, headers=admin_headers)
     assert response.get_json() == {"version": migrations.LATEST_VERSION, "applied": ALL_VERSIONS}
@@ -180,7 +180,7 @@ def test_schema_version_is_recorded(fresh_database):
 
 
 def test_timestamps_are_utc_whatever_the_session_time_zone(submit, db, engine, client, provider):
-    """DECISIONS.md item 6: NOW() in a non-UTC session used to shift dateCreated/dateFinished."""
+    """NOW() in a non-UTC session used to shift dateCreated/dateFinished."""
     [job] = submit().get_json()
     with psycopg2.connect(**{**engine.dsn, "options": "-c timezone=Asia/Tokyo"}) as conn, conn.cursor() as cur:
         cur.execute("UPDATE jobs SET dateFinished = timezone('UTC', now()) WHERE workflowId = %s", (job["jobId"],))

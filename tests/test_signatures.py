@@ -1,6 +1,7 @@
 """The signature layer: the Provider's real scheme, nonces, SIGNATURE_REQUIRED and ALLOWED_PROVIDERS.
 
-Each defect test names the DECISIONS.md item it covers; on the original each would fail.
+Each test of a fixed defect says what the original did (README, "Differences from the original"); on
+the original each would fail.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _get(client, provider, nonce, owner=OWNER):
 
 
 def test_recovery_over_owner_job_and_nonce_finds_the_provider(provider):
-    """Item 1: the original recovered over the message without the nonce, finding a random address."""
+    """The original recovered over the message without the nonce, finding a random address."""
     message = f"{OWNER}abc1700000000000000000"
     signature = provider.sign(message)
     assert recover_address(signature, message) == provider.address
@@ -68,7 +69,7 @@ def test_malformed_nonces_are_a_400(nonce):
 
 
 def test_a_replayed_nonce_is_a_401_not_a_500(client, provider):
-    """Item 2: the original answered 500 (POST) or a TypeError text (GET)."""
+    """The original answered 500 (POST) or a TypeError text (GET)."""
     nonce = str(time.time_ns())
     assert _get(client, provider, nonce).status_code == 200
     replay = _get(client, provider, nonce)
@@ -103,7 +104,7 @@ def test_a_post_refused_for_its_agreement_id_does_not_consume_its_nonce(client, 
 
 
 def test_out_of_order_nonces_within_the_window_are_accepted(client, provider):
-    """Item 2: the original's strictly increasing rule failed concurrent Provider requests."""
+    """The original's strictly increasing rule failed concurrent Provider requests."""
     now = time.time_ns()
     assert _get(client, provider, str(now)).status_code == 200
     assert _get(client, provider, str(now - 5 * 10**9)).status_code == 200
@@ -185,7 +186,7 @@ def test_old_nonce_records_are_pruned(client, provider, db):
 
 
 def test_a_refused_provider_does_not_consume_its_nonce(make_settings, db, provider):
-    """Item 2: the original stored nonces before the allow-list check."""
+    """The original stored nonces before the allow-list check."""
     app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS="[]"))
     nonce = str(time.time_ns())
     assert _get(app.test_client(), provider, nonce).status_code == 401
@@ -195,7 +196,7 @@ def test_a_refused_provider_does_not_consume_its_nonce(make_settings, db, provid
 
 
 def test_signature_required_with_allowed_providers_in_any_case(make_settings, db, provider):
-    """Item 3: with the original's recovery, every Provider request got a 401."""
+    """With the original's recovery, every Provider request got a 401."""
     allowed = f'["{provider.address.upper().replace("0X", "0x")}"]'
     app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed))
     assert _get(app.test_client(), provider, str(time.time_ns())).status_code == 200

@@ -1,4 +1,4 @@
-"""The admin secret check of the admin routes (original-api.md §2.9, DECISIONS.md item 11)."""
+"""The admin secret check of the admin routes: the `Admin` header against ALLOWED_ADMINS."""
 from __future__ import annotations
 
 import hmac
@@ -13,7 +13,7 @@ def require_admin(settings: Settings) -> None:
     """Pass only if the `Admin` header equals (case-insensitively) one of ALLOWED_ADMINS.
 
     A missing header is a 401 like a wrong one (the original answered 400): both are
-    missing credentials, and issue #3 asks for 401.
+    missing credentials, and a 401 tells a client to authenticate.
 
     Every configured secret is compared, in constant time, so the answer's timing tells
     nothing about which secret came close. Neither the header nor the list is ever logged.

@@ -1,6 +1,6 @@
 """One job through the stages of Ocean's engine: 20 -> 30/31/32 -> 40 -> 60 -> 70.
 
-Status writes follow engine-contract.md A.2: 20 when the job is taken; 30/31/32 after
+Status writes follow Ocean's engine and pods: 20 when the job is taken; 30/31/32 after
 configure (as pod-configuration writes them); 40 before the algorithm starts; 60 and 70
 only when configure succeeded; dateFinished always, at the end. After 31/32 the
 algorithm is skipped, the logs are still published and the status stays 31/32.

@@ -1,6 +1,6 @@
 """The engine loop: announce the environment, take queued jobs, run each in a thread.
 
-Like Ocean's operator-engine (original-api.md §5.5) it talks to the service only through
+Like Ocean's operator-engine it talks to the service only through
 the database: every ENGINE_POLL_SECONDS it calls announce(namespace, document, limit)
 with limit = maxJobs - currentJobs, so it never holds more than maxJobs jobs, and it only
 ever sees jobs of its own namespace. It is the only engine of its namespace (it holds the
@@ -73,7 +73,7 @@ class Engine:
             raise lost
 
     def status_document(self, current_jobs: int) -> dict:
-        """The environment as Ocean's engine announces it (original-api.md §7.2)."""
+        """The environment as Ocean's engine announces it: the keys GET /environments shows."""
         config = self.ctx.config
         return {
             "id": config.namespace,

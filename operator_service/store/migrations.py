@@ -1,6 +1,6 @@
 """The schema, as numbered migrations applied in one committed transaction.
 
-Migration 1 is the original operator-service schema (original-api.md §5.1) that Ocean's
+Migration 1 is the original operator-service schema that Ocean's
 operator-engine, pod-configuration and pod-publishing read and write; it uses
 IF NOT EXISTS throughout so that it also adopts a database initialised by the original
 service. Later migrations only add. `schema_migrations` records what has been applied,
@@ -95,7 +95,7 @@ ALTER TABLE jobs ALTER COLUMN laststatusupdate SET DEFAULT timezone('UTC', now()
 ALTER TABLE envs ALTER COLUMN lastping SET DEFAULT timezone('UTC', now());
 """
 
-# Nonces (DECISIONS.md item 2): each nonce once per provider, compared as a number of
+# Nonces: each nonce once per provider, compared as a number of
 # seconds; the unique index makes "record if unseen" atomic and serves the max() lookup.
 NONCE_KEYS = """
 ALTER TABLE nonces ADD COLUMN IF NOT EXISTS seconds numeric;
@@ -113,7 +113,7 @@ CREATE INDEX IF NOT EXISTS indx_jobs_queued ON jobs (namespace) WHERE status = 1
 CREATE INDEX IF NOT EXISTS indx_jobs_registering ON jobs (dateCreated) WHERE status = 0;
 """
 
-# The replay guard as one server-side function (DECISIONS.md item 2): plpgsql keeps the
+# The replay guard as one server-side function: plpgsql keeps the
 # plans of its statements, so a request pays for executing them, not for planning them
 # (the same logic as one statement with CTEs cost twice the server time). The check and
 # the record stay atomic: the unique index on (provider, seconds) lets exactly one of two
