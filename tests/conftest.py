@@ -23,7 +23,7 @@ from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.ocean_engine import OceanEngine
 
-pytest_plugins = ["tests.fake_kube", "tests.engine_support"]
+pytest_plugins = ["tests.fake_kube", "tests.engine_support", "tests.fake_ocean"]
 
 T = TypeVar("T")
 

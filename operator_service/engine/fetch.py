@@ -1,9 +1,9 @@
 """Bounded downloads of inputs and algorithms (what pod-configuration does, with limits).
 
 Only http and https URLs are fetched. A download fails when it is larger than
-ENGINE_MAX_INPUT_BYTES, takes longer than ENGINE_FETCH_TIMEOUT in total, or the engine
-is stopping; the partial file is removed. The target is created exclusively in a folder
-only the engine writes to.
+ENGINE_MAX_INPUT_BYTES, takes longer than ENGINE_FETCH_TIMEOUT in total (a server that
+stays silent that long fails too), or the engine is stopping; the partial file is removed.
+The target is created exclusively in a folder only the engine writes to.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 from urllib.parse import urlparse
 
 import requests
@@ -19,10 +20,20 @@ import requests
 CHUNK_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
+ERROR_BODY_BYTES = 4096
 
 
 class FetchError(Exception):
     """A download that failed; the message says why, without the URL's query string."""
+
+
+class HttpStatusError(FetchError):
+    """The server answered something else than 200; `body` holds the start of its answer."""
+
+    def __init__(self, message: str, status: int, body: bytes):
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 @dataclass(frozen=True)
@@ -37,12 +48,29 @@ def describe(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def download(url: object, target: Path, limits: FetchLimits, stop: threading.Event) -> int:
-    """Save `url` to `target`; return the number of bytes written or raise FetchError."""
+def timeouts(limits: FetchLimits) -> tuple[float, float]:
+    """(connect, read) timeouts: a server silent for the whole time limit fails at once."""
+    return min(CONNECT_TIMEOUT, limits.total_seconds), min(READ_TIMEOUT, limits.total_seconds)
+
+
+def download(
+    url: object,
+    target: Path,
+    limits: FetchLimits,
+    stop: threading.Event,
+    on_answer: Optional[Callable[[], None]] = None,
+) -> int:
+    """Save `url` to `target`; return the number of bytes written or raise FetchError.
+
+    `on_answer` is called once the server's answer (status and headers) has arrived.
+    """
     if not isinstance(url, str) or urlparse(url).scheme.lower() not in ("http", "https"):
         raise FetchError(f"not an http(s) URL: {url!r:.200}")
     try:
-        return _stream(url, target, limits, stop)
+        return _stream(url, target, limits, stop, on_answer)
+    except requests.Timeout:
+        target.unlink(missing_ok=True)
+        raise FetchError(f"{describe(url)}: nothing received for {timeouts(limits)[1]:g} s") from None
     except requests.RequestException as exc:
         target.unlink(missing_ok=True)
         raise FetchError(f"{describe(url)}: {exc.__class__.__name__}") from None
@@ -51,11 +79,16 @@ def download(url: object, target: Path, limits: FetchLimits, stop: threading.Eve
         raise
 
 
-def _stream(url: str, target: Path, limits: FetchLimits, stop: threading.Event) -> int:
+def _stream(
+    url: str, target: Path, limits: FetchLimits, stop: threading.Event, on_answer: Optional[Callable[[], None]]
+) -> int:
     deadline = time.monotonic() + limits.total_seconds
-    with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as response:
+    with requests.get(url, stream=True, timeout=timeouts(limits)) as response:
+        if on_answer is not None:
+            on_answer()
         if response.status_code != 200:
-            raise FetchError(f"{describe(url)}: HTTP {response.status_code}")
+            message = f"{describe(url)}: HTTP {response.status_code}"
+            raise HttpStatusError(message, response.status_code, _start_of(response))
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limits.max_bytes:
             raise FetchError(f"{describe(url)}: {declared} bytes, more than the limit of {limits.max_bytes}")
@@ -72,3 +105,11 @@ def _stream(url: str, target: Path, limits: FetchLimits, stop: threading.Event) 
                     raise FetchError(f"{describe(url)}: the engine is stopping")
                 out.write(chunk)
         return written
+
+
+def _start_of(response: requests.Response) -> bytes:
+    """The first bytes of an error answer (empty if they cannot be read)."""
+    try:
+        return next(response.iter_content(chunk_size=ERROR_BODY_BYTES), b"")[:ERROR_BODY_BYTES]
+    except requests.RequestException:
+        return b""
