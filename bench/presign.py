@@ -21,7 +21,8 @@ import coincurve
 from eth_keys import keys
 
 from bench import database
-from operator_service.domain.signatures import message_hash, provider_message, sign_provider_message
+from operator_service.domain.signatures import provider_message, sign_provider_message
+from operator_service.model.personal_sign import message_hash
 
 API = "/api/v1/operator"
 CHAIN_ID = 8996

@@ -19,15 +19,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-import coincurve
-from eth_keys import keys
-from sha3 import keccak_256
-
 from operator_service.config import Settings
 from operator_service.domain.errors import InvalidRequest, NotAuthorized
+from operator_service.model.personal_sign import recover_signer, sign_message
 from operator_service.store.nonces import SignedNonce
 
-PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
 NONCE_PATTERN = re.compile(r"^[0-9]{1,40}(\.[0-9]{1,40})?$")
 # A nonce this far ahead of our clock is refused: accepted, it would push the provider's
 # window forward and lock out every honest nonce after it.
@@ -40,40 +36,17 @@ class Nonce:
     seconds: Decimal
 
 
-def keccak(data: bytes) -> bytes:
-    """Keccak-256 through safe-pysha3's C code: eth-hash's pycryptodome backend took 8x longer."""
-    return keccak_256(data).digest()
-
-
-def message_hash(message: str) -> bytes:
-    return keccak(PERSONAL_SIGN_PREFIX + keccak(message.encode("utf-8")))
-
-
 def sign_provider_message(private_key: str, message: str) -> str:
     """Sign as the Ocean Provider does; the 0x-hex signature r ‖ s ‖ v with v in {0, 1}."""
-    key = keys.PrivateKey(bytes.fromhex(private_key.removeprefix("0x")))
-    return "0x" + key.sign_msg_hash(message_hash(message)).to_bytes().hex()
+    return sign_message(private_key, message)
 
 
 def recover_address(signature: Any, message: str) -> str:
-    """The lowercase address that signed `message`; InvalidRequest if none can be recovered.
-
-    Recovery calls libsecp256k1 through coincurve (eth-keys' own fast backend) directly:
-    eth-keys' object layer and checksum formatting would double the cost of every request.
-    """
+    """The lowercase address that signed `message`; InvalidRequest if none can be recovered."""
     try:
-        raw = bytes.fromhex(str(signature).removeprefix("0x"))
-        if len(raw) < 65:
-            raise ValueError("signature shorter than 65 bytes")
-        v = raw[64] - 27 if raw[64] in (27, 28) else raw[64]
-        if v not in (0, 1):
-            raise ValueError("v must be 0, 1, 27 or 28")
-        public_key = coincurve.PublicKey.from_signature_and_message(
-            raw[:64] + bytes([v]), message_hash(message), hasher=None
-        )
-    except (ValueError, TypeError):
+        return recover_signer(signature, message)
+    except ValueError:
         raise InvalidRequest("Failed to recover address") from None
-    return "0x" + keccak(public_key.format(compressed=False)[1:])[-20:].hex()
 
 
 def parse_nonce(value: Any) -> Nonce:

@@ -58,7 +58,7 @@ from operator_service.engine.fetch import (
     timeouts,
 )
 from operator_service.engine.workspace import Workspace
-from operator_service.signatures import sign_provider_message
+from operator_service.model.personal_sign import sign_message
 
 Log = Callable[[str], None]
 
@@ -283,7 +283,7 @@ def download_file(
 def download_signature(key: keys.PrivateKey, did: str, nonce: int) -> str:
     """What the Provider's download route checks: a personal-message signature over
     keccak256(did + nonce), with v as 27/28 (web3's accounts.sign, which pod-configuration uses)."""
-    raw = bytes.fromhex(sign_provider_message(key.to_hex(), f"{did}{nonce}").removeprefix("0x"))
+    raw = bytes.fromhex(sign_message(key.to_hex(), f"{did}{nonce}").removeprefix("0x"))
     return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
 
 
