@@ -62,10 +62,7 @@ def find_kubectl(search_path: Optional[str] = None, is_root: Optional[bool] = No
                 " then run the tests again"
             )
         log("kubectl is not installed: apt-get update && apt-get install -y kubernetes-client")
-        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
-        subprocess.run([*apt, "update"], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([*apt, "install", "-y", "kubernetes-client"], check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        install_debian_kubectl()
         found = shutil.which("kubectl", path=search_path)
         if not found:
             raise KubectlUnusable("apt-get install kubernetes-client succeeded but kubectl is not on PATH")
@@ -76,9 +73,31 @@ def find_kubectl(search_path: Optional[str] = None, is_root: Optional[bool] = No
     return found
 
 
+def install_debian_kubectl() -> None:
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]  # other test runs may hold the lock
+    try:
+        subprocess.run([*apt, "update"], check=True, capture_output=True, text=True)
+        subprocess.run([*apt, "install", "-y", "kubernetes-client"], check=True, capture_output=True, text=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = (getattr(exc, "stderr", None) or str(exc)).strip().splitlines()[-1:]
+        raise KubectlUnusable(f"kubectl is not installed and apt-get could not install kubernetes-client"
+                              f" ({' '.join(detail)}); {INSTALL_HINT}") from None
+
+
 @functools.cache
+def _kubectl_or_problem() -> str | KubectlUnusable:
+    try:
+        return find_kubectl()
+    except KubectlUnusable as exc:
+        return exc  # remembered: one attempt to install per test session
+
+
 def kubectl() -> str:
-    return find_kubectl()
+    found = _kubectl_or_problem()
+    if isinstance(found, KubectlUnusable):
+        raise found
+    return found
 
 
 def render(directory: Path) -> list[dict]:

@@ -213,7 +213,8 @@ def validation_errors(doc: dict) -> list[str]:
 
 
 def test_every_rendered_object_is_valid_on_every_kubernetes_release(manifests: Manifests) -> None:
-    assert KUBERNETES_VERSIONS[0] == "1.25" and len(KUBERNETES_VERSIONS) >= 10
+    """Strict: an unknown field (a misspelt one, or one a release does not have) is an error."""
+    assert len(KUBERNETES_VERSIONS) >= 5, KUBERNETES_VERSIONS
     assert [error for doc in manifests.docs for error in validation_errors(doc)] == []
 
 
@@ -248,11 +249,6 @@ def test_the_image_is_set_in_one_place() -> None:
                         assert image == IMAGE_PLACEHOLDER, (path, image)
                     else:
                         assert image.split(":")[0] in OCEAN_ENGINE_IMAGES | {TRIAL_DATABASE_IMAGE}, (path, image)
-
-
-def test_the_default_image_is_the_one_a_local_build_is_named() -> None:
-    name, tag = base_image()
-    assert (name, tag) == ("operator-service", "local")
 
 
 def test_every_container_runs_this_projects_image_or_an_allowed_one(manifests: Manifests) -> None:
