@@ -267,10 +267,24 @@ def test_every_container_runs_this_projects_image_or_an_allowed_one(manifests: M
             images.append(container["image"])
             assert allowed[doc["metadata"]["name"]](container["image"]), (doc["metadata"]["name"], container)
     assert images.count(f"{name}:{tag}") == 2  # the service and its migration
+    assert sorted(every_image(manifests.docs)) == sorted(images)  # no image outside those containers
     engine = env_of(containers(manifests.find("Deployment", "operator-engine", COMPUTE_NS))[0])
     for variable, stage_image in OCEAN_STAGE_IMAGES.items():
         assert engine[variable]["value"].split(":")[0] == stage_image
     assert "oceanprotocol/operator-service" not in json.dumps(manifests.docs)
+
+
+def every_image(value: Any) -> Iterator[str]:
+    """Every `image:` anywhere in the rendered objects, whatever kind holds it."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "image" and isinstance(item, str):
+                yield item
+            else:
+                yield from every_image(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from every_image(item)
 
 
 def run_set_image(k8s: Path, *args: str) -> subprocess.CompletedProcess:
