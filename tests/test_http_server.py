@@ -1,6 +1,6 @@
 """The HTTP server as `make run` and the image start it: slow and idle clients cannot starve it.
 
-Each test runs gunicorn with the command operator_service/cli.py builds, holds connections
+Each test runs gunicorn with the command operator_service/tools/cli.py builds, holds connections
 open that send nothing, or one header byte at a time, or never close, and checks from
 outside that other requests are still answered. Deadlines are generous: the point is
 "answered at all", the speed is measured by bench/ (scenarios idle and slowloris).

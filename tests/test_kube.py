@@ -1,6 +1,6 @@
 """operator_service.cluster.client against the fake API server over real HTTP (tests/fake_kube.py).
 
-Nothing here replaces the kubernetes client or kube.py; monkeypatch only sets environment variables.
+Nothing here replaces the kubernetes client or cluster/client.py; monkeypatch only sets environment variables.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 #: Every RBAC verb the calls below need, by resource (workflows in GROUP, pods in the core group).
-#: k8s/rbac.yaml grants exactly these; the tests compare it with the Role and with the requests
+#: k8s/base/rbac.yaml grants exactly these; the tests compare it with the Role and with the requests
 #: the calls really make, so a new call without a matching grant fails a test.
 RBAC_VERBS: dict[str, frozenset[str]] = {
     "workflows": frozenset({"create", "get", "list", "patch", "delete"}),
