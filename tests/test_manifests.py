@@ -252,7 +252,7 @@ def test_the_image_is_set_in_one_place() -> None:
 
 
 def test_every_container_runs_this_projects_image_or_an_allowed_one(manifests: Manifests) -> None:
-    """The service and its schema migration run the image built from this repository, never Ocean's
+    """The service, its schema migration and its reconciler run the image built from this repository, never Ocean's
     original service; the only other images are Ocean's engine and its stage pods (by design: this
     project replaces the service, not the engine) and, in the local overlay, the trial Postgres."""
     name, tag = base_image()
@@ -266,7 +266,7 @@ def test_every_container_runs_this_projects_image_or_an_allowed_one(manifests: M
         for container in containers(doc, init=True):
             images.append(container["image"])
             assert allowed[doc["metadata"]["name"]](container["image"]), (doc["metadata"]["name"], container)
-    assert images.count(f"{name}:{tag}") == 2  # the service and its migration
+    assert images.count(f"{name}:{tag}") == 3  # the service, its migration and its reconciler
     assert sorted(every_image(manifests.docs)) == sorted(images)  # no image outside those containers
     engine = env_of(containers(manifests.find("Deployment", "operator-engine", COMPUTE_NS))[0])
     for variable, stage_image in OCEAN_STAGE_IMAGES.items():
@@ -325,7 +325,7 @@ def test_set_image_refuses_what_is_not_a_name_and_tag(tmp_path: Path, argument: 
 def test_the_schema_is_migrated_before_the_service_starts(manifests: Manifests) -> None:
     deployment = manifests.find("Deployment", "operator-service", SERVICE_NS)
     (migrate,) = deployment["spec"]["template"]["spec"]["initContainers"]
-    (service,) = containers(deployment)
+    service = service_container(manifests)
     assert migrate["command"] == ["operator-service", "migrate"]
     assert migrate["image"] == service["image"]
     database = {name: entry for name, entry in env_of(service).items() if name.startswith("POSTGRES_")}
@@ -435,14 +435,24 @@ def test_deployment_selectors_match_their_pods_and_services(manifests: Manifests
         deployment = manifests.find("Deployment", service["metadata"]["name"], service["metadata"]["namespace"])
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= pod_labels.items()
-        ports = {p["name"] for c in containers(deployment) for p in c["ports"]}
+        ports = {p["name"] for c in containers(deployment) for p in c.get("ports", [])}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
 
 
 # --- the operator-service Deployment -------------------------------------------------------------
-def service_container(manifests: Manifests) -> dict:
-    (container,) = containers(manifests.find("Deployment", "operator-service", SERVICE_NS))
+def service_container(manifests: Manifests, name: str = "operator-service") -> dict:
+    (container,) = [c for c in containers(manifests.find("Deployment", "operator-service", SERVICE_NS))
+                    if c["name"] == name]
     return container
+
+
+def test_the_reconciler_runs_beside_the_api_on_the_same_database_and_cluster(manifests: Manifests) -> None:
+    service, reconciler = service_container(manifests), service_container(manifests, "reconciler")
+    assert reconciler["command"] == ["operator-service", "reconcile"]
+    assert reconciler["image"] == service["image"] and "ports" not in reconciler
+    shared = {name: entry for name, entry in env_of(service).items()
+              if name.startswith("POSTGRES_") or name in ("KUBERNETES", "DEFAULT_NAMESPACE")}
+    assert env_of(reconciler) == shared
 
 
 def test_operator_service_listens_on_8050_behind_its_service(manifests: Manifests) -> None:
