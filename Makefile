@@ -18,6 +18,10 @@ run: $(STAMP)
 	$(BIN)/operator-service run
 
 test: $(STAMP)
+	$(BIN)/ruff check operator_service tests bench
+	$(BIN)/ruff format --check operator_service tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

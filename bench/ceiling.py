@@ -3,6 +3,7 @@
 Served by bench/ under the same gunicorn settings as the service, it measures what
 Flask + gunicorn can do on this machine at all: `gunicorn bench.ceiling:app`.
 """
+
 from flask import Flask, jsonify
 
 app = Flask(__name__)

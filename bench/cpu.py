@@ -5,13 +5,14 @@ A benchmark on a shared 2-core machine is only as good as its quiet: `CpuMeter` 
 workers), Postgres (postmaster and backends) and wrk used, and how much other processes
 took meanwhile. The report shows the latter, so a disturbed run is visible as such.
 """
+
 from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,7 +78,7 @@ class CpuUse:
     stolen: float  # cores the hypervisor gave to other machines
 
     @classmethod
-    def combined(cls, uses: list["CpuUse"]) -> "CpuUse":
+    def combined(cls, uses: list[CpuUse]) -> CpuUse:
         """The use over several measured runs (the slices of a scenario), weighted by their length."""
         seconds = sum(use.seconds for use in uses) or 1e-9
 
@@ -101,13 +102,10 @@ class CpuMeter:
 
     def _sample(self):
         processes = _processes()
-        trees = {
-            name: _tree_cpu(processes, [pid]) if pid else {}
-            for name, pid in self.roots.items()
-        }
+        trees = {name: _tree_cpu(processes, [pid]) if pid else {} for name, pid in self.roots.items()}
         return trees, _children_cpu(), _self_cpu(), _machine_busy()
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self._before = self._sample()
         return self
 
@@ -123,8 +121,14 @@ class CpuMeter:
         service, postgres = grew("service"), grew("postgres")
         ours_outside = (children1 - children0) + (self1 - self0)
         other = max(0.0, (busy1 - busy0) - service - postgres - ours_outside)
-        return CpuUse(seconds, service / seconds, postgres / seconds, ours_outside / seconds, other / seconds,
-                      (stolen1 - stolen0) / seconds)
+        return CpuUse(
+            seconds,
+            service / seconds,
+            postgres / seconds,
+            ours_outside / seconds,
+            other / seconds,
+            (stolen1 - stolen0) / seconds,
+        )
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

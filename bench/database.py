@@ -1,11 +1,13 @@
 """The benchmark's own Postgres: an embedded server in .bench/, one database per row count.
 
 Seeding is one INSERT ... SELECT over generate_series (split in one slice per core, and
-with the indexes built after the load), so a million rows take well under a minute. Every text value is built by SQL from templates that Python renders with
+with the indexes built after the load), so a million rows take well under a minute. Every text value
+is built by SQL from templates that Python renders with
 json.dumps, so the stored `workflow` and `outputsURL` look exactly like what the
 service and pod-publishing write. A database already seeded with the same recipe is
 reused (only the rows and nonces earlier runs added are removed); --reseed forces a new one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,18 +15,18 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
 
 from operator_service.config import load_settings
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
+from operator_service.tools.embedded_db import EmbeddedPostgres
 
 ENVIRONMENT = "ocean-compute"
 OWNERS = 1000
@@ -55,7 +57,9 @@ ENVIRONMENT_DOCUMENT = {
 
 def owner_address(n: int) -> str:
     """The n-th of the OWNERS consumer addresses (same formula as the SQL below)."""
-    digest = hashlib.md5(f"bench-owner-{n}".encode()).hexdigest() + hashlib.md5(f"bench-owner2-{n}".encode()).hexdigest()
+    digest = (
+        hashlib.md5(f"bench-owner-{n}".encode()).hexdigest() + hashlib.md5(f"bench-owner2-{n}".encode()).hexdigest()
+    )
     return "0x" + digest[:40]
 
 
@@ -90,7 +94,12 @@ def workflow_stage(algo_did: str, input_did: str) -> dict:
                 "checksum": "sha256:8221d20c1c16491d7d56b9657ea09082c0ee4a8ab1a6621fa720da58b09580e4",
             },
             "algouserdata": {},
-            "remote": {"serviceEndpoint": "https://provider.example.com", "txId": "0x" + "cd" * 32, "serviceId": "0", "userData": {}},
+            "remote": {
+                "serviceEndpoint": "https://provider.example.com",
+                "txId": "0x" + "cd" * 32,
+                "serviceId": "0",
+                "userData": {},
+            },
             "algocustomdata": {},
         },
         "output": {"metadataUri": "https://aquarius.example.com"},
@@ -118,10 +127,30 @@ def _outputs_template() -> str:
     base = "https://ipfs.example.com/ipfs/@CID@/"
     return json.dumps(
         [
-            {"filename": "/data/outputs/result.txt", "filesize": 1234, "url": base + "data/outputs/result.txt", "type": "output"},
-            {"filename": "/data/logs/algorithm.log", "filesize": 567, "url": base + "data/logs/algorithm.log", "type": "algorithmLog"},
-            {"filename": "/data/adminlogs/configure.log", "filesize": 890, "url": base + "data/adminlogs/configure.log", "type": "configrationLog"},
-            {"filename": "/data/adminlogs/publish.log", "filesize": 321, "url": base + "data/adminlogs/publish.log", "type": "publishLog"},
+            {
+                "filename": "/data/outputs/result.txt",
+                "filesize": 1234,
+                "url": base + "data/outputs/result.txt",
+                "type": "output",
+            },
+            {
+                "filename": "/data/logs/algorithm.log",
+                "filesize": 567,
+                "url": base + "data/logs/algorithm.log",
+                "type": "algorithmLog",
+            },
+            {
+                "filename": "/data/adminlogs/configure.log",
+                "filesize": 890,
+                "url": base + "data/adminlogs/configure.log",
+                "type": "configrationLog",
+            },
+            {
+                "filename": "/data/adminlogs/publish.log",
+                "filesize": 321,
+                "url": base + "data/adminlogs/publish.log",
+                "type": "publishLog",
+            },
         ]
     )
 
@@ -255,8 +284,10 @@ class BenchDatabase:
                 cur.execute(definition)
             indexed = time.monotonic()
             cur.execute("VACUUM ANALYZE jobs")
-            log(f"  database {name}: insert {loaded - started:.1f} s, indexes {indexed - loaded:.1f} s,"
-                f" vacuum/analyze {time.monotonic() - indexed:.1f} s")
+            log(
+                f"  database {name}: insert {loaded - started:.1f} s, indexes {indexed - loaded:.1f} s,"
+                f" vacuum/analyze {time.monotonic() - indexed:.1f} s"
+            )
             cur.execute("CREATE TABLE bench_meta (recipe text NOT NULL, rows bigint NOT NULL)")
             cur.execute("INSERT INTO bench_meta VALUES (%s, %s)", (recipe, rows))
         self._announce(name)
@@ -273,10 +304,14 @@ class BenchDatabase:
                 "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'"
                 " WHERE c.relkind IN ('r', 'i') AND (c.relname IN ('jobs', 'nonces')"
-                "  OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('jobs'::regclass, 'nonces'::regclass)))"
+                "  OR c.oid IN (SELECT indexrelid FROM pg_index"
+                " WHERE indrelid IN ('jobs'::regclass, 'nonces'::regclass)))"
             )
             blocks = int(cur.fetchone()[0] or 0)
-        log(f"  database {name}: {blocks * 8 >> 10} MB loaded into the buffer cache in {time.monotonic() - started:.1f} s")
+        log(
+            f"  database {name}: {blocks * 8 >> 10} MB loaded into the buffer cache"
+            f" in {time.monotonic() - started:.1f} s"
+        )
 
     def _insert(self, name: str, rows: int) -> None:
         """SEED_SQL over 1..rows, split in one slice per core, each on its own connection."""
@@ -341,7 +376,9 @@ class BenchDatabase:
         any. Backends report their counts when they go idle, within about a second.
         """
         with self.cursor(name) as cur:
-            cur.execute("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname IN ('jobs', 'nonces')")
+            cur.execute(
+                "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname IN ('jobs', 'nonces')"
+            )
             return int(cur.fetchone()[0])
 
     def running_count(self, name: str) -> int:

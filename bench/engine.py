@@ -20,6 +20,7 @@ between the two engines, so a machine that slows down for a while slows both ali
 table gives the median and the 90th percentile, and the sandbox's cost as the difference of
 the medians. Needs root (the sandbox's uids, cgroups and volumes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,16 @@ from pathlib import Path
 
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.tools.embedded_db import EmbeddedPostgres
-from operator_service.engine.settings import EngineConfig
+from operator_service.domain.signatures import provider_message, sign_provider_message
 from operator_service.engine.job import EngineContext
 from operator_service.engine.lease import NamespaceLease
 from operator_service.engine.runner import Engine
 from operator_service.engine.sandbox.isolation import Isolation, set_up_isolation
+from operator_service.engine.settings import EngineConfig
 from operator_service.engine.workspace import prepare_work_dir
-from operator_service.domain.signatures import provider_message, sign_provider_message
 from operator_service.store import migrations
 from operator_service.store.pool import Database
+from operator_service.tools.embedded_db import EmbeddedPostgres
 
 OWNER = "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"
 TARGET_MS = 300
@@ -67,7 +68,7 @@ class Timings:
 
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def _ms(seconds: float) -> str:
@@ -92,8 +93,15 @@ class Bench:
         self.client = create_app(self.settings).test_client()
 
     def start_engine(self, namespace: str, sandboxed: bool) -> None:
-        config = EngineConfig(namespace=namespace, work_dir=self.data_dir / namespace, results_dir=self.results,
-                              poll_seconds=POLL_SECONDS, use_docker="off", max_jobs=2, max_job_duration=60.0)
+        config = EngineConfig(
+            namespace=namespace,
+            work_dir=self.data_dir / namespace,
+            results_dir=self.results,
+            poll_seconds=POLL_SECONDS,
+            use_docker="off",
+            max_jobs=2,
+            max_job_duration=60.0,
+        )
         prepare_work_dir(config.work_dir, open_to_job_users=True)
         isolation = set_up_isolation(config) if sandboxed else NO_ISOLATION
         db = Database(self.settings.postgres, max_connections=4)
@@ -110,11 +118,27 @@ class Bench:
     def run_job(self, namespace: str, timings: Timings) -> None:
         nonce = str(time.time_ns())
         body = {
-            "agreementId": uuid.uuid4().hex, "owner": OWNER, "environment": namespace, "chainId": 8996,
-            "nonce": nonce, "providerSignature": sign_provider_message(self.provider_key, provider_message(OWNER, None, nonce)),
-            "workflow": {"stages": [{"index": 0, "input": [], "output": {}, "compute": {"Instances": 1},
-                                     "algorithm": {"id": "raw", "rawcode": TRIVIAL, "container": {
-                                         "entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11"}}}]},
+            "agreementId": uuid.uuid4().hex,
+            "owner": OWNER,
+            "environment": namespace,
+            "chainId": 8996,
+            "nonce": nonce,
+            "providerSignature": sign_provider_message(self.provider_key, provider_message(OWNER, None, nonce)),
+            "workflow": {
+                "stages": [
+                    {
+                        "index": 0,
+                        "input": [],
+                        "output": {},
+                        "compute": {"Instances": 1},
+                        "algorithm": {
+                            "id": "raw",
+                            "rawcode": TRIVIAL,
+                            "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11"},
+                        },
+                    }
+                ]
+            },
         }
         posted = time.time()
         response = self.client.post("/api/v1/operator/compute", json=body)
@@ -156,19 +180,28 @@ class Bench:
 
 def report(sandboxed: Timings, plain: Timings) -> list[str]:
     columns = (("POST -> 40", "to_running"), ("exit -> 70", "exit_to_finished"), ("POST -> 70", "whole"))
-    lines = ["| engine | jobs | " + " | ".join(f"{name}, median ms | p90 ms" for name, _ in columns) + " |",
-             "| --- | ---: |" + " ---: | ---: |" * len(columns)]
+    lines = [
+        "| engine | jobs | " + " | ".join(f"{name}, median ms | p90 ms" for name, _ in columns) + " |",
+        "| --- | ---: |" + " ---: | ---: |" * len(columns),
+    ]
     for timings in (sandboxed, plain):
-        cells = [f"{_ms(statistics.median(getattr(timings, key)))} | {_ms(_percentile(getattr(timings, key), 0.9))}"
-                 for _, key in columns]
+        cells = [
+            f"{_ms(statistics.median(getattr(timings, key)))} | {_ms(_percentile(getattr(timings, key), 0.9))}"
+            for _, key in columns
+        ]
         lines.append(f"| {timings.title} | {len(timings.whole)} | " + " | ".join(cells) + " |")
-    added = {key: statistics.median(getattr(sandboxed, key)) - statistics.median(getattr(plain, key))
-             for _, key in columns}
+    added = {
+        key: statistics.median(getattr(sandboxed, key)) - statistics.median(getattr(plain, key)) for _, key in columns
+    }
     met = "yes" if max(added["to_running"] + added["exit_to_finished"], added["whole"]) * 1000 <= TARGET_MS else "NO"
-    lines += ["", "| target | measured | met |", "| --- | --- | --- |",
-              f"| the sandbox adds at most {TARGET_MS} ms per job | {_ms(added['to_running'])} ms before the algorithm"
-              f" runs + {_ms(added['exit_to_finished'])} ms after it exits; {_ms(added['whole'])} ms on the whole job"
-              f" | {met} |"]
+    lines += [
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+        f"| the sandbox adds at most {TARGET_MS} ms per job | {_ms(added['to_running'])} ms before the algorithm"
+        f" runs + {_ms(added['exit_to_finished'])} ms after it exits; {_ms(added['whole'])} ms on the whole job"
+        f" | {met} |",
+    ]
     return lines
 
 

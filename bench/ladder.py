@@ -11,18 +11,19 @@ the real route, as BENCH_LADDER_STEP says:
 
 The full route (scenario `get`) also records the nonce, in the same statement as the read.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Response
 
 from operator_service.api import views
-from operator_service.domain import signatures
 from operator_service.api.context import services
 from operator_service.api.errors import json_response
 from operator_service.api.params import job_filter, request_data
+from operator_service.domain import signatures
 from operator_service.run import app
 from operator_service.store import jobs
 

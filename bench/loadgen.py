@@ -1,4 +1,5 @@
 """wrk: installed if missing (Debian package `wrk`), run with bench/replay.lua, output parsed."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
-from typing import Optional
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "replay.lua"
 
@@ -29,8 +29,12 @@ def ensure_wrk(log) -> str:
         )
     log("wrk is not installed: apt-get update && apt-get install -y wrk")
     subprocess.run(["apt-get", "update"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "install", "-y", "wrk"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     found = shutil.which("wrk")
     if not found:
         raise WrkMissing("apt-get install wrk succeeded but wrk is not on PATH")
@@ -63,7 +67,7 @@ class WrkResult:
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
-    def answered_within(self, milliseconds: float) -> Optional[float]:
+    def answered_within(self, milliseconds: float) -> float | None:
         """The fraction of the requests sent that were answered within `milliseconds`: a request
         still unanswered when wrk stopped, or timed out, counts as not answered in time."""
         if not self.sent or not self.grid_us:
@@ -72,18 +76,39 @@ class WrkResult:
         return min(1.0, fast * self.requests / self.sent)
 
 
-def run_wrk(wrk: str, url: str, requests_file: Path, threads: int, connections: int, seconds: float,
-            timeout_s: int = 5, keep_alive: bool = False) -> WrkResult:
+def run_wrk(
+    wrk: str,
+    url: str,
+    requests_file: Path,
+    threads: int,
+    connections: int,
+    seconds: float,
+    timeout_s: int = 5,
+    keep_alive: bool = False,
+) -> WrkResult:
     command = [
-        wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-        "--timeout", f"{timeout_s}s", "-s", str(LUA_SCRIPT), url, "--", str(requests_file), str(threads),
+        wrk,
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        f"{timeout_s}s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(requests_file),
+        str(threads),
         "keepalive" if keep_alive else "close",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    line = next((text for text in result.stdout.splitlines() if text.startswith("BENCH_JSON ")), None)
     if result.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
-    data = json.loads(line[len("BENCH_JSON "):])
+    data = json.loads(line[len("BENCH_JSON ") :])
     errors = {key: data[key] for key in ("connect", "read", "write", "timeout", "status")}
     return WrkResult(
         requests=data["requests"],

@@ -7,6 +7,7 @@ owner + (jobId or "") + nonce made exactly as the Ocean Provider makes it
 itself uses coincurve directly, because eth-keys' wrapper is about three times slower
 and a run needs tens of thousands of signatures.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,12 @@ def _sign_many(messages: list[str]) -> list[str]:
 
 
 def _sign(private_key_hex: str, message: str) -> str:
-    return "0x" + coincurve.PrivateKey(bytes.fromhex(private_key_hex)).sign_recoverable(message_hash(message), hasher=None).hex()
+    return (
+        "0x"
+        + coincurve.PrivateKey(bytes.fromhex(private_key_hex))
+        .sign_recoverable(message_hash(message), hasher=None)
+        .hex()
+    )
 
 
 def sign_all(signer: Signer, messages: list[str]) -> list[str]:
@@ -67,7 +73,7 @@ def sign_all(signer: Signer, messages: list[str]) -> list[str]:
         _init_worker(signer.private_key_hex)
         return _sign_many(messages)
     size = (len(messages) + processes * 4 - 1) // (processes * 4)
-    chunks = [messages[i:i + size] for i in range(0, len(messages), size)]
+    chunks = [messages[i : i + size] for i in range(0, len(messages), size)]
     with Pool(processes, initializer=_init_worker, initargs=(signer.private_key_hex,)) as pool:
         return [signature for chunk in pool.map(_sign_many, chunks) for signature in chunk]
 

@@ -16,6 +16,7 @@
 5. A table (Markdown, to paste into README) and the targets are printed; the exit status
    is 1 if any answer was not 2xx (or a socket error happened), 2 on a setup failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,14 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from bench import presign
 from bench.cpu import CpuMeter, CpuUse, postmaster_pid
 from bench.database import RUNNING, BenchDatabase
 from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, merge, run_wrk, wrk_version
 from bench.server import REPO, Gunicorn, GunicornSettings
-from operator_service.tools import cli
 from bench.slowclients import SLOWLORIS_INTERVAL, SlowClients
+from operator_service.tools import cli
 
 DATA_DIR = REPO / ".bench"
 # Each slice starts after this long of unmeasured load on the same server: a server that
@@ -58,7 +58,7 @@ class Scenario:
     title: str
     signed: bool
     path: str = ""
-    items: Optional[int] = None  # items the probe's answer must hold; None: at least one
+    items: int | None = None  # items the probe's answer must hold; None: at least one
     step: str = ""  # a step of bench/ladder.py instead of the service's own GET /compute
     attack: str = ""  # slow clients held open while it is measured (bench/slowclients.py)
 
@@ -68,10 +68,16 @@ SCENARIOS = [
     Scenario("runningjobs", f"GET /runningjobs ({RUNNING} running)", False, f"{API}/runningjobs", items=RUNNING),
     Scenario("get", "GET /compute, signed (jobId + owner)", True, items=1),
     Scenario("post", "POST /compute, signed (new agreementId)", True, items=1),
-    Scenario("idle", f"GET / + signed GET /compute, {SLOW_CLIENTS} idle connections open", True, items=1,
-             attack="idle"),
-    Scenario("slowloris", f"GET / + signed GET /compute, {SLOW_CLIENTS} connections sending a header byte"
-             f" every {SLOWLORIS_INTERVAL:g} s", True, items=1, attack="slowloris"),
+    Scenario(
+        "idle", f"GET / + signed GET /compute, {SLOW_CLIENTS} idle connections open", True, items=1, attack="idle"
+    ),
+    Scenario(
+        "slowloris",
+        f"GET / + signed GET /compute, {SLOW_CLIENTS} connections sending a header byte every {SLOWLORIS_INTERVAL:g} s",
+        True,
+        items=1,
+        attack="slowloris",
+    ),
 ]
 # The signed GET cut back step by step (bench/ladder.py), then the real one: not run by default.
 LADDER = [
@@ -88,7 +94,7 @@ ALIASES = {"ladder": [s.key for s in LADDER] + ["get"], "edge": ["get", "post", 
 class Row:
     scenario: str
     title: str
-    rows: Optional[int]
+    rows: int | None
     rps: float
     p50_ms: float
     p99_ms: float
@@ -100,9 +106,9 @@ class Row:
     pg_cpu_ms: float = 0.0
     other_cores: float = 0.0
     stolen_cores: float = 0.0
-    of_ceiling: Optional[float] = None  # of the reference: the ceiling, or the baseline with --baseline
-    seq_scans: Optional[int] = None  # of jobs and nonces during the measured slices
-    within: Optional[float] = None  # requests answered within ANSWER_WITHIN_MS, of those sent
+    of_ceiling: float | None = None  # of the reference: the ceiling, or the baseline with --baseline
+    seq_scans: int | None = None  # of jobs and nonces during the measured slices
+    within: float | None = None  # requests answered within ANSWER_WITHIN_MS, of those sent
     baseline: bool = False  # a row of the --baseline server
 
 
@@ -112,26 +118,54 @@ def log(message: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Load benchmark of operator-service (wrk).")
-    parser.add_argument("--rows", default="10000,1000000", help="comma-separated row counts to seed (default 10000,1000000)")
+    parser.add_argument(
+        "--rows", default="10000,1000000", help="comma-separated row counts to seed (default 10000,1000000)"
+    )
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured scenario (default 10)")
-    parser.add_argument("--slices", type=int, default=5,
-                        help="slices of each scenario, alternating with slices of the ceiling (default 5)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=5,
+        help="slices of each scenario, alternating with slices of the ceiling (default 5)",
+    )
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each scenario (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--workers", type=int, default=cli.DEFAULT_WORKERS,
-                        help=f"gunicorn workers (default {cli.DEFAULT_WORKERS}, as the service ships)")
-    parser.add_argument("--worker-class", default="buffered",
-                        help="gunicorn worker class: buffered (the service's, the default), sync, gthread, or a class path")
-    parser.add_argument("--threads", type=int, default=cli.DEFAULT_THREADS,
-                        help=f"threads per worker, threaded classes only (default {cli.DEFAULT_THREADS})")
-    parser.add_argument("--baseline", metavar="CLASS:WORKERS[xTHREADS]",
-                        help="compare with the service under these gunicorn settings (e.g. sync:2) instead of the ceiling")
-    parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
-                        help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS + LADDER)
-                        + "; ladder = " + ",".join(ALIASES["ladder"]))
-    parser.add_argument("--keep-alive", action="store_true",
-                        help="reuse connections (default: every request says Connection: close, as the Provider does)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=cli.DEFAULT_WORKERS,
+        help=f"gunicorn workers (default {cli.DEFAULT_WORKERS}, as the service ships)",
+    )
+    parser.add_argument(
+        "--worker-class",
+        default="buffered",
+        help="gunicorn worker class: buffered (the service's, the default), sync, gthread, or a class path",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=cli.DEFAULT_THREADS,
+        help=f"threads per worker, threaded classes only (default {cli.DEFAULT_THREADS})",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="CLASS:WORKERS[xTHREADS]",
+        help="compare with the service under these gunicorn settings (e.g. sync:2) instead of the ceiling",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(s.key for s in SCENARIOS),
+        help="comma-separated subset of: "
+        + ", ".join(s.key for s in SCENARIOS + LADDER)
+        + "; ladder = "
+        + ",".join(ALIASES["ladder"]),
+    )
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="reuse connections (default: every request says Connection: close, as the Provider does)",
+    )
     parser.add_argument("--nonce-window", type=int, default=300, help="NONCE_WINDOW of the service (default 300)")
     parser.add_argument("--reseed", action="store_true", help="seed the databases again even if .bench/ has them")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling measurement (fractions not shown)")
@@ -140,16 +174,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         rows_list = [int(value.replace("_", "")) for value in args.rows.split(",") if value.strip()]
-        wanted = [key for name in args.scenarios.split(",") if name.strip() for key in ALIASES.get(name.strip(), [name.strip()])]
+        wanted = [
+            key
+            for name in args.scenarios.split(",")
+            if name.strip()
+            for key in ALIASES.get(name.strip(), [name.strip()])
+        ]
         unknown = [key for key in wanted if key not in BY_KEY]
         if args.slices < 1:
             raise ValueError("--slices must be at least 1")
         if unknown or not rows_list or min(rows_list) < RUNNING:
-            raise ValueError(f"unknown scenario(s) {unknown}" if unknown else f"--rows: each count must be >= {RUNNING}")
+            raise ValueError(
+                f"unknown scenario(s) {unknown}" if unknown else f"--rows: each count must be >= {RUNNING}"
+            )
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -182,8 +223,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, settings: GunicornSettings, wrk: str,
-                 baseline: Optional[GunicornSettings] = None):
+    def __init__(
+        self, args: argparse.Namespace, settings: GunicornSettings, wrk: str, baseline: GunicornSettings | None = None
+    ):
         self.args = args
         self.settings = settings
         self.baseline = baseline
@@ -193,7 +235,7 @@ class Bench:
         self.rng = random.Random(5)
         self.servers: list[Gunicorn] = []
         self.started_db = False
-        self.ceiling_rps: Optional[float] = None
+        self.ceiling_rps: float | None = None
 
     def close(self) -> None:
         for server in self.servers:
@@ -203,9 +245,12 @@ class Bench:
 
     def run(self, rows_list: list[int], scenarios: list[Scenario]) -> list[Row]:
         reference = f"the service under {self.baseline.describe()}" if self.baseline else "the ceiling"
-        log(f"bench: gunicorn {self.settings.describe()}, wrk {self.args.wrk_threads} threads x "
-            f"{self.args.connections} connections, {self.args.slices} x {slice_seconds(self.args)} s per scenario, alternating with"
-            f" {reference} (+{self.args.warmup:g} s warm-up)")
+        log(
+            f"bench: gunicorn {self.settings.describe()}, wrk {self.args.wrk_threads} threads x "
+            f"{self.args.connections} connections, {self.args.slices} x {slice_seconds(self.args)} s per scenario,"
+            " alternating with"
+            f" {reference} (+{self.args.warmup:g} s warm-up)"
+        )
         log("starting embedded Postgres in .bench/postgres")
         self.db.start()
         self.started_db = True
@@ -250,7 +295,7 @@ class Bench:
                 ceiling.stop()
         return results
 
-    def _measure_step(self, scenario: Scenario, rows: int, database: str, ceiling: Optional[Gunicorn]) -> list[Row]:
+    def _measure_step(self, scenario: Scenario, rows: int, database: str, ceiling: Gunicorn | None) -> list[Row]:
         """A ladder step, served by its own gunicorn (bench/ladder.py) under the same settings."""
         env = {**self._service_env(database), "BENCH_LADDER_STEP": scenario.step}
         server = self._serve("bench.ladder:app", env)
@@ -272,7 +317,7 @@ class Bench:
             "RESULTS_DIR": str(DATA_DIR / "results"),
         }
 
-    def _serve(self, app: str, env: dict[str, str], settings: Optional[GunicornSettings] = None) -> Gunicorn:
+    def _serve(self, app: str, env: dict[str, str], settings: GunicornSettings | None = None) -> Gunicorn:
         settings = settings or self.settings
         suffix = "-baseline" if settings is not self.settings else ""
         server = Gunicorn(app, settings, env, DATA_DIR / "logs" / f"{app.split(':')[0]}{suffix}.log")
@@ -281,7 +326,7 @@ class Bench:
 
     # -- one scenario -------------------------------------------------------------------
 
-    def _lines(self, scenario: Scenario, rows: Optional[int], count: int) -> list[str]:
+    def _lines(self, scenario: Scenario, rows: int | None, count: int) -> list[str]:
         if scenario.attack:
             return self._mixed_lines(rows, count)
         if scenario.key == "get" or scenario.step:
@@ -290,7 +335,7 @@ class Bench:
             return presign.start_requests(self.signer, count, self.rng)
         return presign.plain_requests(scenario.path)
 
-    def _mixed_lines(self, rows: Optional[int], count: int) -> list[str]:
+    def _mixed_lines(self, rows: int | None, count: int) -> list[str]:
         """Signed GET /compute and GET / in turn for every wrk thread (thread k of T replays lines
         k, k+T, ...: the kinds alternate in runs of T lines), the signed one first."""
         signed = iter(presign.status_requests(self.signer, rows, (count + 1) // 2, self.rng))
@@ -298,7 +343,7 @@ class Bench:
         threads = self.args.wrk_threads
         return [next(signed, plain) if (i // threads) % 2 == 0 else plain for i in range(count)]
 
-    def _file(self, scenario: Scenario, rows: Optional[int], count: int, phase: str) -> Path:
+    def _file(self, scenario: Scenario, rows: int | None, count: int, phase: str) -> Path:
         started = time.monotonic()
         lines = self._lines(scenario, rows, count)
         path = presign.write_lines(DATA_DIR / "requests" / f"{scenario.key}-{rows or 0}-{phase}.txt", lines)
@@ -306,12 +351,14 @@ class Bench:
             log(f"    signed {len(lines)} requests in {time.monotonic() - started:.1f} s")
         return path
 
-    def _probe(self, server: Gunicorn, scenario: Scenario, rows: Optional[int]) -> None:
+    def _probe(self, server: Gunicorn, scenario: Scenario, rows: int | None) -> None:
         """One request sent before the load, so a broken scenario says why at once."""
         line = self._lines(scenario, rows, 1)[0]
         method, target, *body = line.split("\t")
         request = urllib.request.Request(
-            server.url + target, method=method, data=body[0].encode() if body else None,
+            server.url + target,
+            method=method,
+            data=body[0].encode() if body else None,
             headers={"Content-Type": "application/json"} if body else {},
         )
         try:
@@ -328,11 +375,21 @@ class Bench:
         found = json.loads(body)
         expected = scenario.items
         if not isinstance(found, list) or (not found if expected is None else len(found) != expected):
-            raise RuntimeError(f"{scenario.title}: probe answered {str(found)[:200]!r}, expected {'some' if expected is None else expected} item(s)")
+            raise RuntimeError(
+                f"{scenario.title}: probe answered {str(found)[:200]!r},"
+                f" expected {'some' if expected is None else expected} item(s)"
+            )
 
     def _wrk(self, server: Gunicorn, path: Path, seconds: float) -> WrkResult:
-        return run_wrk(self.wrk, server.url, path, self.args.wrk_threads, self.args.connections, seconds,
-                       keep_alive=self.args.keep_alive)
+        return run_wrk(
+            self.wrk,
+            server.url,
+            path,
+            self.args.wrk_threads,
+            self.args.connections,
+            seconds,
+            keep_alive=self.args.keep_alive,
+        )
 
     def _wrk_under(self, server: Gunicorn, scenario: Scenario, path: Path, seconds: float) -> WrkResult:
         """A wrk run, with the scenario's slow clients holding connections to the same server meanwhile."""
@@ -341,7 +398,7 @@ class Bench:
         with SlowClients(server.port, scenario.attack, SLOW_CLIENTS):
             return self._wrk(server, path, seconds)
 
-    def _warm_up(self, server: Gunicorn, scenario: Scenario, rows: Optional[int]) -> float:
+    def _warm_up(self, server: Gunicorn, scenario: Scenario, rows: int | None) -> float:
         """An unmeasured run; its rate (requests/s) sizes the measured slices' request files."""
         expected = self.ceiling_rps or 8000.0
         if self.args.warmup <= 0:
@@ -350,7 +407,7 @@ class Bench:
         warm = self._wrk(server, self._file(scenario, rows, count, "warmup"), self.args.warmup)
         return max(warm.rps, 50.0)
 
-    def _slice(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], path: Path, warm: Path) -> Slice:
+    def _slice(self, server: Gunicorn, scenario: Scenario, rows: int | None, path: Path, warm: Path) -> Slice:
         """One measured wrk run after an unmeasured second on `warm`; run again with more
         requests if a thread ran out of them."""
         self._wrk(server, warm, SLICE_WARMUP_SECONDS)
@@ -365,8 +422,9 @@ class Bench:
             path = self._file(scenario, rows, math.ceil(result.sent * 1.6) + 1000, "again")
         raise RuntimeError(f"{scenario.title}: ran out of pre-signed requests three times")
 
-    def _measure(self, server: Gunicorn, scenario: Scenario, rows: Optional[int], database: Optional[str],
-                 ceiling: Optional[Gunicorn]) -> list[Row]:
+    def _measure(
+        self, server: Gunicorn, scenario: Scenario, rows: int | None, database: str | None, ceiling: Gunicorn | None
+    ) -> list[Row]:
         """The scenario's row and, unless --no-ceiling, the reference's (the ceiling, or the
         service under the --baseline settings), measured in alternating slices."""
         log(f"  {scenario.title}")
@@ -380,12 +438,18 @@ class Bench:
         ceiling_file = self._file(CEILING, rows, 1, "slice")
         for i in range(self.args.slices + 1):
             if self.baseline:
-                reference_files.append((self._file(scenario, rows, count, f"baseline{i}"),
-                                        self._file(scenario, rows, warm_count, f"baseline-warm{i}")))
+                reference_files.append(
+                    (
+                        self._file(scenario, rows, count, f"baseline{i}"),
+                        self._file(scenario, rows, warm_count, f"baseline-warm{i}"),
+                    )
+                )
             else:
                 reference_files.append((ceiling_file, ceiling_file))
             if i < self.args.slices:
-                files.append((self._file(scenario, rows, count, f"slice{i}"), self._file(scenario, rows, warm_count, f"warm{i}")))
+                files.append(
+                    (self._file(scenario, rows, count, f"slice{i}"), self._file(scenario, rows, warm_count, f"warm{i}"))
+                )
         reference_scenario = scenario if self.baseline else CEILING
         service_slices: list[Slice] = []
         ceiling_slices: list[Slice] = []
@@ -410,25 +474,37 @@ class Bench:
             self.ceiling_rps = ceiling_row.rps
         return [ceiling_row, row]
 
-    def _row(self, scenario: Scenario, rows: Optional[int], slices: list[Slice], baseline: bool = False) -> Row:
+    def _row(self, scenario: Scenario, rows: int | None, slices: list[Slice], baseline: bool = False) -> Row:
         result = merge([s.result for s in slices])
         cpu = CpuUse.combined([s.cpu for s in slices])
         title = f"baseline ({self.baseline.describe()}): {scenario.title}" if baseline else scenario.title
         row = Row(
-            scenario=scenario.key, title=title, rows=rows, rps=result.rps, p50_ms=result.p50_ms,
-            p99_ms=result.p99_ms, non2xx=result.non2xx, socket_errors=result.socket_errors,
-            requests=result.requests, codes=result.codes, other_cores=cpu.other, stolen_cores=cpu.stolen,
-            within=result.answered_within(ANSWER_WITHIN_MS), baseline=baseline,
+            scenario=scenario.key,
+            title=title,
+            rows=rows,
+            rps=result.rps,
+            p50_ms=result.p50_ms,
+            p99_ms=result.p99_ms,
+            non2xx=result.non2xx,
+            socket_errors=result.socket_errors,
+            requests=result.requests,
+            codes=result.codes,
+            other_cores=cpu.other,
+            stolen_cores=cpu.stolen,
+            within=result.answered_within(ANSWER_WITHIN_MS),
+            baseline=baseline,
         )
         row.app_cpu_ms, row.pg_cpu_ms = cpu.per_request_ms(result.requests)
         codes = f" {result.codes}" if result.codes else ""
         who = "baseline" if baseline else scenario.title if scenario is CEILING else "service"
-        log(f"    {who}: {row.rps:8.0f} req/s  p50 {row.p50_ms:6.2f} ms"
+        log(
+            f"    {who}: {row.rps:8.0f} req/s  p50 {row.p50_ms:6.2f} ms"
             f"  p99 {row.p99_ms:6.2f} ms  within {ANSWER_WITHIN_MS:g} ms {_pct(row.within)}"
             f"  non-2xx {row.non2xx}{codes}  socket errors {row.socket_errors}"
             f" {result.errors if row.socket_errors else ''}| CPU/request: app {row.app_cpu_ms:.2f} ms,"
             f" Postgres {row.pg_cpu_ms:.2f} ms; wrk {cpu.wrk:.2f} cores, other processes {row.other_cores:.2f}"
-            f" cores, stolen {row.stolen_cores:.2f} cores")
+            f" cores, stolen {row.stolen_cores:.2f} cores"
+        )
         return row
 
 
@@ -477,11 +553,11 @@ def machine() -> dict[str, str]:
     }
 
 
-def _fmt_rows(rows: Optional[int]) -> str:
+def _fmt_rows(rows: int | None) -> str:
     return "–" if rows is None else f"{rows:,}".replace(",", " ")
 
 
-def _pct(value: Optional[float], decimals: int = 0) -> str:
+def _pct(value: float | None, decimals: int = 0) -> str:
     return "–" if value is None else f"{value * 100:.{decimals}f} %"
 
 
@@ -503,7 +579,9 @@ def table(results: list[Row], reference: str = "ceiling") -> str:
     return "\n".join(lines)
 
 
-def targets(results: list[Row], rows_list: list[int], baseline: Optional[GunicornSettings] = None) -> list[tuple[str, str, bool]]:
+def targets(
+    results: list[Row], rows_list: list[int], baseline: GunicornSettings | None = None
+) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for the targets that this run measured."""
     if baseline:
         return edge_targets(results, baseline)
@@ -516,12 +594,20 @@ def targets(results: list[Row], rows_list: list[int], baseline: Optional[Gunicor
             continue
         name = "signed GET /compute" if key == "get" else "signed POST /compute"
         if rows_here[0].of_ceiling is not None:
-            checks.append((f"{name} >= {share * 100:.0f} % of ceiling",
-                           ", ".join(f"{_fmt_rows(r.rows)}: {_pct(r.of_ceiling)}" for r in rows_here),
-                           all(r.of_ceiling >= share for r in rows_here)))
-        checks.append((f"{name} p99 < {p99:.0f} ms",
-                       ", ".join(f"{_fmt_rows(r.rows)}: {r.p99_ms:.1f} ms" for r in rows_here),
-                       all(r.p99_ms < p99 for r in rows_here)))
+            checks.append(
+                (
+                    f"{name} >= {share * 100:.0f} % of ceiling",
+                    ", ".join(f"{_fmt_rows(r.rows)}: {_pct(r.of_ceiling)}" for r in rows_here),
+                    all(r.of_ceiling >= share for r in rows_here),
+                )
+            )
+        checks.append(
+            (
+                f"{name} p99 < {p99:.0f} ms",
+                ", ".join(f"{_fmt_rows(r.rows)}: {r.p99_ms:.1f} ms" for r in rows_here),
+                all(r.p99_ms < p99 for r in rows_here),
+            )
+        )
     if len(measured_rows) >= 2:
         low, high = measured_rows[0], measured_rows[-1]
         for scenario in SCENARIOS:
@@ -535,13 +621,23 @@ def targets(results: list[Row], rows_list: list[int], baseline: Optional[Gunicor
                     relative = (b.of_ceiling - a.of_ceiling) / a.of_ceiling
                     measured += f" ({relative * 100:+.0f} % as a fraction of the ceiling)"
                     change = relative
-                checks.append((f"{scenario.title}: {_fmt_rows(high)} rows within 15 % of {_fmt_rows(low)}",
-                               measured, abs(change) <= 0.15))
+                checks.append(
+                    (
+                        f"{scenario.title}: {_fmt_rows(high)} rows within 15 % of {_fmt_rows(low)}",
+                        measured,
+                        abs(change) <= 0.15,
+                    )
+                )
     checks += slow_client_targets(results)
     scanned = [r for r in results if r.seq_scans is not None]
     if scanned:
-        checks.append(("no sequential scan of jobs or nonces (every lookup indexed)",
-                       str(sum(r.seq_scans for r in scanned)), all(r.seq_scans == 0 for r in scanned)))
+        checks.append(
+            (
+                "no sequential scan of jobs or nonces (every lookup indexed)",
+                str(sum(r.seq_scans for r in scanned)),
+                all(r.seq_scans == 0 for r in scanned),
+            )
+        )
     bad = sum(r.non2xx + r.socket_errors for r in results)
     checks.append(("zero non-2xx answers and socket errors", str(bad), bad == 0))
     return checks
@@ -552,8 +648,14 @@ def slow_client_targets(results: list[Row], share: float = 0.95) -> list[tuple[s
     checks = []
     for row in results:
         if not row.baseline and BY_KEY.get(row.scenario, CEILING).attack:
-            checks.append((f"{row.title} ({_fmt_rows(row.rows)} rows): >= {share * 100:.0f} % answered within"
-                           f" {ANSWER_WITHIN_MS / 1000:g} s", _pct(row.within, 1), (row.within or 0) >= share))
+            checks.append(
+                (
+                    f"{row.title} ({_fmt_rows(row.rows)} rows): >= {share * 100:.0f} % answered within"
+                    f" {ANSWER_WITHIN_MS / 1000:g} s",
+                    _pct(row.within, 1),
+                    (row.within or 0) >= share,
+                )
+            )
     return checks
 
 
@@ -563,23 +665,38 @@ def edge_targets(results: list[Row], baseline: GunicornSettings, share: float = 
     checks = []
     for row in results:
         if row.scenario in ("get", "post") and not row.baseline and row.of_ceiling is not None:
-            checks.append((f"{row.title} ({_fmt_rows(row.rows)} rows): >= {share * 100:.0f} % of the req/s under"
-                           f" {baseline.describe()}", _pct(row.of_ceiling), row.of_ceiling >= share))
+            checks.append(
+                (
+                    f"{row.title} ({_fmt_rows(row.rows)} rows): >= {share * 100:.0f} % of the req/s under"
+                    f" {baseline.describe()}",
+                    _pct(row.of_ceiling),
+                    row.of_ceiling >= share,
+                )
+            )
     checks += slow_client_targets(results)
-    bad = sum(r.non2xx + r.socket_errors for r in results if not r.baseline and not BY_KEY.get(r.scenario, CEILING).attack)
+    bad = sum(
+        r.non2xx + r.socket_errors for r in results if not r.baseline and not BY_KEY.get(r.scenario, CEILING).attack
+    )
     checks.append(("zero non-2xx answers and socket errors without slow clients", str(bad), bad == 0))
     return checks
 
 
-def report(results: list[Row], args: argparse.Namespace, settings: GunicornSettings, wrk: str,
-           rows_list: list[int], baseline: Optional[GunicornSettings] = None) -> int:
+def report(
+    results: list[Row],
+    args: argparse.Namespace,
+    settings: GunicornSettings,
+    wrk: str,
+    rows_list: list[int],
+    baseline: GunicornSettings | None = None,
+) -> int:
     info = machine()
     header = (
         f"Machine: {info['nproc']} cores ({info['cpu']}), {info['kernel']}, Python {info['python']}, "
         f"gunicorn {info['gunicorn']}, Flask {info['flask']}, {wrk_version(wrk)}.\n"
         f"Settings: gunicorn {settings.describe()}; wrk {args.wrk_threads} threads, {args.connections} connections, "
         f"{args.slices} slices of {slice_seconds(args)} s per scenario after {args.warmup:g} s"
-        f" warm-up, each {'baseline' if baseline else 'ceiling'} row measured in slices alternating with the next row's; "
+        f" warm-up, each {'baseline' if baseline else 'ceiling'} row measured in slices alternating with the next"
+        " row's; "
         f"{'keep-alive' if args.keep_alive else 'Connection: close on every request (as the Provider sends)'}; "
         f"embedded Postgres on the same machine; "
         f"SIGNATURE_REQUIRED=1, a fresh nonce per signed request."
@@ -590,25 +707,36 @@ def report(results: list[Row], args: argparse.Namespace, settings: GunicornSetti
     print()
     print(table(results, "baseline" if baseline else "ceiling"))
     print()
-    print(f"Answered ≤ 1 s: requests answered within {ANSWER_WITHIN_MS / 1000:g} s, of those sent (one still unanswered"
-          " when wrk stopped counts as late). "
-          "CPU ms/req: CPU time per answered request in the server's processes (gunicorn master and workers)"
-          " + in Postgres. Other load: cores that processes outside the benchmark (and the kernel) used meanwhile;"
-          " stolen: cores the hypervisor gave to other machines (both ~0 on a quiet machine)."
-          " Seq scans: sequential scans of the jobs and nonces tables during the measured slices"
-          " (0: every lookup went through an index).")
+    print(
+        f"Answered ≤ 1 s: requests answered within {ANSWER_WITHIN_MS / 1000:g} s, of those sent (one still unanswered"
+        " when wrk stopped counts as late). "
+        "CPU ms/req: CPU time per answered request in the server's processes (gunicorn master and workers)"
+        " + in Postgres. Other load: cores that processes outside the benchmark (and the kernel) used meanwhile;"
+        " stolen: cores the hypervisor gave to other machines (both ~0 on a quiet machine)."
+        " Seq scans: sequential scans of the jobs and nonces tables during the measured slices"
+        " (0: every lookup went through an index)."
+    )
     disturbed = [r for r in results if r.other_cores + r.stolen_cores > 0.2]
     if disturbed:
-        print(f"WARNING: other processes or machines took up to "
-              f"{max(r.other_cores + r.stolen_cores for r in disturbed):.2f} cores during "
-              f"{len(disturbed)} measurement(s); those figures are low. Run again on a quiet machine.")
+        print(
+            f"WARNING: other processes or machines took up to "
+            f"{max(r.other_cores + r.stolen_cores for r in disturbed):.2f} cores during "
+            f"{len(disturbed)} measurement(s); those figures are low. Run again on a quiet machine."
+        )
     print()
     if baseline:
         print(f"Targets against the baseline ({baseline.describe()}):")
     else:
         official = settings.workers == 4 and settings.worker_class == "sync" and args.connections == 16
-        print("Targets" + ("" if official else " (the throughput targets were defined for 4 sync workers and 16"
-                           " connections; this run differs)") + ":")
+        print(
+            "Targets"
+            + (
+                ""
+                if official
+                else " (the throughput targets were defined for 4 sync workers and 16 connections; this run differs)"
+            )
+            + ":"
+        )
     print()
     print("| target | measured | met |")
     print("| --- | --- | --- |")
@@ -616,13 +744,22 @@ def report(results: list[Row], args: argparse.Namespace, settings: GunicornSetti
         print(f"| {name} | {measured} | {'yes' if met else 'NO'} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "machine": info, "settings": asdict(settings), "baseline": asdict(baseline) if baseline else None,
-            "wrk_threads": args.wrk_threads,
-            "connections": args.connections, "duration": args.duration, "slices": args.slices,
-            "results": [asdict(r) for r in results],
-            "targets": [{"target": n, "measured": m, "met": ok} for n, m, ok in checks],
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "settings": asdict(settings),
+                    "baseline": asdict(baseline) if baseline else None,
+                    "wrk_threads": args.wrk_threads,
+                    "connections": args.connections,
+                    "duration": args.duration,
+                    "slices": args.slices,
+                    "results": [asdict(r) for r in results],
+                    "targets": [{"target": n, "measured": m, "met": ok} for n, m, ok in checks],
+                },
+                indent=2,
+            )
+        )
     # The baseline under slow clients is expected to fail: that is what it is measured for.
     if any(r.non2xx or r.socket_errors for r in results if not (r.baseline and BY_KEY[r.scenario].attack)):
         print("\nFAILED: some answers were not 2xx (or sockets failed); see the table and .bench/logs/.")

@@ -1,4 +1,5 @@
 """gunicorn, started the way operator_service/tools/cli.py starts it, on a free local port."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ class GunicornSettings:
     threads: int = cli.DEFAULT_THREADS
 
     @classmethod
-    def parse(cls, spec: str) -> "GunicornSettings":
+    def parse(cls, spec: str) -> GunicornSettings:
         """`CLASS:WORKERS` or `CLASS:WORKERSxTHREADS`, e.g. sync:2, buffered:2x8, gthread:2x4."""
         try:
             name, counts = spec.split(":")
@@ -34,7 +35,9 @@ class GunicornSettings:
             worker_class = WORKER_CLASSES.get(name, name)
             return cls(int(workers), worker_class, int(threads or 1) if worker_class in THREADED else 1)
         except ValueError:
-            raise ValueError(f"{spec!r}: expected CLASS:WORKERS or CLASS:WORKERSxTHREADS, e.g. sync:2 or buffered:2x8") from None
+            raise ValueError(
+                f"{spec!r}: expected CLASS:WORKERS or CLASS:WORKERSxTHREADS, e.g. sync:2 or buffered:2x8"
+            ) from None
 
     @property
     def threaded(self) -> bool:
@@ -65,20 +68,28 @@ class Gunicorn:
 
     def command(self) -> list[str]:
         command = [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.settings.workers),
-            "--worker-class", self.settings.worker_class,
-            "--timeout", str(cli.DEFAULT_TIMEOUT),
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.settings.workers),
+            "--worker-class",
+            self.settings.worker_class,
+            "--timeout",
+            str(cli.DEFAULT_TIMEOUT),
             *cli.HTTP_LIMITS,
-            "--chdir", str(REPO),
-            "--log-level", "warning",
+            "--chdir",
+            str(REPO),
+            "--log-level",
+            "warning",
         ]
         if self.settings.threaded:
             command += ["--threads", str(self.settings.threads)]
-        return command + [self.app]
+        return [*command, self.app]
 
-    def start(self, timeout: float = 60.0) -> "Gunicorn":
+    def start(self, timeout: float = 60.0) -> Gunicorn:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "w")
         self.process = subprocess.Popen(

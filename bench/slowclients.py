@@ -10,13 +10,13 @@ thread of its own, for as long as it runs:
 A connection the server closes (a 408, say) is opened again at once, so the server faces
 `count` such connections all the time; `reopened` counts how often that happened.
 """
+
 from __future__ import annotations
 
 import selectors
 import socket
 import threading
 import time
-from typing import Optional
 
 MODES = ("idle", "slowloris")
 SLOWLORIS_INTERVAL = 2.0
@@ -35,18 +35,18 @@ class SlowClients:
         self.reopened = 0
         self.open_now = 0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._selector = selectors.DefaultSelector()
         self._dripped: dict[socket.socket, int] = {}
         self._next_drip = 0.0
 
-    def __enter__(self) -> "SlowClients":
+    def __enter__(self) -> SlowClients:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self, settle_seconds: float = 10.0) -> "SlowClients":
+    def start(self, settle_seconds: float = 10.0) -> SlowClients:
         """Open the connections; return once all are open (or after `settle_seconds`)."""
         self._thread = threading.Thread(target=self._run, name=f"slow-clients-{self.mode}", daemon=True)
         self._thread.start()
@@ -110,7 +110,7 @@ class SlowClients:
         self._next_drip = time.monotonic() + SLOWLORIS_INTERVAL
         for sock, sent in list(self._dripped.items()):
             try:
-                sock.send(DRIP[sent % len(DRIP):][:1])
+                sock.send(DRIP[sent % len(DRIP) :][:1])
                 self._dripped[sock] = sent + 1
             except OSError:
                 pass

@@ -5,19 +5,19 @@ failing later inside a request. The database's settings are the store's
 (store/settings.py), logging's are logging_setup.py's; the engine has its own
 (engine/settings.py).
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
+from operator_service.cluster.client import KUBERNETES_MODES
 from operator_service.env_vars import ConfigError, env_choice, env_flag, env_int, env_json_list, env_number
 from operator_service.logging_setup import LoggingSettings, load_logging_settings
 from operator_service.store.settings import PostgresSettings, load_postgres_settings
-
-KUBERNETES_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -26,25 +26,25 @@ class Settings:
     signature_required: bool = False
     allowed_providers: tuple[str, ...] = ()
     allowed_admins: tuple[str, ...] = field(default=(), repr=False)
-    operator_address: Optional[str] = None
-    algo_pod_timeout: Optional[str] = None
-    storage_expiry: Optional[str] = None
+    operator_address: str | None = None
+    algo_pod_timeout: str | None = None
+    storage_expiry: str | None = None
     default_namespace: str = "ocean-compute"
-    result_api_key: Optional[str] = field(default=None, repr=False)
-    result_client_id: Optional[str] = field(default=None, repr=False)
-    logging: LoggingSettings = LoggingSettings()
+    result_api_key: str | None = field(default=None, repr=False)
+    result_client_id: str | None = field(default=None, repr=False)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     nonce_window_seconds: int = 300
     kubernetes: str = "auto"
     db_pool_size: int = 4
     result_timeout_seconds: float = 10.0
-    results_dir: Optional[str] = None
+    results_dir: str | None = None
     result_url_prefixes: tuple[str, ...] = ()
     reconcile_interval_seconds: float = 30.0
     registration_grace_seconds: float = 60.0
     cors_origins: tuple[str, ...] = ("*",)
 
 
-def _optional_seconds(env: Mapping[str, str], name: str) -> Optional[str]:
+def _optional_seconds(env: Mapping[str, str], name: str) -> str | None:
     """ALGO_POD_TIMEOUT and STORAGE_EXPIRY are echoed as strings by GET /; they must still be numbers."""
     raw = env.get(name)
     if raw is None or raw == "":
@@ -76,12 +76,13 @@ def _url_prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     for prefix in prefixes:
         parts = urlsplit(prefix)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-            raise ConfigError(f"{name} must list http(s) URL prefixes such as \"https://ipfs.example.com/ipfs/\","
-                              f" got {prefix!r}")
+            raise ConfigError(
+                f'{name} must list http(s) URL prefixes such as "https://ipfs.example.com/ipfs/", got {prefix!r}'
+            )
     return prefixes
 
 
-def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every setting; raise ConfigError with the variable's name on a bad value."""
     env = os.environ if env is None else env
     return Settings(

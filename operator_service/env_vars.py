@@ -3,10 +3,11 @@
 Each reader checks its value at start-up and raises ConfigError naming the variable, so a
 malformed value stops the process with a clear message instead of failing later.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 
 class ConfigError(ValueError):

@@ -1,11 +1,12 @@
 """Logging from LOG_LEVEL or a LOG_CFG file (YAML or JSON dictConfig), for the service and the engine."""
+
 from __future__ import annotations
 
 import logging
 import logging.config
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 import yaml
 
@@ -17,11 +18,11 @@ LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    level: Optional[str] = None
-    config_file: Optional[str] = None
+    level: str | None = None
+    config_file: str | None = None
 
 
-def load_logging_settings(env: Optional[Mapping[str, str]] = None) -> LoggingSettings:
+def load_logging_settings(env: Mapping[str, str] | None = None) -> LoggingSettings:
     env = os.environ if env is None else env
     raw = env.get("LOG_LEVEL")
     level = raw.strip().upper() if raw else None

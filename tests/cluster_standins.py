@@ -11,6 +11,7 @@ step nobody checked cannot pass unnoticed. `kubectl rollout status` succeeds onl
 Deployment's pods could start: every image was loaded into the cluster, pushed, or is public
 (STANDIN_PUBLIC_REPOSITORIES), and every Secret and ConfigMap key its containers read exists.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,7 @@ def load_into_cluster(state: dict, tool: str, args: list[str], shape: list[str])
             next(rest)
         elif not arg.startswith("--name="):
             words.append(arg)
-    if words[:len(shape)] != shape or len(words) != len(shape) + 1:
+    if words[: len(shape)] != shape or len(words) != len(shape) + 1:
         unknown(tool, args)
     image = words[-1]
     if image not in state["built"]:
@@ -180,8 +181,10 @@ def rollout_status(state: dict, namespace: str, name: str) -> None:
                 ref = entry.get("valueFrom", {}).get(ref_kind)
                 source = ref and state["objects"].get(f"{kind}/{namespace}/{ref['name']}")
                 if ref and (source is None or ref["key"] not in source.get("data", {})):
-                    fail(f"deployment {name}: {container['name']}: CreateContainerConfigError: "
-                         f"{kind.lower()} {ref['name']} has no key {ref['key']}")
+                    fail(
+                        f"deployment {name}: {container['name']}: CreateContainerConfigError: "
+                        f"{kind.lower()} {ref['name']} has no key {ref['key']}"
+                    )
     print(f'deployment "{name}" successfully rolled out')
 
 

@@ -1,5 +1,6 @@
 """Fixtures: a real Postgres (embedded, or the server POSTGRES_HOST names), the app,
 its test client, and a Provider that signs requests as the Ocean Provider does."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,19 +9,20 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import TypeVar
 
 import pytest
 from eth_keys import keys
 
 from operator_service.api.app import create_app
 from operator_service.config import Settings, load_settings
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.domain.signatures import provider_message, sign_provider_message
 from operator_service.store import migrations
 from operator_service.store.pool import Database
+from operator_service.tools.embedded_db import EmbeddedPostgres
 from tests.ocean_engine import OceanEngine
 
 pytest_plugins = ["tests.fake_kube", "tests.engine_support", "tests.fake_ocean"]
@@ -151,7 +153,7 @@ class Provider:
     def sign(self, message: str) -> str:
         return sign_provider_message(self.private_key, message)
 
-    def signed(self, owner: str, job_id: Optional[str] = None, nonce: Optional[str] = None) -> dict[str, str]:
+    def signed(self, owner: str, job_id: str | None = None, nonce: str | None = None) -> dict[str, str]:
         """nonce and providerSignature over owner + jobId + nonce, as the Provider sends them."""
         nonce = nonce or fresh_nonce()
         return {"nonce": nonce, "providerSignature": self.sign(provider_message(owner, job_id, nonce))}
@@ -188,7 +190,13 @@ def compute_body(owner: str = OWNER, agreement_id: str = "0x0", environment: str
             "stages": [
                 {
                     "index": 0,
-                    "input": [{"index": 0, "id": "did:op:87bdaabb33354d2eb014af5091c604fb4b0f67dc6cca4d18a96547bffdc27bcf", "remote": {"txId": "0x1", "serviceId": "0"}}],
+                    "input": [
+                        {
+                            "index": 0,
+                            "id": "did:op:87bdaabb33354d2eb014af5091c604fb4b0f67dc6cca4d18a96547bffdc27bcf",
+                            "remote": {"txId": "0x1", "serviceId": "0"},
+                        }
+                    ],
                     "compute": {"Instances": 1, "namespace": "ocean-compute", "maxtime": 3600},
                     "algorithm": {
                         "id": "did:op:7f8f9c1d8f0e6a4b1f0f8a3b1c7e2d9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e",
@@ -206,7 +214,7 @@ def compute_body(owner: str = OWNER, agreement_id: str = "0x0", environment: str
 def submit(client, provider, engine):
     """POST a signed job (announcing its environment first); returns the response."""
 
-    def post(body: Optional[dict] = None, announce: bool = True):
+    def post(body: dict | None = None, announce: bool = True):
         body = body or compute_body()
         if announce:
             engine.announce()

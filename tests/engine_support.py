@@ -5,6 +5,7 @@ on 127.0.0.1. Nothing sleeps for a fixed time: each helper polls for the conditi
 expects, with a deadline. Loaded as a pytest plugin (conftest.py), so every test module
 gets these fixtures without importing them.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,15 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import pytest
 
-from operator_service.engine import EngineConfig, run_engine
-from operator_service.engine import volumes
+from operator_service.engine import EngineConfig, run_engine, volumes
 from operator_service.engine.sandbox.uids import processes_of
 from tests.conftest import OWNER
 
@@ -49,8 +50,14 @@ def job_row(db, job_id: str) -> dict:
             (job_id,),
         )
         status, text, stopreq, finished, outputs, workflow = cur.fetchone()
-    return {"status": status, "statusText": text, "stopreq": stopreq, "dateFinished": finished,
-            "outputs": json.loads(outputs) if outputs else None, "workflow": json.loads(workflow)}
+    return {
+        "status": status,
+        "statusText": text,
+        "stopreq": stopreq,
+        "dateFinished": finished,
+        "outputs": json.loads(outputs) if outputs else None,
+        "workflow": json.loads(workflow),
+    }
 
 
 def wait_finished(db, job_id: str, timeout: float = 15.0) -> dict:
@@ -61,7 +68,7 @@ def wait_status(db, job_id: str, status: int) -> dict:
     return wait_for(lambda: (row := job_row(db, job_id))["status"] == status and row, f"job {job_id} at {status}")
 
 
-def last_ping(db, namespace: str) -> Optional[Any]:
+def last_ping(db, namespace: str) -> Any | None:
     with db.transaction() as cur:
         cur.execute("SELECT lastping FROM envs WHERE namespace = %s", (namespace,))
         row = cur.fetchone()
@@ -72,7 +79,7 @@ def wait_announces(db, namespace: str, count: int = 3) -> None:
     """Wait until the engine of `namespace` has announced `count` more times."""
     for _ in range(count):
         before = last_ping(db, namespace)
-        wait_for(lambda: last_ping(db, namespace) != before, f"an announce of {namespace}")
+        wait_for(lambda before=before: last_ping(db, namespace) != before, f"an announce of {namespace}")
 
 
 def running_as(uid: int) -> list[int]:
@@ -85,7 +92,7 @@ class Inputs(BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     gate = threading.Event()
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         Inputs.gate.wait(10)
         body = Inputs.files.get(self.path)
         if body is None:
@@ -152,11 +159,17 @@ def work_dirs() -> Iterator[Callable[[], Path]]:
 def start_engine(settings, db, work_dirs) -> Iterator[Callable[..., RunningEngine]]:
     engines: list[RunningEngine] = []
 
-    def start(namespace: str = "ocean-compute", work_dir: Optional[Path] = None, **overrides: Any) -> RunningEngine:
+    def start(namespace: str = "ocean-compute", work_dir: Path | None = None, **overrides: Any) -> RunningEngine:
         options = {"max_job_duration": 20.0, "max_jobs": 4, **overrides}
         config = EngineConfig(
-            namespace=namespace, work_dir=work_dir or work_dirs(), results_dir=Path(settings.results_dir),
-            poll_seconds=0.1, use_docker="off", max_input_bytes=1024 * 1024, fetch_timeout=10.0, **options,
+            namespace=namespace,
+            work_dir=work_dir or work_dirs(),
+            results_dir=Path(settings.results_dir),
+            poll_seconds=0.1,
+            use_docker="off",
+            max_input_bytes=1024 * 1024,
+            fetch_timeout=10.0,
+            **options,
         )
         stop = threading.Event()
         thread = threading.Thread(target=run_engine, args=(settings.postgres, config, stop), daemon=True)
@@ -173,17 +186,19 @@ def start_engine(settings, db, work_dirs) -> Iterator[Callable[..., RunningEngin
 
 def workflow(environment: str, rawcode: str, urls: list[str], maxtime: int = 60) -> dict:
     return {
-        "stages": [{
-            "index": 0,
-            "input": [{"index": 0, "id": "did:op:" + uuid.uuid4().hex, "url": urls}],
-            "algorithm": {
-                "id": "did:op:" + uuid.uuid4().hex,
-                "rawcode": rawcode,
-                "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""},
-            },
-            "compute": {"Instances": 1, "namespace": environment, "maxtime": maxtime},
-            "output": {},
-        }]
+        "stages": [
+            {
+                "index": 0,
+                "input": [{"index": 0, "id": "did:op:" + uuid.uuid4().hex, "url": urls}],
+                "algorithm": {
+                    "id": "did:op:" + uuid.uuid4().hex,
+                    "rawcode": rawcode,
+                    "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""},
+                },
+                "compute": {"Instances": 1, "namespace": environment, "maxtime": maxtime},
+                "output": {},
+            }
+        ]
     }
 
 
@@ -191,7 +206,7 @@ def workflow(environment: str, rawcode: str, urls: list[str], maxtime: int = 60)
 def submit_job(client, provider, inputs) -> Callable[..., str]:
     """POST a signed job through the API; returns its job id."""
 
-    def post(rawcode: str, environment: str = "ocean-compute", urls: Optional[list[str]] = None) -> str:
+    def post(rawcode: str, environment: str = "ocean-compute", urls: list[str] | None = None) -> str:
         body = {
             "agreementId": uuid.uuid4().hex,
             "owner": OWNER,

@@ -13,10 +13,12 @@ selectors, paging, finalizers, the status subresource.
 
 Test controls: `inject_fault` answers with an error instead of handling the request;
 `fail_after` handles it, then answers with an error (the work is done, the reply is lost);
-`inject_delay` sleeps before handling; `hold` handles only once the test releases it. `down()` closes the listening socket and every open
+`inject_delay` sleeps before handling; `hold` handles only once the test releases it. `down()` closes the
+listening socket and every open
 connection, so clients get "connection refused" as from a dead server; `up()` listens again on
 the same port with the same objects.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,11 +28,12 @@ import re
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -53,9 +56,18 @@ _LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _OBJECT_META = ("name", "generateName", "namespace", "labels", "annotations", "finalizers", "ownerReferences")
 _REASONS = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-    405: "MethodNotAllowed", 409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid",
-    429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
 }
 
 
@@ -195,11 +207,7 @@ class FakeKubernetes:
     def objects(self, namespace: str | None = None) -> list[dict]:
         """The WorkFlows stored now, in one namespace or all, ordered by namespace and name."""
         with self._lock:
-            return [
-                copy.deepcopy(obj)
-                for (ns, _), obj in sorted(self._workflows.items())
-                if namespace in (None, ns)
-            ]
+            return [copy.deepcopy(obj) for (ns, _), obj in sorted(self._workflows.items()) if namespace in (None, ns)]
 
     @property
     def requests(self) -> list[tuple[str, str]]:
@@ -249,9 +257,7 @@ class FakeKubernetes:
     def _listen(self) -> None:
         self._server = _Server(("127.0.0.1", self._port), self)
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self._thread.start()
 
     def _answer(self, request: Request, authorization: str | None) -> _Answer | None:
@@ -325,16 +331,16 @@ class FakeKubernetes:
                 del self._workflows[(namespace, name)]
                 self._bump()
                 details = {"name": name, "group": GROUP, "kind": PLURAL, "uid": current["metadata"]["uid"]}
-                return _Answer(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                     "status": "Success", "details": details})
+                return _Answer(
+                    200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+                )
             return _Answer(200, copy.deepcopy(current))
 
     def _create(self, namespace: str, body: Any) -> dict:
         obj = _pruned(body)
         metadata = obj["metadata"]
         if metadata.setdefault("namespace", namespace) != namespace:
-            raise ApiError(400, "the namespace of the provided object does not match the namespace "
-                                "sent on the request")
+            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the request")
         _validate(obj)
         with self._lock:
             if (namespace, metadata["name"]) in self._workflows:
@@ -355,12 +361,18 @@ class FakeKubernetes:
         elif request.content_type == JSON_PATCH:
             updated = _json_patch(copy.deepcopy(current), request.body)
         else:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media "
-                                f"types include: {JSON_PATCH}, {MERGE_PATCH}, application/apply-patch+yaml")
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format - accepted media "
+                f"types include: {JSON_PATCH}, {MERGE_PATCH}, application/apply-patch+yaml",
+            )
         expected = updated["metadata"].get("resourceVersion")
         if expected != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "the object has been modified; please apply your changes to the latest "
-                                "version and try again", details={"name": current["metadata"]["name"]})
+            raise ApiError(
+                409,
+                "the object has been modified; please apply your changes to the latest version and try again",
+                details={"name": current["metadata"]["name"]},
+            )
         updated = _pruned(updated)
         for kept in ("name", "namespace", "uid", "creationTimestamp", "generation"):
             updated["metadata"][kept] = current["metadata"][kept]
@@ -426,9 +438,15 @@ class FakeKubernetes:
 
 
 _VERSION_INFO = {
-    "major": "1", "minor": "30", "gitVersion": "v1.30.0-fake", "gitCommit": "0" * 40,
-    "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",
-    "compiler": "gc", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "30",
+    "gitVersion": "v1.30.0-fake",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2024-04-17T00:00:00Z",
+    "goVersion": "go1.22.2",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 _API_GROUP = {
     "name": GROUP,
@@ -439,10 +457,16 @@ _API_RESOURCES = {
     "kind": "APIResourceList",
     "apiVersion": "v1",
     "groupVersion": API_VERSION,
-    "resources": [{
-        "name": PLURAL, "singularName": "workflow", "namespaced": True, "kind": KIND,
-        "shortNames": ["wf"], "verbs": ["create", "delete", "get", "list", "patch"],
-    }],
+    "resources": [
+        {
+            "name": PLURAL,
+            "singularName": "workflow",
+            "namespaced": True,
+            "kind": KIND,
+            "shortNames": ["wf"],
+            "verbs": ["create", "delete", "get", "list", "patch"],
+        }
+    ],
 }
 _NS = r"/namespaces/([^/]+)"
 _ROUTES: list[tuple[re.Pattern[str], Callable[..., _Answer]]] = [
@@ -458,7 +482,7 @@ _ROUTES: list[tuple[re.Pattern[str], Callable[..., _Answer]]] = [
 
 def _allow(request: Request, *methods: str) -> None:
     if request.method not in methods:
-        raise ApiError(405, f"the server does not allow this method on the requested resource")
+        raise ApiError(405, "the server does not allow this method on the requested resource")
 
 
 def _not_found(kind: str, name: str, group: str = "") -> ApiError:
@@ -477,8 +501,11 @@ def _pruned(body: Any) -> dict:
         raise ApiError(400, "the object provided is not a JSON object with a metadata object")
     obj = {key: copy.deepcopy(body[key]) for key in _TOP_LEVEL if key in body}
     metadata = obj.setdefault("metadata", {})
-    obj["metadata"] = {key: value for key, value in metadata.items() if key in _OBJECT_META + (
-        "uid", "creationTimestamp", "resourceVersion", "generation")}
+    obj["metadata"] = {
+        key: value
+        for key, value in metadata.items()
+        if key in (*_OBJECT_META, "uid", "creationTimestamp", "resourceVersion", "generation")
+    }
     return obj
 
 
@@ -501,8 +528,12 @@ def _validate(obj: dict) -> None:
         causes.append(("metadata.annotations", "values must be strings"))
     if causes:
         message = "; ".join(f"{field}: {text}" for field, text in causes)
-        details = {"name": name if isinstance(name, str) else "", "group": GROUP, "kind": KIND,
-                   "causes": [{"reason": "FieldValueInvalid", "field": f, "message": t} for f, t in causes]}
+        details = {
+            "name": name if isinstance(name, str) else "",
+            "group": GROUP,
+            "kind": KIND,
+            "causes": [{"reason": "FieldValueInvalid", "field": f, "message": t} for f, t in causes],
+        }
         raise ApiError(422, f'{KIND}.{GROUP} "{name}" is invalid: {message}', details=details)
 
 
@@ -512,8 +543,9 @@ def _label_causes(labels: Any) -> list[tuple[str, str]]:
     return [
         ("metadata.labels", f"Invalid value: {key!r}: {value!r}")
         for key, value in labels.items()
-        if not (isinstance(value, str) and len(value) <= 63 and _LABEL_VALUE.fullmatch(value)
-                and _LABEL_KEY.fullmatch(key))
+        if not (
+            isinstance(value, str) and len(value) <= 63 and _LABEL_VALUE.fullmatch(value) and _LABEL_KEY.fullmatch(key)
+        )
     ]
 
 

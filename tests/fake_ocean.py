@@ -43,6 +43,7 @@ between the nonce check and its recording (the window in which the real one race
 `downloads` lists every download query received; `c2d_consumers` the consumer addresses of
 the compute environments. Metadata cache: `forget(did)` removes a DDO.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,10 +51,11 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator, Optional
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -200,12 +202,12 @@ class MetadataCache:
 
 
 class _AquariusHandler(_JsonHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if not path.startswith(DDO_PATH):
             self.send_json(404, {"error": "Not Found"})
             return
-        did = unquote(path[len(DDO_PATH):])
+        did = unquote(path[len(DDO_PATH) :])
         ddo = self.owner.ddos.get(did)
         if ddo is None:
             self.send_json(404, {"error": f"Asset DID {did} not found in Elasticsearch."})
@@ -226,7 +228,7 @@ class Provider:
         self.downloads: list[dict[str, str]] = []
         self.order_check_seconds = 0.0
         self.released = threading.Event()
-        self._trickle: Optional[tuple[int, float]] = None
+        self._trickle: tuple[int, float] | None = None
         self._hang = False
         self._lock = threading.Lock()
         self.server = _Server(_ProviderHandler, self)
@@ -274,8 +276,14 @@ class Provider:
         if not files:
             raise _error(400, f"Provider {NETWORK}: Unable to get dataset files")
         return [
-            {"index": i, "valid": True, "type": "url", "contentLength": str(len(f.content)),
-             "contentType": f.content_type, "filename": f.filename}
+            {
+                "index": i,
+                "valid": True,
+                "type": "url",
+                "contentLength": str(len(f.content)),
+                "contentType": f.content_type,
+                "filename": f.filename,
+            }
             for i, f in enumerate(files)
         ]
 
@@ -318,7 +326,7 @@ class Provider:
         if errors:
             raise Refusal(400, _validation(errors))
 
-    def _signature_problem(self, query: dict[str, str]) -> Optional[str]:
+    def _signature_problem(self, query: dict[str, str]) -> str | None:
         """The real Provider's verify_signature over (documentId, nonce) for consumerAddress."""
         owner, did, nonce = query["consumerAddress"], query["documentId"], query["nonce"]
         signature = query.get("signature")
@@ -336,11 +344,15 @@ class Provider:
                 keccak(PERSONAL_PREFIX + keccak(f"{did}{nonce}".encode()))
             )
         except Exception as exc:  # the real one reports whatever parsing or recovery raised
-            return (f"Invalid signature {signature} for ethereum address {owner}, message {did}"
-                    f" and nonce {nonce}. Got {exc}")
+            return (
+                f"Invalid signature {signature} for ethereum address {owner}, message {did}"
+                f" and nonce {nonce}. Got {exc}"
+            )
         if _checksum_or_none(owner) != recovered.to_checksum_address():
-            return (f"Invalid signature 0x{raw.hex()} for ethereum address {owner}, message {did}"
-                    f" and nonce {nonce}. Got {recovered.to_address()}")
+            return (
+                f"Invalid signature 0x{raw.hex()} for ethereum address {owner}, message {did}"
+                f" and nonce {nonce}. Got {recovered.to_address()}"
+            )
         return None
 
     def _check_order(self, tx_id: str, did: str, service_id: str, consumer: str) -> None:
@@ -349,8 +361,9 @@ class Provider:
         if order is None:
             raise _error(400, prefix + f"Transaction with hash: '{tx_id}' not found.")
         if (order.did, order.service_id) != (did, service_id):
-            raise _error(400, prefix + f"Provider {NETWORK}: Cannot find the event for the order transaction"
-                                       f" with tx id {tx_id}.")
+            raise _error(
+                400, prefix + f"Provider {NETWORK}: Cannot find the event for the order transaction with tx id {tx_id}."
+            )
         if to_checksum_address(consumer) not in (order.consumer, order.payer):
             raise _error(400, prefix + f"Provider {NETWORK}: sender of order transaction is not the consumer/payer.")
         if self.order_check_seconds:
@@ -360,8 +373,11 @@ class Provider:
         address = to_checksum_address(consumer)
         with self._lock:
             if self.nonces.get(address) == nonce:
-                raise _error(503, f"Cannot create duplicates in the database.\n Existing nonce: {nonce}"
-                                  f" vs. new nonce: {nonce}", context=query)
+                raise _error(
+                    503,
+                    f"Cannot create duplicates in the database.\n Existing nonce: {nonce} vs. new nonce: {nonce}",
+                    context=query,
+                )
             self.nonces[address] = nonce
 
 
@@ -377,19 +393,19 @@ def _numeric(value: str) -> bool:
     return True
 
 
-def _checksum_or_none(address: str) -> Optional[str]:
+def _checksum_or_none(address: str) -> str | None:
     try:
         return to_checksum_address(address)
     except ValueError:
         return None
 
 
-def _service(ddo: dict, service_id: Any) -> Optional[dict]:
+def _service(ddo: dict, service_id: Any) -> dict | None:
     return next((s for s in ddo.get("services", []) if s.get("id") == service_id), None)
 
 
 class _ProviderHandler(_JsonHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path == "/":
             self.send_json(200, self.owner.root())
@@ -398,7 +414,7 @@ class _ProviderHandler(_JsonHandler):
         else:
             self.send_json(404, {"error": "404 Not Found: not a route of this fake Provider"})
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:
         if urlsplit(self.path).path != SERVICES + "/fileinfo":
             self.send_json(404, {"error": "404 Not Found: not a route of this fake Provider"})
             return
@@ -422,7 +438,7 @@ class _ProviderHandler(_JsonHandler):
             return
         self._stream(served, provider._trickle, provider.released)
 
-    def _stream(self, served: FakeFile, trickle: Optional[tuple[int, float]], released: threading.Event) -> None:
+    def _stream(self, served: FakeFile, trickle: tuple[int, float] | None, released: threading.Event) -> None:
         self.send_response(200)
         self.send_header("Content-Type", served.content_type)
         self.send_header("Content-Disposition", f"attachment;filename={served.filename}")
@@ -434,7 +450,7 @@ class _ProviderHandler(_JsonHandler):
         step, pause = trickle or (4096, 0.0)
         try:
             for start in range(0, len(served.content), step):
-                piece = served.content[start:start + step]
+                piece = served.content[start : start + step]
                 self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 self.wfile.flush()
                 if pause and released.wait(pause):
@@ -460,7 +476,7 @@ class FakeOcean:
         files: list[FakeFile],
         kind: str = "dataset",
         service_type: str = "compute",
-        service_endpoint: Optional[str] = None,
+        service_endpoint: str | None = None,
     ) -> PublishedAsset:
         """Publish an asset with one service whose files this Provider serves."""
         nft_address = _random_address()
@@ -476,11 +492,20 @@ class FakeOcean:
             "files": "0x04" + os.urandom(96).hex(),  # encrypted: only the Provider knows the files
         }
         if service_type == "compute":
-            service["compute"] = {"allowRawAlgorithm": False, "allowNetworkAccess": True,
-                                  "publisherTrustedAlgorithms": [], "publisherTrustedAlgorithmPublishers": []}
+            service["compute"] = {
+                "allowRawAlgorithm": False,
+                "allowNetworkAccess": True,
+                "publisherTrustedAlgorithms": [],
+                "publisherTrustedAlgorithmPublishers": [],
+            }
         metadata: dict[str, Any] = {
-            "created": "2023-01-01T00:00:00Z", "updated": "2023-01-01T00:00:00Z", "type": kind,
-            "name": f"A {kind}", "description": f"A {kind} for tests", "author": "tests", "license": "CC-BY",
+            "created": "2023-01-01T00:00:00Z",
+            "updated": "2023-01-01T00:00:00Z",
+            "type": kind,
+            "name": f"A {kind}",
+            "description": f"A {kind} for tests",
+            "author": "tests",
+            "license": "CC-BY",
         }
         if kind == "algorithm":
             metadata["algorithm"] = {"language": "python", "version": "0.1", "container": dict(ALGORITHM_CONTAINER)}
@@ -492,10 +517,17 @@ class FakeOcean:
             "nftAddress": nft_address,
             "metadata": metadata,
             "services": [service],
-            "nft": {"address": nft_address, "name": "Data NFT", "symbol": "DN", "state": 0,
-                    "owner": _random_address(), "created": "2023-01-01T00:00:00"},
-            "datatokens": [{"address": service["datatokenAddress"], "name": "Datatoken", "symbol": "DT",
-                            "serviceId": service_id}],
+            "nft": {
+                "address": nft_address,
+                "name": "Data NFT",
+                "symbol": "DN",
+                "state": 0,
+                "owner": _random_address(),
+                "created": "2023-01-01T00:00:00",
+            },
+            "datatokens": [
+                {"address": service["datatokenAddress"], "name": "Datatoken", "symbol": "DT", "serviceId": service_id}
+            ],
             "stats": {"orders": 0, "price": {"value": 0}},
             "purgatory": {"state": False},
         }
@@ -503,12 +535,13 @@ class FakeOcean:
         self.provider.files[(did, service_id)] = list(files)
         return PublishedAsset(did, service_id, ddo)
 
-    def order(self, asset: PublishedAsset, consumer: str, payer: Optional[str] = None) -> Purchase:
+    def order(self, asset: PublishedAsset, consumer: str, payer: str | None = None) -> Purchase:
         """Record a startOrder transaction for the asset's service, made out to `consumer`."""
         tx_id = "0x" + hashlib.sha256(uuid.uuid4().bytes).hexdigest()
         consumer = to_checksum_address(consumer)
-        self.provider.orders[tx_id] = Order(asset.did, asset.service_id, consumer,
-                                            to_checksum_address(payer) if payer else consumer)
+        self.provider.orders[tx_id] = Order(
+            asset.did, asset.service_id, consumer, to_checksum_address(payer) if payer else consumer
+        )
         return Purchase(asset, tx_id)
 
     def close(self) -> None:
@@ -521,9 +554,9 @@ def provider_stage(
     ocean: FakeOcean,
     datasets: list[Purchase],
     algorithm: Purchase,
-    userdata: Optional[list[Optional[dict]]] = None,
-    algouserdata: Optional[dict] = None,
-    algocustomdata: Optional[dict] = None,
+    userdata: list[dict | None] | None = None,
+    algouserdata: dict | None = None,
+    algocustomdata: dict | None = None,
 ) -> dict:
     """Stage 0 of the workflow exactly as Provider 2.x builds it for a compute start with an
     algorithm published as an asset (its WorkflowValidator, InputItemValidator and
@@ -531,8 +564,11 @@ def provider_stage(
     `output` holding only the metadata cache's URL."""
     inputs = []
     for index, purchase in enumerate(datasets):
-        item = {"index": index, "id": purchase.asset.did,
-                "remote": {"txId": purchase.tx_id, "serviceId": purchase.asset.service_id}}
+        item = {
+            "index": index,
+            "id": purchase.asset.did,
+            "remote": {"txId": purchase.tx_id, "serviceId": purchase.asset.service_id},
+        }
         if userdata and userdata[index]:
             item["remote"]["userdata"] = userdata[index]
         inputs.append(item)

@@ -4,6 +4,7 @@ kubectl is taken from PATH or, when missing and running as root, installed from 
 `kubernetes-client` package (as bench/ installs wrk). Anywhere else the tests that need it fail
 with a message that says what to install: they never skip.
 """
+
 from __future__ import annotations
 
 import functools
@@ -12,8 +13,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import yaml
 
@@ -50,8 +51,9 @@ def check_version(version: dict) -> None:
     )
 
 
-def find_kubectl(search_path: Optional[str] = None, is_root: Optional[bool] = None,
-                 log: Callable[[str], None] = print) -> str:
+def find_kubectl(
+    search_path: str | None = None, is_root: bool | None = None, log: Callable[[str], None] = print
+) -> str:
     """The path of a kubectl that can render the overlays, installing Debian's if root may."""
     found = shutil.which("kubectl", path=search_path)
     if not found:
@@ -77,12 +79,19 @@ def install_debian_kubectl() -> None:
     apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]  # other test runs may hold the lock
     try:
         subprocess.run([*apt, "update"], check=True, capture_output=True, text=True)
-        subprocess.run([*apt, "install", "-y", "kubernetes-client"], check=True, capture_output=True, text=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            [*apt, "install", "-y", "kubernetes-client"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = (getattr(exc, "stderr", None) or str(exc)).strip().splitlines()[-1:]
-        raise KubectlUnusable(f"kubectl is not installed and apt-get could not install kubernetes-client"
-                              f" ({' '.join(detail)}); {INSTALL_HINT}") from None
+        raise KubectlUnusable(
+            f"kubectl is not installed and apt-get could not install kubernetes-client"
+            f" ({' '.join(detail)}); {INSTALL_HINT}"
+        ) from None
 
 
 @functools.cache
@@ -113,10 +122,14 @@ def rendered(overlay: str) -> tuple[dict, ...]:
     return tuple(render(OVERLAYS[overlay]))
 
 
-def secrets_from_script(env: Optional[dict] = None) -> list[dict]:
+def secrets_from_script(env: dict | None = None) -> list[dict]:
     """The Secrets `k8s/secrets.sh --dry-run` would create (fresh random values on every call)."""
     path = f"{Path(kubectl()).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    answer = subprocess.run(["sh", str(K8S / "secrets.sh"), "--dry-run"], capture_output=True, text=True,
-                            env={**os.environ, **(env or {}), "PATH": path})
+    answer = subprocess.run(
+        ["sh", str(K8S / "secrets.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {}), "PATH": path},
+    )
     assert answer.returncode == 0, f"k8s/secrets.sh --dry-run failed:\n{answer.stderr}"
     return [doc for doc in yaml.safe_load_all(answer.stdout) if doc is not None]

@@ -1,7 +1,8 @@
-"""The SQL Ocean's operator-engine and its pods run against our schema (operator-engine, pod-configuration and pod-publishing).
+"""The SQL Ocean's operator-engine and its pods (pod-configuration, pod-publishing) run against our schema.
 
 Tests use it to play the engine's part exactly as the real one does, statement by statement.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Bad input on every route: never a 5xx, always a JSON error, and nothing stored is lost."""
+
 from __future__ import annotations
 
 import json
@@ -36,28 +37,88 @@ BODIES = {
     "json null": ("null", "application/json"),
     "latin-1 bytes": (b"\xff\xfe\xfd", "application/json"),
     "2 MB": (json.dumps({"owner": "a" * (2 * 1024 * 1024)}), "application/json"),
-    "wrong types": (json.dumps({
-        "workflow": [1], "agreementId": {"a": 1}, "owner": 5, "providerSignature": [], "environment": 7,
-        "nonce": {"n": 1}, "jobId": [1], "index": {"i": 1}, "chainId": {"c": 1},
-    }), "application/json"),
-    "sql-looking": (json.dumps({
-        "workflow": {"stages": SQLISH}, "agreementId": SQLISH, "owner": SQLISH, "providerSignature": SQLISH,
-        "environment": SQLISH, "nonce": SQLISH, "jobId": SQLISH, "index": SQLISH,
-    }), "application/json"),
-    "unicode": (json.dumps({
-        "workflow": {"stages": [{"algorithm": {}, "compute": {}, "input": [], "output": {}}]}, "agreementId": UNICODE,
-        "owner": UNICODE, "providerSignature": UNICODE, "environment": UNICODE, "nonce": UNICODE,
-        "jobId": UNICODE, "index": UNICODE,
-    }), "application/json"),
+    "wrong types": (
+        json.dumps(
+            {
+                "workflow": [1],
+                "agreementId": {"a": 1},
+                "owner": 5,
+                "providerSignature": [],
+                "environment": 7,
+                "nonce": {"n": 1},
+                "jobId": [1],
+                "index": {"i": 1},
+                "chainId": {"c": 1},
+            }
+        ),
+        "application/json",
+    ),
+    "sql-looking": (
+        json.dumps(
+            {
+                "workflow": {"stages": SQLISH},
+                "agreementId": SQLISH,
+                "owner": SQLISH,
+                "providerSignature": SQLISH,
+                "environment": SQLISH,
+                "nonce": SQLISH,
+                "jobId": SQLISH,
+                "index": SQLISH,
+            }
+        ),
+        "application/json",
+    ),
+    "unicode": (
+        json.dumps(
+            {
+                "workflow": {"stages": [{"algorithm": {}, "compute": {}, "input": [], "output": {}}]},
+                "agreementId": UNICODE,
+                "owner": UNICODE,
+                "providerSignature": UNICODE,
+                "environment": UNICODE,
+                "nonce": UNICODE,
+                "jobId": UNICODE,
+                "index": UNICODE,
+            }
+        ),
+        "application/json",
+    ),
 }
 
 QUERIES = {
-    "sql-looking": {"owner": SQLISH, "jobId": SQLISH, "agreementId": SQLISH, "nonce": SQLISH,
-                    "providerSignature": SQLISH, "index": SQLISH, "chainId": SQLISH, "component": SQLISH},
-    "unicode": {"owner": UNICODE, "jobId": UNICODE, "nonce": UNICODE, "providerSignature": UNICODE,
-                "index": UNICODE, "chainId": UNICODE, "component": "algorithm"},
-    "negative index": {"owner": OWNER, "jobId": "a" * 32, "nonce": "1", "providerSignature": "0x" + "1" * 130, "index": "-1"},
-    "huge index": {"owner": OWNER, "jobId": "a" * 32, "nonce": "1", "providerSignature": "0x" + "1" * 130, "index": HUGE},
+    "sql-looking": {
+        "owner": SQLISH,
+        "jobId": SQLISH,
+        "agreementId": SQLISH,
+        "nonce": SQLISH,
+        "providerSignature": SQLISH,
+        "index": SQLISH,
+        "chainId": SQLISH,
+        "component": SQLISH,
+    },
+    "unicode": {
+        "owner": UNICODE,
+        "jobId": UNICODE,
+        "nonce": UNICODE,
+        "providerSignature": UNICODE,
+        "index": UNICODE,
+        "chainId": UNICODE,
+        "component": "algorithm",
+    },
+    "negative index": {
+        "owner": OWNER,
+        "jobId": "a" * 32,
+        "nonce": "1",
+        "providerSignature": "0x" + "1" * 130,
+        "index": "-1",
+    },
+    "huge index": {
+        "owner": OWNER,
+        "jobId": "a" * 32,
+        "nonce": "1",
+        "providerSignature": "0x" + "1" * 130,
+        "index": HUGE,
+    },
     "huge nonce": {"owner": OWNER, "nonce": HUGE, "providerSignature": "0x" + "1" * 130},
     "empty values": {"owner": "", "jobId": "", "nonce": "", "providerSignature": "", "index": "", "chainId": ""},
 }
@@ -94,8 +155,9 @@ def _assert_clean(response, what: str) -> None:
 def test_bad_bodies(client, db, stored_job, method, path):
     before = _snapshot(db)
     for name, (body, content_type) in BODIES.items():
-        response = client.open(path, method=method, data=body, content_type=content_type,
-                               headers={"Admin": ADMIN_SECRET})
+        response = client.open(
+            path, method=method, data=body, content_type=content_type, headers={"Admin": ADMIN_SECRET}
+        )
         _assert_clean(response, f"{method} {path} with {name}")
     assert _snapshot(db) == before
 
@@ -162,7 +224,8 @@ def test_a_lone_surrogate_is_a_400_even_where_no_signature_is_needed(client, eng
     body = json.dumps({**compute_body(), "nonce": "1", "providerSignature": "0x", "environment": "\ud800env"})
     response = _post_raw(client, body)
     assert (response.status_code, response.get_json()) == (
-        400, {"error": "Request parameters must be valid Unicode: a lone UTF-16 surrogate is not a character"}
+        400,
+        {"error": "Request parameters must be valid Unicode: a lone UTF-16 surrogate is not a character"},
     )
     query = _post_raw(client, json.dumps({"owner": "0x\udfff", "nonce": "1", "providerSignature": "0x"}))
     assert query.status_code == 400
@@ -175,7 +238,10 @@ def test_a_field_longer_than_its_column_is_a_400_naming_the_field_and_the_limit(
     body = compute_body()
     body[field] = "0x" + "a" * 254  # 256 characters: the column is varchar(255)
     response = submit(body)
-    assert (response.status_code, response.get_json()) == (400, {"error": f'"{field}" must be at most 255 characters long'})
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": f'"{field}" must be at most 255 characters long'},
+    )
     body[field] = "0x" + "a" * 253
     assert submit(body).status_code == 200
     assert len(_snapshot(db)) == 1
@@ -184,16 +250,26 @@ def test_a_field_longer_than_its_column_is_a_400_naming_the_field_and_the_limit(
 def test_an_overlong_filter_is_a_400_too(client, provider):
     owner = "0x" + "b" * 300
     response = client.get(COMPUTE, query_string={"owner": owner, **provider.signed(owner)})
-    assert (response.status_code, response.get_json()) == (400, {"error": '"owner" must be at most 255 characters long'})
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": '"owner" must be at most 255 characters long'},
+    )
 
 
 @pytest.mark.parametrize("depth", [33, 1000, 100_000])
 def test_json_nested_too_deep_is_a_400(client, depth):
     body = '{"owner": ' + "[" * depth + "]" * depth + "}"
     response = _post_raw(client, body)
-    assert (response.status_code, response.get_json()) == (400, {"error": "Request body is nested more than 32 levels deep"})
-    assert client.open("/api/v1/operator/environments", method="GET", data=body,
-                       content_type="application/json").status_code == 400
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": "Request body is nested more than 32 levels deep"},
+    )
+    assert (
+        client.open(
+            "/api/v1/operator/environments", method="GET", data=body, content_type="application/json"
+        ).status_code
+        == 400
+    )
 
 
 def test_json_nested_within_the_limit_is_read(client, submit):
@@ -214,8 +290,16 @@ def _publish_and_fetch(client, provider, engine, job, url: str):
     return client.get(RESULT, query_string=query)
 
 
-@pytest.mark.parametrize("url", ["file:///tmp/a\u0000b", "file:///tmp/a%00b", "http://127.0.0.1/a\u0000b",
-                                 "http://[::1/result", "http://127.0.0.1/a\r\nX-Injected: 1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///tmp/a\u0000b",
+        "file:///tmp/a%00b",
+        "http://127.0.0.1/a\u0000b",
+        "http://[::1/result",
+        "http://127.0.0.1/a\r\nX-Injected: 1",
+    ],
+)
 def test_a_stored_result_url_that_cannot_be_used_is_refused_not_a_500(client, provider, engine, stored_job, url):
     response = _publish_and_fetch(client, provider, engine, stored_job, url)
     assert response.status_code == 403
@@ -249,8 +333,11 @@ def test_stored_json_nested_too_deep_is_ignored_not_a_500(client, provider, engi
     with db.transaction() as cur:
         cur.execute("UPDATE jobs SET outputsURL = %s WHERE workflowId = %s", (deep, stored_job["jobId"]))
         cur.execute("UPDATE envs SET status = %s", (deep,))
-    query = {"jobId": stored_job["jobId"], "owner": stored_job["owner"],
-             **provider.signed(stored_job["owner"], stored_job["jobId"])}
+    query = {
+        "jobId": stored_job["jobId"],
+        "owner": stored_job["owner"],
+        **provider.signed(stored_job["owner"], stored_job["jobId"]),
+    }
     [job] = client.get(COMPUTE, query_string=query).get_json()
     assert job["results"] == ""
     assert client.get("/api/v1/operator/environments").get_json() == []

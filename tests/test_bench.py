@@ -1,5 +1,6 @@
 """The benchmarks' arithmetic: slices merged into one scenario's figures (bench/loadgen.py, bench/cpu.py),
 and the sandbox's cost per job (bench/engine.py)."""
+
 from __future__ import annotations
 
 from bench.cpu import CpuUse
@@ -10,9 +11,18 @@ from bench.loadgen import WrkResult, merge
 def _run(requests: int, seconds: float, latencies_us: list[float], **counts) -> WrkResult:
     """A wrk run whose latency at every 0.1 % of its requests is `latencies_us` (1000 values)."""
     return WrkResult(
-        requests=requests, seconds=seconds, p50_ms=0.0, p90_ms=0.0, p99_ms=0.0, max_ms=max(latencies_us) / 1000,
-        non2xx=counts.get("non2xx", 0), socket_errors=0, wrapped=0, sent=requests,
-        codes=counts.get("codes", {}), grid_us=latencies_us,
+        requests=requests,
+        seconds=seconds,
+        p50_ms=0.0,
+        p90_ms=0.0,
+        p99_ms=0.0,
+        max_ms=max(latencies_us) / 1000,
+        non2xx=counts.get("non2xx", 0),
+        socket_errors=0,
+        wrapped=0,
+        sent=requests,
+        codes=counts.get("codes", {}),
+        grid_us=latencies_us,
     )
 
 
@@ -56,7 +66,9 @@ def test_cpu_of_slices_is_weighted_by_their_length():
 def test_the_engine_benchmark_charges_the_sandbox_the_difference_of_the_medians():
     plain = Timings("plain", to_running=[0.010, 0.020, 0.030], exit_to_finished=[0.010] * 3, whole=[0.1] * 3)
     cheap = Timings("sandboxed", to_running=[0.050, 0.060, 0.070], exit_to_finished=[0.020] * 3, whole=[0.15] * 3)
-    assert report(cheap, plain)[-1] == ("| the sandbox adds at most 300 ms per job | 40 ms before the algorithm runs"
-                                        " + 10 ms after it exits; 50 ms on the whole job | yes |")
+    assert report(cheap, plain)[-1] == (
+        "| the sandbox adds at most 300 ms per job | 40 ms before the algorithm runs"
+        " + 10 ms after it exits; 50 ms on the whole job | yes |"
+    )
     slow = Timings("sandboxed", to_running=[0.05] * 3, exit_to_finished=[0.02] * 3, whole=[0.45] * 3)
     assert report(slow, plain)[-1].endswith("350 ms on the whole job | NO |")

@@ -4,6 +4,7 @@ injects at each step, and what the reconciler finishes afterwards.
 Database failures are injected in the database itself (a constraint, a trigger, a real
 statement timeout), cluster failures in the fake API server; nothing is patched.
 """
+
 from __future__ import annotations
 
 import pytest

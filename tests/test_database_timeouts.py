@@ -1,6 +1,7 @@
 """A database that stops answering (SIGSTOP of the postmaster and its backends: alive to the
 kernel, so connections stay open, but nothing comes back) costs a request seconds, then a
 503, on a pooled connection and on a fresh one; once it runs again, so does the service."""
+
 from __future__ import annotations
 
 import os
@@ -9,16 +10,16 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import pytest
 
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
+from operator_service.tools.embedded_db import EmbeddedPostgres
 
 RUNNING = "/api/v1/operator/runningjobs"
 # Far above what a request may cost (POSTGRES_TIMEOUT=2: about 3 s), far below "for ever".
@@ -54,7 +55,7 @@ def _server_processes(postmaster: int) -> list[int]:
     return [postmaster, *children]
 
 
-def _answer_within(call: Callable[[], object], seconds: float) -> Optional[object]:
+def _answer_within(call: Callable[[], object], seconds: float) -> object | None:
     """What `call` returned, or None if it was still waiting after `seconds`."""
     result: list[object] = []
     thread = threading.Thread(target=lambda: result.append(call()), daemon=True)

@@ -1,5 +1,6 @@
 """The embedded Postgres: no connection without its password (TCP or socket), durable commits,
 and one owner: it never adopts, stops or outlives what is not its own."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,8 +11,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg2
 import pytest
@@ -98,7 +99,7 @@ DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
 def test_the_server_flushes_every_commit_by_default(data_dir):
     server = EmbeddedPostgres(data_dir).start()
     try:
-        assert _show(server, *DURABILITY) == {name: "on" for name in DURABILITY}
+        assert _show(server, *DURABILITY) == dict.fromkeys(DURABILITY, "on")
     finally:
         server.stop()
 
@@ -112,7 +113,7 @@ def test_a_data_folder_of_an_older_version_becomes_durable_at_its_next_start(dat
 
     server.start()
     try:
-        assert _show(server, *DURABILITY) == {name: "on" for name in DURABILITY}
+        assert _show(server, *DURABILITY) == dict.fromkeys(DURABILITY, "on")
         lines = {line.strip() for line in (data_dir / "postgresql.conf").read_text().splitlines()}
         assert not lines & {f"{name} = off" for name in DURABILITY}
     finally:

@@ -2,6 +2,7 @@
 
 The engines, the input server and the helpers are in tests/engine_support.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,22 @@ import sys
 import time
 from pathlib import Path
 
-from operator_service.tools.embedded_db import free_port
 from operator_service.engine.sandbox.uids import FIRST_UID
+from operator_service.tools.embedded_db import free_port
 from tests.conftest import OWNER
 from tests.engine_support import (
-    COMPUTE, Inputs, get_result, job_row, published, read_published, running_as, status_via_api, wait_announces,
-    wait_finished, wait_for, wait_status,
+    COMPUTE,
+    Inputs,
+    get_result,
+    job_row,
+    published,
+    read_published,
+    running_as,
+    status_via_api,
+    wait_announces,
+    wait_finished,
+    wait_for,
+    wait_status,
 )
 
 ENVIRONMENTS = "/api/v1/operator/environments"
@@ -91,13 +102,28 @@ def test_a_job_goes_from_queued_to_finished_and_its_result_downloads(
 def test_the_environment_is_announced_as_ocean_engines_announce_it(client, start_engine):
     start_engine(namespace="announced", max_jobs=3, max_job_duration=30.0)
     (environment,) = [env for env in client.get(ENVIRONMENTS).get_json() if env["id"] == "announced"]
-    assert {key: environment[key] for key in ("cpuNumber", "ramGB", "diskGB", "maxJobs", "currentJobs",
-                                              "maxJobDuration", "priceMin")} == {
-        "cpuNumber": 1, "ramGB": 1, "diskGB": 1, "maxJobs": 3, "currentJobs": 0, "maxJobDuration": 30, "priceMin": 0}
+    assert {
+        key: environment[key]
+        for key in ("cpuNumber", "ramGB", "diskGB", "maxJobs", "currentJobs", "maxJobDuration", "priceMin")
+    } == {"cpuNumber": 1, "ramGB": 1, "diskGB": 1, "maxJobs": 3, "currentJobs": 0, "maxJobDuration": 30, "priceMin": 0}
     assert environment["consumerAddress"].startswith("0x") and len(environment["consumerAddress"]) == 42
-    assert set(environment) == {"id", "cpuNumber", "cpuType", "gpuNumber", "gpuType", "ramGB", "diskGB", "priceMin",
-                                "desc", "currentJobs", "maxJobs", "consumerAddress", "storageExpiry",
-                                "maxJobDuration", "lastSeen"}
+    assert set(environment) == {
+        "id",
+        "cpuNumber",
+        "cpuType",
+        "gpuNumber",
+        "gpuType",
+        "ramGB",
+        "diskGB",
+        "priceMin",
+        "desc",
+        "currentJobs",
+        "maxJobs",
+        "consumerAddress",
+        "storageExpiry",
+        "maxJobDuration",
+        "lastSeen",
+    }
 
 
 def test_a_failing_algorithm_still_finishes_and_publishes_its_log(client, db, provider, submit_job, start_engine):
@@ -188,13 +214,21 @@ def test_an_algorithm_dies_with_a_crashed_engine_and_the_next_engine_finishes_it
     work_dir = work_dirs()
     postgres = settings.postgres
     env = {
-        "PATH": os.environ["PATH"], "POSTGRES_HOST": postgres.host or "", "POSTGRES_PORT": str(postgres.port),
-        "POSTGRES_USER": postgres.user or "", "POSTGRES_PASSWORD": postgres.password or "",
-        "POSTGRES_DB": postgres.database or "", "ENGINE_NAMESPACE": "crashing", "ENGINE_WORK_DIR": str(work_dir),
-        "RESULTS_DIR": settings.results_dir, "ENGINE_POLL_SECONDS": "0.1", "ENGINE_USE_DOCKER": "off",
+        "PATH": os.environ["PATH"],
+        "POSTGRES_HOST": postgres.host or "",
+        "POSTGRES_PORT": str(postgres.port),
+        "POSTGRES_USER": postgres.user or "",
+        "POSTGRES_PASSWORD": postgres.password or "",
+        "POSTGRES_DB": postgres.database or "",
+        "ENGINE_NAMESPACE": "crashing",
+        "ENGINE_WORK_DIR": str(work_dir),
+        "RESULTS_DIR": settings.results_dir,
+        "ENGINE_POLL_SECONDS": "0.1",
+        "ENGINE_USE_DOCKER": "off",
     }
-    crashing = subprocess.Popen([sys.executable, "-m", "operator_service.engine"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    crashing = subprocess.Popen(
+        [sys.executable, "-m", "operator_service.engine"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_announces(db, "crashing", 1)
         job_id = submit_job(SLEEPER, environment="crashing")
@@ -234,8 +268,14 @@ def test_engines_of_two_environments_never_take_each_others_jobs(db, submit_job,
 def test_an_engine_never_holds_more_than_max_jobs(client, db, provider, submit_job, start_engine):
     start_engine(namespace="small", max_jobs=2)
     jobs = [submit_job(SLEEPER, environment="small") for _ in range(3)]
-    running = wait_for(lambda: [j for j in jobs if job_row(db, j)["status"] == 40] if
-                       sum(job_row(db, j)["status"] == 40 for j in jobs) == 2 else None, "two running jobs")
+    running = wait_for(
+        lambda: (
+            [j for j in jobs if job_row(db, j)["status"] == 40]
+            if sum(job_row(db, j)["status"] == 40 for j in jobs) == 2
+            else None
+        ),
+        "two running jobs",
+    )
     wait_announces(db, "small")
     (waiting,) = [j for j in jobs if j not in running]
     assert job_row(db, waiting)["status"] == 1
@@ -256,10 +296,25 @@ def test_the_algorithm_gets_only_the_pod_environment(db, submit_job, start_engin
     seen = json.loads(read_published(row, "output"))
     env = seen["env"]
     assert "POSTGRES_PASSWORD" not in env
-    assert set(env) - {"PWD"} == {"DIDS", "TRANSFORMATION_DID", "VOLUME", "LOGS", "INPUTS", "OUTPUTS", "secret",
-                                  "PATH", "HOME", "LANG"}
+    assert set(env) - {"PWD"} == {
+        "DIDS",
+        "TRANSFORMATION_DID",
+        "VOLUME",
+        "LOGS",
+        "INPUTS",
+        "OUTPUTS",
+        "secret",
+        "PATH",
+        "HOME",
+        "LANG",
+    }
     assert (env["VOLUME"], env["INPUTS"], env["OUTPUTS"], env["LOGS"], env["HOME"]) == (
-        "/data", "/data/inputs", "/data/outputs", "/data/logs", "/tmp"), "the paths Ocean's algorithm pod sees"
+        "/data",
+        "/data/inputs",
+        "/data/outputs",
+        "/data/logs",
+        "/tmp",
+    ), "the paths Ocean's algorithm pod sees"
     stage = row["workflow"]["spec"]["metadata"]["stages"][0]
     assert json.loads(env["DIDS"]) == [stage["input"][0]["id"].removeprefix("did:op:")]
     assert env["TRANSFORMATION_DID"] == stage["algorithm"]["id"]

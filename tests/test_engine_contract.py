@@ -4,6 +4,7 @@ An unmodified engine pointed at our database must work: it announces, takes stat
 jobs of its namespace, writes 20 -> 30 -> 40 -> 60 -> 70, outputsURL and dateFinished.
 The API must follow every step.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ STEPS = [
 
 
 class Gateway(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = f"content of {self.path}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -79,8 +80,18 @@ def test_a_job_through_every_engine_step(client, submit, provider, engine, gatew
 
     outputs = [
         {"filename": "result.txt", "filesize": 10, "url": f"{gateway}/cid/outputs/result.txt", "type": "output"},
-        {"filename": "algorithm.log", "filesize": 5, "url": f"{gateway}/cid/logs/algorithm.log", "type": "algorithmLog"},
-        {"filename": "configure.log", "filesize": 5, "url": f"{gateway}/cid/adminlogs/configure.log", "type": "configrationLog"},
+        {
+            "filename": "algorithm.log",
+            "filesize": 5,
+            "url": f"{gateway}/cid/logs/algorithm.log",
+            "type": "algorithmLog",
+        },
+        {
+            "filename": "configure.log",
+            "filesize": 5,
+            "url": f"{gateway}/cid/adminlogs/configure.log",
+            "type": "configrationLog",
+        },
     ]
     engine.publish(job_id, outputs)
     engine.set_status(job_id, *STEPS[-1])
@@ -119,7 +130,10 @@ def test_a_stop_request_reaches_the_engine_and_a_timeout_is_reported(client, sub
     [second] = submit(compute_body(agreement_id="0x2")).get_json()
     engine.set_timed_out(second["jobId"])
     assert _status(client, provider, second["jobId"])["stopreq"] == 2
-    client.put("/api/v1/operator/compute", query_string={"owner": OWNER, "jobId": second["jobId"], **provider.signed(OWNER, second["jobId"])})
+    client.put(
+        "/api/v1/operator/compute",
+        query_string={"owner": OWNER, "jobId": second["jobId"], **provider.signed(OWNER, second["jobId"])},
+    )
     assert engine.read_stopreq(second["jobId"]) == 2, "a stop request must not hide a timeout"
 
 

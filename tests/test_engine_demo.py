@@ -1,9 +1,10 @@
 """`operator-service demo` against a real HTTP service and a local engine."""
+
 from __future__ import annotations
 
 import io
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from werkzeug.serving import make_server

@@ -1,4 +1,5 @@
 """The local engine's parts that guard this machine: settings, downloads, limits, publishing."""
+
 from __future__ import annotations
 
 import os
@@ -6,27 +7,28 @@ import shutil
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from operator_service.env_vars import ConfigError
 from operator_service.engine import load_engine_config
-from operator_service.engine.settings import operator_key
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.publish import publish
 from operator_service.engine.sandbox.containers import container_argv, image_reference, start_container
 from operator_service.engine.sandbox.isolation import Isolation, JobSandbox, algorithm_env
 from operator_service.engine.sandbox.uids import UidPool
+from operator_service.engine.settings import operator_key
 from operator_service.engine.workspace import Workspace, create, open_engine_file
+from operator_service.env_vars import ConfigError
 
 PAYLOAD = b"x" * 4096
 
 
 class Body(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self.send_response(200)
         if self.path == "/declared":
             self.send_header("Content-Length", str(len(PAYLOAD)))
@@ -47,12 +49,25 @@ def server() -> Iterator[str]:
 
 
 def test_settings_use_ocean_engine_names_and_name_the_variable_at_fault(tmp_path):
-    config = load_engine_config({"nCPU": "2", "ramGB": "0.5", "maxJobs": "3", "maxJobDuration": "90",
-                                 "ENGINE_NAMESPACE": "gpu-env", "ENGINE_WORK_DIR": str(tmp_path)})
+    config = load_engine_config(
+        {
+            "nCPU": "2",
+            "ramGB": "0.5",
+            "maxJobs": "3",
+            "maxJobDuration": "90",
+            "ENGINE_NAMESPACE": "gpu-env",
+            "ENGINE_WORK_DIR": str(tmp_path),
+        }
+    )
     assert (config.cpus, config.ram_bytes, config.max_jobs, config.max_job_duration) == (2, 512 * 1024**2, 3, 90)
     assert (config.namespace, config.work_dir, config.poll_seconds) == ("gpu-env", tmp_path, 2.0)
-    for name, value in (("nCPU", "two"), ("maxJobs", "0"), ("ENGINE_USE_DOCKER", "maybe"),
-                        ("OPERATOR_PRIVATE_KEY", "0x1234"), ("maxJobs", "1.5")):
+    for name, value in (
+        ("nCPU", "two"),
+        ("maxJobs", "0"),
+        ("ENGINE_USE_DOCKER", "maybe"),
+        ("OPERATOR_PRIVATE_KEY", "0x1234"),
+        ("maxJobs", "1.5"),
+    ):
         with pytest.raises(ConfigError, match=name):
             load_engine_config({name: value})
 
@@ -115,8 +130,11 @@ def test_publishing_copies_regular_files_only_never_what_a_link_points_to(tmp_pa
     outputs = [(entry["filename"], entry["filesize"]) for entry in entries if entry["type"] == "output"]
     assert outputs == [("result.txt", 2), ("nested/part.txt", 6)]
     assert [entry["type"] for entry in entries][2:] == ["publishLog"], "the linked algorithm.log is not published"
-    assert all(entry["url"] == (results / "job1" / "outputs" / entry["filename"]).as_uri()
-               for entry in entries if entry["type"] == "output")
+    assert all(
+        entry["url"] == (results / "job1" / "outputs" / entry["filename"]).as_uri()
+        for entry in entries
+        if entry["type"] == "output"
+    )
     published = "".join(path.read_text() for path in results.rglob("*") if path.is_file())
     assert "machine secret" not in published
 
@@ -175,8 +193,19 @@ def test_a_container_runs_like_the_algorithm_pod_locked_down_without_the_secret_
     reference = image_reference("python", "3.11", "sha256:" + "ab" * 32)
     command = "python3 /data/transformations/algorithm"
     pod_env = {"secret": "job-secret", "OUTPUTS": "/data/outputs"}
-    argv = container_argv(reference, command, list(pod_env), mounts, name="ocean-algo-j1", cpus=2, ram_bytes=2**30,
-                          tmp_bytes=2**20, max_processes=64, uid=1500007, host_network=False)
+    argv = container_argv(
+        reference,
+        command,
+        list(pod_env),
+        mounts,
+        name="ocean-algo-j1",
+        cpus=2,
+        ram_bytes=2**30,
+        tmp_bytes=2**20,
+        max_processes=64,
+        uid=1500007,
+        host_network=False,
+    )
     with open_engine_file(workspace.algorithm_log, "a") as log:
         assert start_container(argv, pod_env, log, "ocean-algo-j1").wait(timeout=10) == 0
 
@@ -195,6 +224,17 @@ def test_a_container_runs_like_the_algorithm_pod_locked_down_without_the_secret_
     assert "secret=job-secret" in (tmp_path / "env").read_text().splitlines()
     assert image_reference("python", "3.11", "") == "python:3.11"
     assert image_reference("python", "", None) == "python:latest"
-    shared = container_argv(reference, command, [], [], name="n", cpus=1, ram_bytes=1, tmp_bytes=1, max_processes=1,
-                            uid=1000, host_network=True)
+    shared = container_argv(
+        reference,
+        command,
+        [],
+        [],
+        name="n",
+        cpus=1,
+        ram_bytes=1,
+        tmp_bytes=1,
+        max_processes=1,
+        uid=1000,
+        host_network=True,
+    )
     assert shared[shared.index("--network") + 1] == "host"

@@ -1,4 +1,5 @@
 """Dependency failures and races: the database going away, concurrent POSTs, secrets in logs."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,9 @@ import pytest
 
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.store import migrations
 from operator_service.store.pool import Database
+from operator_service.tools.embedded_db import EmbeddedPostgres
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body, run_together
 from tests.ocean_engine import OceanEngine
 
@@ -66,6 +67,7 @@ def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, p
 def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provider, db):
     """The original's Python-side check let both through."""
     engine.announce()
+
     def post() -> int:
         body = compute_body(agreement_id="0xsame")
         body.update(provider.signed(OWNER))

@@ -9,6 +9,7 @@ an announced environment and a valid stage when it lacks one, so that the genera
 reach the database: the routes are exercised past their first checks too. The examples
 are derandomized and bounded, so the run is the same every time and takes seconds.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from operator_service.api.app import create_app
-from operator_service.config import load_settings
 from operator_service.api.params import normalised_id
+from operator_service.config import load_settings
 from operator_service.domain.signatures import provider_message
 from tests.conftest import ADMIN_SECRET, Provider, compute_body, fresh_nonce
 

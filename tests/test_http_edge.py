@@ -1,4 +1,5 @@
 """What every client sees at the edge: CORS, the probes, and whether signatures are enforced."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ import pytest
 
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.tools.embedded_db import free_port
 from operator_service.store import migrations
+from operator_service.tools.embedded_db import free_port
 
 COMPUTE = "/api/v1/operator/compute"
 ORIGIN = "https://market.example"
@@ -33,8 +34,10 @@ def _readiness_becomes(client, status: int, deadline: float = 15.0):
 
 
 # --- CORS ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/api/v1/operator/environments"),
-                                          ("GET", COMPUTE), ("POST", COMPUTE), ("GET", "/readyz")])
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/"), ("GET", "/api/v1/operator/environments"), ("GET", COMPUTE), ("POST", COMPUTE), ("GET", "/readyz")],
+)
 def test_every_route_allows_any_origin_by_default(client, method, path):
     """The original answered every route with Access-Control-Allow-Origin: * (Flask-Cors), errors included."""
     response = client.open(path, method=method, headers={"Origin": ORIGIN})
@@ -42,9 +45,14 @@ def test_every_route_allows_any_origin_by_default(client, method, path):
 
 
 def test_a_browser_preflight_for_a_signed_post_is_allowed(client):
-    response = client.options(COMPUTE, headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "Content-Type",
-    })
+    response = client.options(
+        COMPUTE,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Content-Type",
+        },
+    )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
@@ -61,7 +69,7 @@ def test_an_empty_cors_origins_list_sends_no_cors_headers(make_settings, db):
     client = _app(make_settings, CORS_ORIGINS="[]").test_client()
     response = client.get("/", headers={"Origin": ORIGIN})
     assert response.status_code == 200
-    assert not [name for name in response.headers.keys() if name.startswith("Access-Control-")]
+    assert not [name for name, _ in response.headers if name.startswith("Access-Control-")]
 
 
 # --- probes --------------------------------------------------------------------------------------
@@ -70,7 +78,9 @@ def test_liveness_and_readiness_need_no_credentials(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json() == {
-        "status": "ready", "schemaVersion": migrations.LATEST_VERSION, "kubernetes": "not used",
+        "status": "ready",
+        "schemaVersion": migrations.LATEST_VERSION,
+        "kubernetes": "not used",
     }
 
 
@@ -132,10 +142,17 @@ def test_readiness_is_checked_at_most_once_a_second_however_often_it_is_asked(cl
 def test_get_root_says_whether_signatures_are_enforced(make_settings, db):
     unsigned = _app(make_settings).test_client().get("/").get_json()
     assert unsigned["signatures"].startswith("not enforced")
-    signed = _app(make_settings, SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0xabc"]').test_client().get("/").get_json()
+    signed = (
+        _app(make_settings, SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0xabc"]').test_client().get("/").get_json()
+    )
     assert signed["signatures"].startswith("enforced")
     assert {key for key in unsigned if key != "signatures"} == {
-        "address", "algoTimeLimit", "kubernetes", "software", "storageExpiry", "version",
+        "address",
+        "algoTimeLimit",
+        "kubernetes",
+        "software",
+        "storageExpiry",
+        "version",
     }
 
 

@@ -5,6 +5,7 @@ open that send nothing, or one header byte at a time, or never close, and checks
 outside that other requests are still answered. Deadlines are generous: the point is
 "answered at all", the speed is measured by bench/ (scenarios idle and slowloris).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,16 +15,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Iterator
 from urllib.parse import urlencode
 
 import pytest
 
-from operator_service.tools import cli
 from operator_service.env_vars import ConfigError
-from operator_service.tools.launcher import check_server_variables
+from operator_service.tools import cli
 from operator_service.tools.embedded_db import free_port
+from operator_service.tools.launcher import check_server_variables
 from tests.conftest import OWNER
 
 SLOW_CLIENTS = 32
@@ -37,7 +38,9 @@ def server(base_env, db, tmp_path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, **base_env, "OPERATOR_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT), "LOG_LEVEL": "WARNING"}
     log = open(tmp_path / "gunicorn.log", "w")
-    process = subprocess.Popen(cli._gunicorn_command(f"127.0.0.1:{port}"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        cli._gunicorn_command(f"127.0.0.1:{port}"), env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_answering(url, process)
@@ -100,7 +103,9 @@ def test_a_request_not_sent_in_full_in_time_is_answered_408(server):
         sock.settimeout(ANSWER_DEADLINE)
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408 ")
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": f"Request not received within {REQUEST_TIMEOUT:g} s"}
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
+        "error": f"Request not received within {REQUEST_TIMEOUT:g} s"
+    }
 
 
 def test_clients_that_never_close_their_end_do_not_stall_the_server(server):
@@ -121,8 +126,12 @@ def test_serve_becomes_gunicorn_so_that_a_stop_signal_reaches_it(base_env, db, t
     port = free_port()
     env = {**os.environ, **base_env, "LOG_LEVEL": "WARNING"}
     with open(tmp_path / "serve.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "operator_service.tools.cli", "serve", "--bind", f"127.0.0.1:{port}"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "operator_service.tools.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_until_answering(f"http://127.0.0.1:{port}", process)
             assert "gunicorn" in open(f"/proc/{process.pid}/cmdline").read()
@@ -135,8 +144,10 @@ def test_serve_becomes_gunicorn_so_that_a_stop_signal_reaches_it(base_env, db, t
 
 def test_a_chunked_body_reaches_the_app_whole(server):
     with _connect(server) as sock:
-        sock.sendall(b"POST /api/v1/operator/compute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"POST /api/v1/operator/compute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
         for piece in (b'{"agre', b'ementId": "0x1"}'):
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
             time.sleep(0.1)
@@ -145,7 +156,9 @@ def test_a_chunked_body_reaches_the_app_whole(server):
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ")
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": '"workflow" is required in the call to POST:/compute'}
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
+        "error": '"workflow" is required in the call to POST:/compute'
+    }
 
 
 @pytest.mark.parametrize("name, value", [("OPERATOR_THREADS", "0"), ("OPERATOR_REQUEST_TIMEOUT", "soon")])

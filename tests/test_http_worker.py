@@ -1,4 +1,5 @@
 """The request-buffering worker's reading: when a request counts as complete, however it arrives."""
+
 from __future__ import annotations
 
 from operator_service.api.http_worker import MAX_BODY_BYTES, MAX_HEAD_BYTES, PendingRequest
@@ -18,7 +19,7 @@ def _bytewise(data: bytes) -> list[PendingRequest]:
     pending = PendingRequest(deadline=0)
     states = []
     for index in range(len(data)):
-        pending.add(data[index:index + 1])
+        pending.add(data[index : index + 1])
         states.append(pending.complete())
     return states
 

@@ -2,6 +2,7 @@
 
 Nothing here replaces the kubernetes client or cluster/client.py; monkeypatch only sets environment variables.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,19 @@ CREATE_FAILED = f"^Kubernetes unavailable: create WorkFlow {JOB} in {NS} failed:
 
 
 SAMPLE_WORKFLOW = {
-    "stages": [{
-        "index": 0,
-        "input": [{"index": 0, "id": "did:op:1234", "remote": {"txId": "0xabc"}}],
-        "algorithm": {"id": "did:op:algo", "rawcode": "print('héllo')", "container": {
-            "entrypoint": "python $ALGO", "image": "python", "tag": "3.11"}},
-        "compute": {"Instances": 1, "maxtime": 3600},
-        "output": {"metadataUri": "https://aquarius", "publishOutput": False},
-    }],
+    "stages": [
+        {
+            "index": 0,
+            "input": [{"index": 0, "id": "did:op:1234", "remote": {"txId": "0xabc"}}],
+            "algorithm": {
+                "id": "did:op:algo",
+                "rawcode": "print('héllo')",
+                "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
+            },
+            "compute": {"Instances": 1, "maxtime": 3600},
+            "output": {"metadataUri": "https://aquarius", "publishOutput": False},
+        }
+    ],
     "chainId": 8996,
 }
 
@@ -50,8 +56,9 @@ def test_a_job_s_workflow_body_names_labels_and_carries_the_workflow():
     assert body["metadata"] == {"name": JOB, "namespace": NS, "labels": {"workflow": JOB}, "secret": "a-job-secret"}
     assert body["spec"] == {"metadata": SAMPLE_WORKFLOW}
     stored = JobDocument.parse(json.dumps(body))
-    assert (stored.secret, stored.stage.listed_dids()) == ("a-job-secret", ("did:op:algo", ["did:op:1234"])), \
+    assert (stored.secret, stored.stage.listed_dids()) == ("a-job-secret", ("did:op:algo", ["did:op:1234"])), (
         "the engines read what the service builds"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -171,9 +178,7 @@ def populated(cluster: kube.Cluster, fake_kube: FakeKubernetes) -> kube.Cluster:
     return cluster
 
 
-@pytest.mark.parametrize(
-    ("call", "status"), [(call, 500) for call in IDEMPOTENT_CALLS] + [("get", 503), ("get", 429)]
-)
+@pytest.mark.parametrize(("call", "status"), [(call, 500) for call in IDEMPOTENT_CALLS] + [("get", 503), ("get", 429)])
 def test_idempotent_calls_retry_a_transient_error(call, status, populated, fake_kube):
     method, path, succeeds = IDEMPOTENT_CALLS[call]
     fake_kube.inject_fault(method, path, status=status)
@@ -305,8 +310,13 @@ def rbac_verb(method: str, path: str, query: dict[str, str]) -> tuple[str, str]:
         return (path, method)  # anything else needs a grant kube.RBAC_VERBS does not list
     if query.get("watch") in ("1", "true"):
         return (resource, "watch")
-    verbs = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
-             "DELETE": "delete" if named else "deletecollection"}
+    verbs = {
+        "GET": "get" if named else "list",
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if named else "deletecollection",
+    }
     return (resource, verbs[method])
 
 

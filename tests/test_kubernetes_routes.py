@@ -3,13 +3,14 @@
 The cluster is the fake API server of tests/fake_kube.py, reached over HTTP by the real
 client through a kubeconfig; faults are injected in the fake, never by patching.
 """
+
 from __future__ import annotations
 
-import sys
-import subprocess
-import signal
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,14 +20,14 @@ from pathlib import Path
 import pytest
 
 from operator_service.api.app import create_app
-from operator_service.config import load_settings
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from operator_service.cluster.client import connect
 from operator_service.cluster.workflows import STOP_ANNOTATION
+from operator_service.config import load_settings
 from operator_service.domain.reconciler import reconcile
 from operator_service.store import jobs, migrations
 from operator_service.store.nonces import SignedNonce
 from operator_service.store.pool import Database
+from operator_service.tools.embedded_db import EmbeddedPostgres
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body
 from tests.ocean_engine import OceanEngine
 
@@ -123,7 +124,9 @@ def own_server(base_env):
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def test_database_dying_after_the_create_is_settled_by_the_reconciler(own_server, base_env, provider, fake_kube, kubeconfig, monkeypatch):
+def test_database_dying_after_the_create_is_settled_by_the_reconciler(
+    own_server, base_env, provider, fake_kube, kubeconfig, monkeypatch
+):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     settings = load_settings({**base_env, **own_server.env("outage"), "KUBERNETES": "on"})
     db = Database(settings.postgres)
@@ -179,13 +182,24 @@ def test_the_reconciler_leaves_complete_registrations_alone(client, cluster_app,
 def _insert_registering(db: Database, job_id: str, agreement_id: str) -> None:
     """A status-0 row as a registration leaves it when its process dies after step 1."""
     signed = SignedNonce("0xp", str(time.time_ns()), Decimal(time.time()), 300)
-    jobs.insert_job(db, job_id=job_id, agreement_id=agreement_id, owner=OWNER, document="{}", algo_did="raw",
-                    input_dids=[], namespace="ocean-compute", signed_nonce=signed, status=jobs.REGISTERING)
+    jobs.insert_job(
+        db,
+        job_id=job_id,
+        agreement_id=agreement_id,
+        owner=OWNER,
+        document="{}",
+        algo_did="raw",
+        input_dids=[],
+        namespace="ocean-compute",
+        signed_nonce=signed,
+        status=jobs.REGISTERING,
+    )
 
 
 def _resource(name: str) -> dict:
     return {
-        "apiVersion": "oceanprotocol.com/v1alpha", "kind": "WorkFlow",
+        "apiVersion": "oceanprotocol.com/v1alpha",
+        "kind": "WorkFlow",
         "metadata": {"name": name, "namespace": "ocean-compute", "labels": {"workflow": name}},
         "spec": {"metadata": {}},
     }
@@ -216,19 +230,33 @@ def test_admin_list_info_and_logs(client, provider, engine, fake_kube):
     assert client.get("/api/v1/operator/list", headers=ADMIN).get_json() == [job["jobId"]]
     info = client.get("/api/v1/operator/info", query_string={"jobId": job["jobId"]}, headers=ADMIN).get_json()
     assert info["metadata"]["name"] == job["jobId"] and info["spec"]["metadata"]["stages"]
-    fake_kube.add_pod("ocean-compute", f"{job['jobId']}-algorithm-job-x1", {"workflow": job["jobId"], "component": "algorithm"}, "hello from the algorithm\n")
-    logs = client.get("/api/v1/operator/logs", query_string={"jobId": job["jobId"], "component": "algorithm"}, headers=ADMIN)
+    fake_kube.add_pod(
+        "ocean-compute",
+        f"{job['jobId']}-algorithm-job-x1",
+        {"workflow": job["jobId"], "component": "algorithm"},
+        "hello from the algorithm\n",
+    )
+    logs = client.get(
+        "/api/v1/operator/logs", query_string={"jobId": job["jobId"], "component": "algorithm"}, headers=ADMIN
+    )
     assert logs.status_code == 200
     assert logs.content_type == "text/plain; charset=utf-8"
     assert logs.get_data(as_text=True) == "hello from the algorithm\n"
-    missing = client.get("/api/v1/operator/logs", query_string={"jobId": job["jobId"], "component": "publish"}, headers=ADMIN)
+    missing = client.get(
+        "/api/v1/operator/logs", query_string={"jobId": job["jobId"], "component": "publish"}, headers=ADMIN
+    )
     assert (missing.status_code, missing.get_json()) == (
-        404, {"error": f"Pod with workflow={job['jobId']} and component=publish not found"}
+        404,
+        {"error": f"Pod with workflow={job['jobId']} and component=publish not found"},
     )
 
 
 def test_admin_routes_need_the_admin_header(client):
-    for path in ("/api/v1/operator/list", "/api/v1/operator/info?jobId=x", "/api/v1/operator/logs?jobId=x&component=algorithm"):
+    for path in (
+        "/api/v1/operator/list",
+        "/api/v1/operator/info?jobId=x",
+        "/api/v1/operator/logs?jobId=x&component=algorithm",
+    ):
         assert client.get(path).status_code == 401
         assert client.get(path, headers={"Admin": "nope"}).status_code == 401
 
@@ -236,7 +264,8 @@ def test_admin_routes_need_the_admin_header(client):
 def test_info_of_an_unknown_job_is_a_404(client):
     response = client.get("/api/v1/operator/info", query_string={"jobId": "f" * 32}, headers=ADMIN)
     assert (response.status_code, response.get_json()) == (
-        404, {"error": f"The jobId {'f' * 32} is not registered in your namespace."}
+        404,
+        {"error": f"The jobId {'f' * 32} is not registered in your namespace."},
     )
 
 
@@ -244,7 +273,9 @@ def test_root_shows_the_kubernetes_source(client, kubeconfig):
     assert client.get("/").get_json()["kubernetes"] == f"on: kubeconfig:{kubeconfig}"
 
 
-def test_without_kubernetes_the_service_starts_and_posts_work(make_settings, db, provider, engine, tmp_path, monkeypatch):
+def test_without_kubernetes_the_service_starts_and_posts_work(
+    make_settings, db, provider, engine, tmp_path, monkeypatch
+):
     """KUBERNETES=off with no kubeconfig at all: POST works on the database alone, /list is a 503."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
@@ -262,8 +293,14 @@ def test_the_reconcile_command_settles_what_a_crash_left(base_env, db, fake_kube
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     _insert_registering(db, "leftover", "0x8")
     connect("on").create_workflow(_resource("leftover"))
-    env = {**base_env, "PATH": os.environ["PATH"], "KUBECONFIG": kubeconfig, "KUBERNETES": "on",
-           "REGISTRATION_GRACE": "0.01", "RECONCILE_INTERVAL": "0.2"}
+    env = {
+        **base_env,
+        "PATH": os.environ["PATH"],
+        "KUBECONFIG": kubeconfig,
+        "KUBERNETES": "on",
+        "REGISTRATION_GRACE": "0.01",
+        "RECONCILE_INTERVAL": "0.2",
+    }
     reconciler = subprocess.Popen([sys.executable, "-m", "operator_service.tools.cli", "reconcile"], env=env)
     try:
         deadline = time.monotonic() + 20

@@ -5,6 +5,7 @@ database, in /proc and on the data folder's lock.
 
 Each launcher runs in a subprocess with a data folder and ports of its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import psycopg2
 import pytest
 import requests
 
+from operator_service.engine.sandbox.uids import processes_of
 from operator_service.tools.embedded_db import free_port
 from operator_service.tools.folder_lock import FolderLock
-from operator_service.engine.sandbox.uids import processes_of
 from tests.conftest import OWNER, Provider, compute_body
 from tests.engine_support import workflow
 from tests.ocean_engine import OceanEngine
@@ -63,11 +64,17 @@ class Launch:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "operator_service.tools.cli", "run", *args], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            [sys.executable, "-m", "operator_service.tools.cli", "run", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
-        self._readers = [threading.Thread(target=_collect, args=(stream, lines), daemon=True)
-                         for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        self._readers = [
+            threading.Thread(target=_collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
+        ]
         for reader in self._readers:
             reader.start()
 
@@ -104,8 +111,14 @@ class Launch:
 
     def connect(self):
         password = (self.data_dir / "postgres" / "operator-password").read_text().strip()
-        return psycopg2.connect(host="127.0.0.1", port=int(self.env["POSTGRES_PORT"]), user="postgres",
-                                password=password, dbname="operator", connect_timeout=5)
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=int(self.env["POSTGRES_PORT"]),
+            user="postgres",
+            password=password,
+            dbname="operator",
+            connect_timeout=5,
+        )
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         conn = self.connect()
@@ -143,13 +156,23 @@ def _collect(stream, lines: list[str]) -> None:
 @pytest.fixture
 def launcher_env() -> dict[str, str]:
     """The environment of a launcher with its own ports, no cluster, a quick engine."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("POSTGRES_", "OPERATOR_", "ENGINE_", "KUBE"))}
-    env.update({
-        "OPERATOR_BIND": f"127.0.0.1:{free_port()}", "POSTGRES_PORT": str(free_port()), "KUBERNETES": "off",
-        "ALLOWED_ADMINS": '["launcher-test"]', "ENGINE_POLL_SECONDS": "0.2", "ENGINE_USE_DOCKER": "off",
-        "OPERATOR_WORKERS": "2", "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("POSTGRES_", "OPERATOR_", "ENGINE_", "KUBE"))
+    }
+    env.update(
+        {
+            "OPERATOR_BIND": f"127.0.0.1:{free_port()}",
+            "POSTGRES_PORT": str(free_port()),
+            "KUBERNETES": "off",
+            "ALLOWED_ADMINS": '["launcher-test"]',
+            "ENGINE_POLL_SECONDS": "0.2",
+            "ENGINE_USE_DOCKER": "off",
+            "OPERATOR_WORKERS": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -159,7 +182,7 @@ def launch(launcher_env) -> Iterator[Callable[..., Launch]]:
     started: list[Launch] = []
     folder = Path(tempfile.mkdtemp(prefix="operator-launcher-"))
 
-    def start(*args: str, data_dir: Optional[Path] = None, **env: str) -> Launch:
+    def start(*args: str, data_dir: Path | None = None, **env: str) -> Launch:
         target = data_dir or folder / "data"
         run = Launch(target, {**launcher_env, "OPERATOR_DATA_DIR": str(target), **env}, args)
         started.append(run)
@@ -185,7 +208,7 @@ def _signed_post(run: Launch, provider: Provider, body: dict) -> requests.Respon
     return requests.post(run.url + COMPUTE, json=body, timeout=60)
 
 
-def _job(run: Launch, job_id: str) -> Optional[tuple]:
+def _job(run: Launch, job_id: str) -> tuple | None:
     """(status, dateFinished, outputsURL), or None while there is no such row or no database."""
     try:
         rows = run.query("SELECT status, dateFinished, outputsURL FROM jobs WHERE workflowId = %s", (job_id,))
@@ -199,8 +222,15 @@ def test_every_acknowledged_job_survives_a_database_killed_under_load(launch, pr
     200, before and after, is stored exactly once."""
     run = launch("--no-engine")
     run.wait_ready()
-    OceanEngine({"host": "127.0.0.1", "port": run.env["POSTGRES_PORT"], "user": "postgres", "dbname": "operator",
-                 "password": (run.data_dir / "postgres" / "operator-password").read_text().strip()}).announce()
+    OceanEngine(
+        {
+            "host": "127.0.0.1",
+            "port": run.env["POSTGRES_PORT"],
+            "user": "postgres",
+            "dbname": "operator",
+            "password": (run.data_dir / "postgres" / "operator-password").read_text().strip(),
+        }
+    ).announce()
     acknowledged: list[str] = []
     answers: list[int] = []
     stop = threading.Event()
@@ -233,8 +263,11 @@ def test_every_acknowledged_job_survives_a_database_killed_under_load(launch, pr
             client.join(120)
     assert run.postmaster() != postmaster
     assert run.process.poll() is None, "the launcher kept running"
-    stored = dict(run.query("SELECT workflowId, count(*) FROM jobs WHERE workflowId = ANY(%s) GROUP BY workflowId",
-                            (acknowledged,)))
+    stored = dict(
+        run.query(
+            "SELECT workflowId, count(*) FROM jobs WHERE workflowId = ANY(%s) GROUP BY workflowId", (acknowledged,)
+        )
+    )
     missing = [job_id for job_id in acknowledged if job_id not in stored]
     assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged jobs were lost"
     assert set(stored.values()) == {1}
@@ -244,10 +277,14 @@ def test_every_acknowledged_job_survives_a_database_killed_under_load(launch, pr
 def test_the_engine_keeps_its_jobs_when_the_database_is_restarted(launch, provider, inputs):
     run = launch()
     run.wait_ready()
-    wait_for(lambda: requests.get(run.url + "/api/v1/operator/environments", timeout=10).json(),
-             "the local engine to announce its environment")
-    body = {**compute_body(agreement_id=uuid.uuid4().hex),
-            "workflow": workflow("ocean-compute", SLOW_RESULT, [f"{inputs}/sample.txt"])}
+    wait_for(
+        lambda: requests.get(run.url + "/api/v1/operator/environments", timeout=10).json(),
+        "the local engine to announce its environment",
+    )
+    body = {
+        **compute_body(agreement_id=uuid.uuid4().hex),
+        "workflow": workflow("ocean-compute", SLOW_RESULT, [f"{inputs}/sample.txt"]),
+    }
     response = _signed_post(run, provider, body)
     assert response.status_code == 200, response.text
     job_id = response.json()[0]["jobId"]
@@ -255,7 +292,7 @@ def test_the_engine_keeps_its_jobs_when_the_database_is_restarted(launch, provid
 
     os.kill(run.postmaster(), signal.SIGKILL)
     run.wait_for_output("embedded Postgres restarted")
-    status, finished, outputs = wait_for(lambda: (row := _job(run, job_id)) and row[1] and row, "the job to finish")
+    status, _, outputs = wait_for(lambda: (row := _job(run, job_id)) and row[1] and row, "the job to finish")
     assert status == 70
     assert '"filename": "result.txt"' in outputs
     query = {"owner": OWNER, "jobId": job_id, **provider.signed(OWNER, job_id)}
@@ -269,12 +306,13 @@ def test_a_second_launcher_on_the_same_data_folder_exits_at_once_and_touches_not
     postmaster = first.postmaster()
     lock_text = (first.data_dir / "launcher.lock").read_text()
 
-    second = launch(data_dir=first.data_dir, OPERATOR_BIND=f"127.0.0.1:{free_port()}",
-                    POSTGRES_PORT=str(free_port()))
+    second = launch(data_dir=first.data_dir, OPERATOR_BIND=f"127.0.0.1:{free_port()}", POSTGRES_PORT=str(free_port()))
     assert second.exit_code() == 1
     assert second.stdout == []
-    assert second.stderr == [f"operator-service run: data folder {first.data_dir} is in use by operator-service run"
-                             f" (PID {first.process.pid}); stop it first, or give this one another OPERATOR_DATA_DIR"]
+    assert second.stderr == [
+        f"operator-service run: data folder {first.data_dir} is in use by operator-service run"
+        f" (PID {first.process.pid}); stop it first, or give this one another OPERATOR_DATA_DIR"
+    ]
     for port in (second.env["POSTGRES_PORT"], second.env["OPERATOR_BIND"].rsplit(":", 1)[1]):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", int(port)))  # nothing of the second one listens
@@ -287,10 +325,14 @@ def test_a_second_launcher_on_the_same_data_folder_exits_at_once_and_touches_not
 def test_after_a_kill_9_of_the_launcher_the_next_one_resumes_the_jobs(launch, provider, inputs):
     first = launch()
     first.wait_ready()
-    wait_for(lambda: requests.get(first.url + "/api/v1/operator/environments", timeout=10).json(),
-             "the local engine to announce its environment")
-    body = {**compute_body(agreement_id=uuid.uuid4().hex),
-            "workflow": workflow("ocean-compute", SLEEPER, [f"{inputs}/sample.txt"])}
+    wait_for(
+        lambda: requests.get(first.url + "/api/v1/operator/environments", timeout=10).json(),
+        "the local engine to announce its environment",
+    )
+    body = {
+        **compute_body(agreement_id=uuid.uuid4().hex),
+        "workflow": workflow("ocean-compute", SLEEPER, [f"{inputs}/sample.txt"]),
+    }
     job_id = _signed_post(first, provider, body).json()[0]["jobId"]
     runs = first.data_dir / "jobs" / job_id / "data" / "outputs" / "runs.txt"
     uid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
@@ -299,7 +341,7 @@ def test_after_a_kill_9_of_the_launcher_the_next_one_resumes_the_jobs(launch, pr
     first.process.wait()
     second = launch(data_dir=first.data_dir)
     second.wait_ready()
-    status, finished, outputs = wait_for(lambda: (row := _job(second, job_id)) and row[1] and row, "the job to finish")
+    status, _, _ = wait_for(lambda: (row := _job(second, job_id)) and row[1] and row, "the job to finish")
     assert status == 70
     assert processes_of(uid) == [], "nothing of the interrupted algorithm still runs"
     published = Path(second.data_dir / "results" / job_id / "outputs" / "runs.txt").read_text().split()
@@ -362,19 +404,47 @@ START_UP_ERRORS = [
     ("bad bind", lambda port, pg: {"OPERATOR_BIND": "localhost:http"}, 2, "OPERATOR_BIND (or --bind) must be"),
     ("bad engine setting", lambda port, pg: {"maxJobs": "lots"}, 2, "maxJobs must be a number"),
     ("busy API port", lambda port, pg: {"OPERATOR_BIND": f"127.0.0.1:{port}"}, 1, "cannot listen there"),
-    ("no cluster with KUBERNETES=on", lambda port, pg: {"KUBERNETES": "on", "KUBECONFIG": "/nonexistent/kubeconfig"},
-     1, "KUBERNETES=on but there is no in-cluster service account and no kubeconfig"),
-    ("port held by a program that never answers", lambda port, pg: {"POSTGRES_PORT": str(port)}, 1,
-     "is already in use by another program (Address already in use); set POSTGRES_PORT to a free port"),
-    ("port held by another Postgres", lambda port, pg: {"POSTGRES_PORT": str(pg.port)}, 1,
-     "is already in use by another program"),
-    ("unreachable database", lambda port, pg: {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())}, 1,
-     "cannot use the database at 127.0.0.1"),
-    ("database that never answers", lambda port, pg: {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(port),
-                                                      "POSTGRES_TIMEOUT": "2"}, 1, "timeout expired"),
-    ("database refusing the password", lambda port, pg: {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(pg.port),
-                                                         "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "wrong"}, 1,
-     "password authentication failed"),
+    (
+        "no cluster with KUBERNETES=on",
+        lambda port, pg: {"KUBERNETES": "on", "KUBECONFIG": "/nonexistent/kubeconfig"},
+        1,
+        "KUBERNETES=on but there is no in-cluster service account and no kubeconfig",
+    ),
+    (
+        "port held by a program that never answers",
+        lambda port, pg: {"POSTGRES_PORT": str(port)},
+        1,
+        "is already in use by another program (Address already in use); set POSTGRES_PORT to a free port",
+    ),
+    (
+        "port held by another Postgres",
+        lambda port, pg: {"POSTGRES_PORT": str(pg.port)},
+        1,
+        "is already in use by another program",
+    ),
+    (
+        "unreachable database",
+        lambda port, pg: {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())},
+        1,
+        "cannot use the database at 127.0.0.1",
+    ),
+    (
+        "database that never answers",
+        lambda port, pg: {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(port), "POSTGRES_TIMEOUT": "2"},
+        1,
+        "timeout expired",
+    ),
+    (
+        "database refusing the password",
+        lambda port, pg: {
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(pg.port),
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_PASSWORD": "wrong",
+        },
+        1,
+        "password authentication failed",
+    ),
 ]
 
 
@@ -405,11 +475,17 @@ except StartupError as exc:
 def test_an_api_that_dies_at_start_up_stops_the_database_again(launcher_env):
     folder = Path(tempfile.mkdtemp(prefix="operator-launcher-"))
     try:
-        result = subprocess.run([sys.executable, "-c", API_THAT_DIES, str(folder), launcher_env["OPERATOR_BIND"]],
-                                env=launcher_env, capture_output=True, text=True, timeout=START_SECONDS)
+        result = subprocess.run(
+            [sys.executable, "-c", API_THAT_DIES, str(folder), launcher_env["OPERATOR_BIND"]],
+            env=launcher_env,
+            capture_output=True,
+            text=True,
+            timeout=START_SECONDS,
+        )
         assert result.returncode == 1, result.stderr
-        assert result.stderr.splitlines() == ["the API (gunicorn) exited at start-up with code 3;"
-                                              " its own messages are above"]
+        assert result.stderr.splitlines() == [
+            "the API (gunicorn) exited at start-up with code 3; its own messages are above"
+        ]
         assert "embedded Postgres on 127.0.0.1" in result.stdout, "the database had been started"
         _nothing_left_running(folder)
         assert not (folder / "postgres" / "postmaster.pid").exists()
@@ -419,10 +495,19 @@ def test_an_api_that_dies_at_start_up_stops_the_database_again(launcher_env):
 
 @pytest.mark.parametrize("command", ["migrate", "engine", "serve"])
 def test_the_other_commands_fail_in_one_line_too(command, launcher_env, listener):
-    env = {**launcher_env, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port()),
-           "OPERATOR_BIND": f"127.0.0.1:{listener.port}"}
-    result = subprocess.run([sys.executable, "-m", "operator_service.tools.cli", command], env=env,
-                            capture_output=True, text=True, timeout=START_SECONDS)
+    env = {
+        **launcher_env,
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": str(free_port()),
+        "OPERATOR_BIND": f"127.0.0.1:{listener.port}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "operator_service.tools.cli", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_SECONDS,
+    )
     lines = result.stderr.splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"operator-service {command}: ")

@@ -1,6 +1,7 @@
 """The Kubernetes manifests in k8s/, as `kubectl kustomize` renders each overlay: what they declare,
 what they grant, that the API server would accept them, that they run this project's image, and
 that they match cluster/client.py."""
+
 from __future__ import annotations
 
 import base64
@@ -9,9 +10,10 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -22,8 +24,16 @@ from kubernetes_validate.utils import all_versions
 from operator_service.cluster import client as kube
 from operator_service.domain.results import url_allowed
 from tests import fake_kube
-from tests.kustomize import (K8S, OVERLAYS, KubectlUnusable, check_version, find_kubectl, render, rendered,
-                             secrets_from_script)
+from tests.kustomize import (
+    K8S,
+    OVERLAYS,
+    KubectlUnusable,
+    check_version,
+    find_kubectl,
+    render,
+    rendered,
+    secrets_from_script,
+)
 from tests.test_kube import workflow_body
 
 SERVICE_NS = "ocean-operator"
@@ -39,18 +49,27 @@ EXPECTED_KINDS = {
     "overlays/local/postgres.yaml": ["PersistentVolumeClaim", "Deployment", "Service"],
 }
 BASE_OBJECTS = {
-    ("Namespace", None, SERVICE_NS), ("Namespace", None, COMPUTE_NS),
+    ("Namespace", None, SERVICE_NS),
+    ("Namespace", None, COMPUTE_NS),
     ("CustomResourceDefinition", None, f"{kube.PLURAL}.{kube.GROUP}"),
-    ("ServiceAccount", SERVICE_NS, "operator-service"), ("Role", COMPUTE_NS, "operator-service"),
+    ("ServiceAccount", SERVICE_NS, "operator-service"),
+    ("Role", COMPUTE_NS, "operator-service"),
     ("RoleBinding", COMPUTE_NS, "operator-service"),
-    ("Deployment", SERVICE_NS, "operator-service"), ("Service", SERVICE_NS, "operator-service"),
-    ("ServiceAccount", COMPUTE_NS, "operator-engine"), ("Role", COMPUTE_NS, "operator-engine"),
-    ("RoleBinding", COMPUTE_NS, "operator-engine"), ("Deployment", COMPUTE_NS, "operator-engine"),
+    ("Deployment", SERVICE_NS, "operator-service"),
+    ("Service", SERVICE_NS, "operator-service"),
+    ("ServiceAccount", COMPUTE_NS, "operator-engine"),
+    ("Role", COMPUTE_NS, "operator-engine"),
+    ("RoleBinding", COMPUTE_NS, "operator-engine"),
+    ("Deployment", COMPUTE_NS, "operator-engine"),
     # made by each overlay from its postgres.env
-    ("ConfigMap", SERVICE_NS, "postgres-config"), ("ConfigMap", COMPUTE_NS, "postgres-config"),
+    ("ConfigMap", SERVICE_NS, "postgres-config"),
+    ("ConfigMap", COMPUTE_NS, "postgres-config"),
 }
-TRIAL_DATABASE = {("PersistentVolumeClaim", SERVICE_NS, "postgres-data"), ("Deployment", SERVICE_NS, "postgres"),
-                  ("Service", SERVICE_NS, "postgres")}
+TRIAL_DATABASE = {
+    ("PersistentVolumeClaim", SERVICE_NS, "postgres-data"),
+    ("Deployment", SERVICE_NS, "postgres"),
+    ("Service", SERVICE_NS, "postgres"),
+}
 EXPECTED_OBJECTS = {"local": BASE_OBJECTS | TRIAL_DATABASE, "production": BASE_OBJECTS}
 # The name the manifests give the service's image; the base's `images:` replaces it.
 IMAGE_PLACEHOLDER = "operator-service"
@@ -58,16 +77,19 @@ IMAGE_PLACEHOLDER = "operator-service"
 # stage pods (this project replaces Ocean's service, not its engine), and the official Postgres
 # image that runs the trial database of the local overlay.
 OCEAN_ENGINE_IMAGES = {"oceanprotocol/operator-engine"}
-OCEAN_STAGE_IMAGES = {"POD_CONFIGURATION_CONTAINER": "oceanprotocol/pod-configuration",
-                      "POD_PUBLISH_CONTAINER": "oceanprotocol/pod-publishing"}
+OCEAN_STAGE_IMAGES = {
+    "POD_CONFIGURATION_CONTAINER": "oceanprotocol/pod-configuration",
+    "POD_PUBLISH_CONTAINER": "oceanprotocol/pod-publishing",
+}
 TRIAL_DATABASE_IMAGE = "postgres"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 REFERENCES = (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap"))
 SECRET_LIKE = re.compile(r"PASSWORD|SECRET|PRIVATE_KEY|ADMINS|TOKEN|ACCESS_KEY|API_KEY", re.IGNORECASE)
 GENERATED_SUFFIX = re.compile(r"-[a-z0-9]{10}$")  # kustomize's content hash on generated ConfigMaps
 # Every Kubernetes minor release whose API schemas kubernetes-validate ships.
-KUBERNETES_VERSIONS = sorted({re.match(r"\d+\.\d+", v).group(0) for v in all_versions()},
-                             key=lambda v: tuple(map(int, v.split("."))))
+KUBERNETES_VERSIONS = sorted(
+    {re.match(r"\d+\.\d+", v).group(0) for v in all_versions()}, key=lambda v: tuple(map(int, v.split(".")))
+)
 
 
 def load_yaml(path: Path) -> list[dict]:
@@ -93,9 +115,13 @@ class Manifests:
 
     def find(self, kind: str, name: str, namespace: str | None = None) -> dict:
         """The object of that kind and namespace with that name, or that generated name."""
-        matches = [doc for doc in self.docs
-                   if doc["kind"] == kind and name in (doc["metadata"]["name"], logical_name(doc))
-                   and doc["metadata"].get("namespace") == namespace]
+        matches = [
+            doc
+            for doc in self.docs
+            if doc["kind"] == kind
+            and name in (doc["metadata"]["name"], logical_name(doc))
+            and doc["metadata"].get("namespace") == namespace
+        ]
         assert len(matches) == 1, f"{self.overlay}: expected one {kind} {namespace}/{name}, found {len(matches)}"
         return matches[0]
 
@@ -172,8 +198,11 @@ def base_image() -> tuple[str, str]:
 
 # --- the files and what the overlays render ---------------------------------------------------
 def test_each_manifest_file_holds_the_expected_kinds() -> None:
-    found = {path.relative_to(K8S).as_posix(): [doc["kind"] for doc in load_yaml(path)]
-             for path in sorted(K8S.rglob("*.yaml")) if path.name != "kustomization.yaml"}
+    found = {
+        path.relative_to(K8S).as_posix(): [doc["kind"] for doc in load_yaml(path)]
+        for path in sorted(K8S.rglob("*.yaml"))
+        if path.name != "kustomization.yaml"
+    }
     assert found == EXPECTED_KINDS
 
 
@@ -257,8 +286,10 @@ def test_every_container_runs_this_projects_image_or_an_allowed_one(manifests: M
     project replaces the service, not the engine) and, in the local overlay, the trial Postgres."""
     name, tag = base_image()
     assert not name.startswith(("oceanprotocol/", "docker.io/oceanprotocol/"))
-    allowed = {"operator-service": lambda image: image == f"{name}:{tag}",
-               "operator-engine": lambda image: image.split(":")[0] in OCEAN_ENGINE_IMAGES}
+    allowed = {
+        "operator-service": lambda image: image == f"{name}:{tag}",
+        "operator-engine": lambda image: image.split(":")[0] in OCEAN_ENGINE_IMAGES,
+    }
     if manifests.overlay == "local":
         allowed["postgres"] = lambda image: re.fullmatch(rf"{TRIAL_DATABASE_IMAGE}:\d+", image) is not None
     images = []
@@ -312,8 +343,16 @@ def test_set_image_changes_what_every_overlay_runs(tmp_path: Path) -> None:
     assert (k8s / "base" / "kustomization.yaml").read_bytes() == written  # the same image again: no change
 
 
-@pytest.mark.parametrize("argument", ["operator-service", "registry.example.com:5000/operator-service",
-                                      "operator-service@sha256:" + "0" * 64, "operator service:1", ""])
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "operator-service",
+        "registry.example.com:5000/operator-service",
+        "operator-service@sha256:" + "0" * 64,
+        "operator service:1",
+        "",
+    ],
+)
 def test_set_image_refuses_what_is_not_a_name_and_tag(tmp_path: Path, argument: str) -> None:
     k8s = shutil.copytree(K8S, tmp_path / "k8s")
     result = run_set_image(k8s, argument)
@@ -343,10 +382,19 @@ def test_crd_defines_the_resource_kube_and_the_fake_use(manifests: Manifests) ->
     (version,) = spec["versions"]
     assert (spec["group"], version["name"], spec["scope"]) == (kube.GROUP, kube.VERSION, "Namespaced")
     assert version["served"] is True and version["storage"] is True
-    assert spec["names"] == {"kind": kube.KIND, "listKind": f"{kube.KIND}List", "plural": kube.PLURAL,
-                             "singular": "workflow", "shortNames": ["wf"]}
+    assert spec["names"] == {
+        "kind": kube.KIND,
+        "listKind": f"{kube.KIND}List",
+        "plural": kube.PLURAL,
+        "singular": "workflow",
+        "shortNames": ["wf"],
+    }
     assert (fake_kube.GROUP, fake_kube.VERSION, fake_kube.KIND, fake_kube.PLURAL) == (
-        kube.GROUP, kube.VERSION, kube.KIND, kube.PLURAL)
+        kube.GROUP,
+        kube.VERSION,
+        kube.KIND,
+        kube.PLURAL,
+    )
 
 
 def schema_errors(value: Any, schema: dict, path: str = "") -> list[str]:
@@ -399,9 +447,11 @@ def test_operator_service_role_is_bound_to_its_service_account(manifests: Manife
 
 def test_operator_engine_role_covers_only_what_the_engine_does(manifests: Manifests) -> None:
     role = manifests.find("Role", "operator-engine", COMPUTE_NS)
-    assert granted(role) == {"jobs": {"create", "get", "delete"},
-                             "persistentvolumeclaims": {"create", "delete"},
-                             "configmaps": {"create", "delete"}}
+    assert granted(role) == {
+        "jobs": {"create", "get", "delete"},
+        "persistentvolumeclaims": {"create", "delete"},
+        "configmaps": {"create", "delete"},
+    }
     binding = manifests.find("RoleBinding", "operator-engine", COMPUTE_NS)
     assert binding["roleRef"] == {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "operator-engine"}
     assert binding["subjects"] == [service_account("operator-engine", COMPUTE_NS)]
@@ -441,8 +491,9 @@ def test_deployment_selectors_match_their_pods_and_services(manifests: Manifests
 
 # --- the operator-service Deployment -------------------------------------------------------------
 def service_container(manifests: Manifests, name: str = "operator-service") -> dict:
-    (container,) = [c for c in containers(manifests.find("Deployment", "operator-service", SERVICE_NS))
-                    if c["name"] == name]
+    (container,) = [
+        c for c in containers(manifests.find("Deployment", "operator-service", SERVICE_NS)) if c["name"] == name
+    ]
     return container
 
 
@@ -450,8 +501,11 @@ def test_the_reconciler_runs_beside_the_api_on_the_same_database_and_cluster(man
     service, reconciler = service_container(manifests), service_container(manifests, "reconciler")
     assert reconciler["command"] == ["operator-service", "reconcile"]
     assert reconciler["image"] == service["image"] and "ports" not in reconciler
-    shared = {name: entry for name, entry in env_of(service).items()
-              if name.startswith("POSTGRES_") or name in ("KUBERNETES", "DEFAULT_NAMESPACE")}
+    shared = {
+        name: entry
+        for name, entry in env_of(service).items()
+        if name.startswith("POSTGRES_") or name in ("KUBERNETES", "DEFAULT_NAMESPACE")
+    }
     assert env_of(reconciler) == shared
 
 
@@ -523,8 +577,10 @@ def test_secret_values_come_only_from_secrets(manifests: Manifests) -> None:
 def test_every_reference_points_at_an_existing_key(manifests: Manifests, script_secrets: list[dict]) -> None:
     """Each configMapKeyRef names a key of a ConfigMap the overlay renders, and each secretKeyRef a
     key of a Secret k8s/secrets.sh creates, in the same namespace."""
-    sources = {"ConfigMap": Manifests(manifests.overlay, manifests.of_kind("ConfigMap")),
-               "Secret": Manifests("k8s/secrets.sh", script_secrets)}
+    sources = {
+        "ConfigMap": Manifests(manifests.overlay, manifests.of_kind("ConfigMap")),
+        "Secret": Manifests("k8s/secrets.sh", script_secrets),
+    }
     references = 0
     for doc, entry in manifests.all_env():
         for ref_kind, kind in REFERENCES:
@@ -541,7 +597,9 @@ def test_every_reference_points_at_an_existing_key(manifests: Manifests, script_
 def test_the_secrets_script_makes_fresh_values_that_fit_together(script_secrets: list[dict]) -> None:
     by_name = {doc["metadata"]["name"]: secret_values(doc) for doc in script_secrets}
     assert {(doc["metadata"]["namespace"], doc["metadata"]["name"]) for doc in script_secrets} == {
-        (SERVICE_NS, "operator-service-secrets"), (COMPUTE_NS, "operator-engine-secrets")}
+        (SERVICE_NS, "operator-service-secrets"),
+        (COMPUTE_NS, "operator-engine-secrets"),
+    }
     service, engine = by_name["operator-service-secrets"], by_name["operator-engine-secrets"]
     assert service.keys() == {"POSTGRES_PASSWORD", "ALLOWED_ADMINS"}
     assert engine.keys() == {"POSTGRES_PASSWORD", "OPERATOR_PRIVATE_KEY"}
@@ -557,8 +615,11 @@ def test_the_secrets_script_makes_fresh_values_that_fit_together(script_secrets:
 
 
 def test_the_secrets_script_keeps_the_values_it_is_given() -> None:
-    given = {"POSTGRES_PASSWORD": 'pa ss"wo=rd\'$x', "ALLOWED_ADMINS": '["one admin secret", "another"]',
-             "OPERATOR_PRIVATE_KEY": "0x" + "11" * 32}
+    given = {
+        "POSTGRES_PASSWORD": "pa ss\"wo=rd'$x",
+        "ALLOWED_ADMINS": '["one admin secret", "another"]',
+        "OPERATOR_PRIVATE_KEY": "0x" + "11" * 32,
+    }
     secrets = {doc["metadata"]["name"]: secret_values(doc) for doc in secrets_from_script(given)}
     assert secrets == {
         "operator-service-secrets": {k: given[k] for k in ("POSTGRES_PASSWORD", "ALLOWED_ADMINS")},
@@ -570,9 +631,23 @@ def test_the_secrets_script_keeps_the_values_it_is_given() -> None:
 def test_engine_has_the_environment_it_needs(manifests: Manifests) -> None:
     (container,) = containers(manifests.find("Deployment", "operator-engine", COMPUTE_NS))
     env = env_of(container)
-    required = {"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD",
-                "OPERATOR_PRIVATE_KEY", "nCPU", "ramGB", "diskGB", "maxJobs", "maxJobDuration",
-                "STORAGE_CLASS", "POD_CONFIGURATION_CONTAINER", "POD_PUBLISH_CONTAINER", "IPFS_OUTPUT"}
+    required = {
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "OPERATOR_PRIVATE_KEY",
+        "nCPU",
+        "ramGB",
+        "diskGB",
+        "maxJobs",
+        "maxJobDuration",
+        "STORAGE_CLASS",
+        "POD_CONFIGURATION_CONTAINER",
+        "POD_PUBLISH_CONTAINER",
+        "IPFS_OUTPUT",
+    }
     assert required <= env.keys()
     database = manifests.find("ConfigMap", "postgres-config", COMPUTE_NS)
     for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER"):
@@ -596,13 +671,17 @@ def test_the_local_overlay_points_both_at_its_trial_database(local: Manifests) -
     for name in ("POSTGRES_DB", "POSTGRES_USER"):  # the trial server creates that database and user
         assert env[name]["valueFrom"]["configMapKeyRef"] == {"name": database["metadata"]["name"], "key": name}
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "operator-service-secrets", "key": "POSTGRES_PASSWORD"}
+        "name": "operator-service-secrets",
+        "key": "POSTGRES_PASSWORD",
+    }
 
 
 def test_the_production_overlay_runs_no_database(production: Manifests) -> None:
     assert not production.of_kind("PersistentVolumeClaim")
     assert {doc["metadata"]["name"] for doc in production.of_kind("Deployment")} == {
-        "operator-service", "operator-engine"}
+        "operator-service",
+        "operator-engine",
+    }
     host = production.find("ConfigMap", "postgres-config", SERVICE_NS)["data"]["POSTGRES_HOST"]
     assert not host.endswith(".svc.cluster.local") and host != "postgres"
 

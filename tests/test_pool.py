@@ -1,4 +1,5 @@
 """The connection pool: connections are reused, bounded, and replaced after a server restart."""
+
 from __future__ import annotations
 
 import time
@@ -15,6 +16,7 @@ def _backend_pid(db: Database) -> int:
         cur.execute("SELECT pg_backend_pid()")
         return cur.fetchone()[0]
 
+
 def test_statements_reuse_one_connection(settings):
     """The original opened a new connection for every statement."""
     db = Database(settings.postgres, max_connections=2)
@@ -22,8 +24,10 @@ def test_statements_reuse_one_connection(settings):
     assert all(_backend_pid(db) == first for _ in range(5))
     db.close()
 
+
 def test_at_most_max_connections_are_open(settings):
     db = Database(settings.postgres, max_connections=2)
+
     def work() -> int:
         with db.cursor() as cur:
             cur.execute("SELECT pg_backend_pid(), pg_sleep(0.05)")
@@ -32,6 +36,7 @@ def test_at_most_max_connections_are_open(settings):
     pids = run_together(6, work)
     assert len(pids) == 6 and len(set(pids)) <= 2
     db.close()
+
 
 def test_a_connection_the_server_ended_is_replaced_without_an_error(settings):
     db = Database(settings.postgres, max_connections=1)
@@ -43,11 +48,11 @@ def test_a_connection_the_server_ended_is_replaced_without_an_error(settings):
     assert _backend_pid(db) != old
     db.close()
 
+
 def test_a_transaction_commits_all_or_nothing(db):
-    with pytest.raises(psycopg2.errors.UniqueViolation):
-        with db.transaction() as cur:
-            cur.execute("INSERT INTO envs (namespace, status) VALUES ('a', '{}')")
-            cur.execute("INSERT INTO envs (namespace, status) VALUES ('a', '{}')")
+    with pytest.raises(psycopg2.errors.UniqueViolation), db.transaction() as cur:
+        cur.execute("INSERT INTO envs (namespace, status) VALUES ('a', '{}')")
+        cur.execute("INSERT INTO envs (namespace, status) VALUES ('a', '{}')")
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM envs")
         assert cur.fetchone()[0] == 0

@@ -7,6 +7,7 @@ could not start. What is checked is what a new operator meets: the image the clu
 the one built from this checkout (never Ocean's original), every step can be run again without
 changing anything, and nothing is written into the checkout that the steps do not announce.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,10 +40,14 @@ def readme_steps(name: str) -> str:
 
 
 def git(checkout: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=checkout, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(["git", *args], cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture
@@ -73,15 +78,26 @@ def tools(tmp_path: Path) -> dict[str, str]:
         wrapper = bin_dir / tool
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDINS}" {tool} "$@"\n')
         wrapper.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "STANDIN_STATE": str(tmp_path / "cluster.json"), "REAL_KUBECTL": real_kubectl,
-            "STANDIN_PUBLIC_REPOSITORIES": ",".join(PUBLIC_REPOSITORIES)}
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "STANDIN_STATE": str(tmp_path / "cluster.json"),
+        "REAL_KUBECTL": real_kubectl,
+        "STANDIN_PUBLIC_REPOSITORIES": ",".join(PUBLIC_REPOSITORIES),
+    }
 
 
 def run_steps(steps: str, checkout: Path, env: dict[str, str], stdin: str = "") -> dict:
     """Run the block as a shell would with errors stopping it; the stand-ins' state after it."""
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", steps], cwd=checkout, env=env, input=stdin,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", steps],
+        cwd=checkout,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, f"the README's steps failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(Path(env["STANDIN_STATE"]).read_text())
 
@@ -112,8 +128,16 @@ def test_the_trial_steps_deploy_the_image_built_here_and_can_be_run_again(checko
     assert first["loaded"] == [image] and first["pushed"] == []
     assert service_images(first) == {image}
     assert not image.startswith("oceanprotocol/")
-    assert in_order(commands(first), "docker build", "kind load", "kubectl apply -f", "kubectl -n ocean-operator get",
-                    "kubectl -n ocean-operator create", "kubectl apply -k", "kubectl -n ocean-operator rollout")
+    assert in_order(
+        commands(first),
+        "docker build",
+        "kind load",
+        "kubectl apply -f",
+        "kubectl -n ocean-operator get",
+        "kubectl -n ocean-operator create",
+        "kubectl apply -k",
+        "kubectl -n ocean-operator rollout",
+    )
     assert "Deployment/ocean-operator/postgres" in first["objects"]
     assert git(checkout, "status", "--porcelain") == ""  # nothing written into the checkout
 
@@ -129,11 +153,15 @@ def test_the_production_steps_push_set_and_deploy_the_image_and_can_be_run_again
     image = f"registry.example.com/team/operator-service:{commit}"
     assert list(first["built"]) == [image] and first["pushed"] == [image] and first["loaded"] == []
     assert service_images(first) == {image}
-    for namespace, name in (("ocean-operator", "operator-service-secrets"), ("ocean-compute", "operator-engine-secrets")):
+    for namespace, name in (
+        ("ocean-operator", "operator-service-secrets"),
+        ("ocean-compute", "operator-engine-secrets"),
+    ):
         password = secret(first, namespace, name)["POSTGRES_PASSWORD"]
         assert base64.b64decode(password).decode() == DATABASE_PASSWORD
-    assert not any(key.startswith(("Deployment/ocean-operator/postgres", "PersistentVolumeClaim/"))
-                   for key in first["objects"])
+    assert not any(
+        key.startswith(("Deployment/ocean-operator/postgres", "PersistentVolumeClaim/")) for key in first["objects"]
+    )
     # the one file the steps say they change: the image is set there
     assert git(checkout, "status", "--porcelain").splitlines() == [" M k8s/base/kustomization.yaml"]
     assert image.rsplit(":", 1)[0] in (checkout / "k8s" / "base" / "kustomization.yaml").read_text()
@@ -147,8 +175,14 @@ def test_a_rollout_of_an_image_never_loaded_or_pushed_fails(checkout, tools) -> 
     """The check above can fail: without `kind load` the cluster could not run the image."""
     steps = readme_steps("trial")
     without_load = "\n".join(line for line in steps.splitlines() if not line.startswith("kind load"))
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", without_load], cwd=checkout, env=tools,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", without_load],
+        cwd=checkout,
+        env=tools,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "ErrImagePull: operator-service:local is neither loaded, pushed nor public" in result.stderr
 
@@ -156,7 +190,13 @@ def test_a_rollout_of_an_image_never_loaded_or_pushed_fails(checkout, tools) -> 
 def test_a_rollout_without_the_secrets_fails(checkout, tools) -> None:
     steps = readme_steps("trial")
     without_secrets = "\n".join(line for line in steps.splitlines() if not line.startswith("k8s/secrets.sh"))
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", without_secrets], cwd=checkout, env=tools,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", without_secrets],
+        cwd=checkout,
+        env=tools,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "CreateContainerConfigError: secret operator-service-secrets" in result.stderr

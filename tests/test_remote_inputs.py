@@ -5,6 +5,7 @@ Jobs are stage 0 as the Provider builds it (`provider_stage`). Every failure mus
 FetchError with a one-line reason naming the step, leave no partial file behind, and never
 put a signature, a signed URL or the key into what was logged.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,14 @@ def test_a_provider_shaped_job_gets_every_file_its_ddo_and_the_users_data(ocean,
     second = bought(ocean, operator, [FakeFile(b"x" * 10000)], service_endpoint=ocean.provider.url + "/")
     algorithm = bought(ocean, operator, [FakeFile(CODE, "algo.py", "text/x-python")], kind="algorithm")
     userdata = {"query": "a&b=c", "limit": 3}
-    stage = provider_stage(ocean, [first, second], algorithm, userdata=[userdata, None],
-                           algouserdata={"depth": 2}, algocustomdata={"threshold": 0.5})
+    stage = provider_stage(
+        ocean,
+        [first, second],
+        algorithm,
+        userdata=[userdata, None],
+        algouserdata={"depth": 2},
+        algocustomdata={"threshold": 0.5},
+    )
     access = remote_access(stage, operator)
 
     counts = [fetch_input(workspace, item, access, LIMITS, threading.Event(), log) for item in stage["input"]]
@@ -116,10 +123,18 @@ def test_a_provider_shaped_job_gets_every_file_its_ddo_and_the_users_data(ocean,
         assert json.loads(saved.read_text()) == purchase.asset.ddo
     downloads = ocean.provider.downloads
     assert [(q["documentId"], q["fileIndex"]) for q in downloads] == [
-        (first.asset.did, "0"), (first.asset.did, "1"), (second.asset.did, "0"), (algorithm.asset.did, "0")]
+        (first.asset.did, "0"),
+        (first.asset.did, "1"),
+        (second.asset.did, "0"),
+        (algorithm.asset.did, "0"),
+    ]
     assert {q["consumerAddress"] for q in downloads} == {operator.public_key.to_checksum_address()}
     assert [json.loads(q["userdata"]) if "userdata" in q else None for q in downloads] == [
-        userdata, userdata, None, {"depth": 2}]
+        userdata,
+        userdata,
+        None,
+        {"depth": 2},
+    ]
     assert f"Downloaded 8 bytes to inputs/{first.asset.did.removeprefix('did:op:')}/0" in log
     assert f"Downloaded {len(CODE)} bytes to transformations/algorithm" in log
     assert_nothing_secret(log, ocean, operator)
@@ -134,39 +149,62 @@ def test_the_download_query_is_signed_as_the_provider_verifies_it(operator):
     query = parse_qsl(download_query(asset, 2, consumer, nonce, signature))
 
     assert [name for name, _ in query] == [
-        "fileIndex", "documentId", "transferTxId", "serviceId", "consumerAddress", "nonce", "signature", "userdata"]
+        "fileIndex",
+        "documentId",
+        "transferTxId",
+        "serviceId",
+        "consumerAddress",
+        "nonce",
+        "signature",
+        "userdata",
+    ]
     values = dict(query)
     assert (values["fileIndex"], values["documentId"], values["transferTxId"], values["serviceId"]) == (
-        "2", asset.did, asset.tx_id, "svc-1")
+        "2",
+        asset.did,
+        asset.tx_id,
+        "svc-1",
+    )
     assert (values["consumerAddress"], values["nonce"], json.loads(values["userdata"])) == (
-        consumer, str(nonce), {"q": "a&b=c #1"})
+        consumer,
+        str(nonce),
+        {"q": "a&b=c #1"},
+    )
     raw = bytes.fromhex(signature.removeprefix("0x"))
     assert len(raw) == 65 and raw[64] in (27, 28)
     signed = keccak(b"\x19Ethereum Signed Message:\n32" + keccak(f"{asset.did}{nonce}".encode()))
     recovered = keys.Signature(raw[:64] + bytes([raw[64] - 27])).recover_public_key_from_msg_hash(signed)
     assert recovered.to_checksum_address() == consumer
-    assert "userdata" not in dict(parse_qsl(download_query(RemoteAsset(asset.did, asset.tx_id, 0), 0, consumer,
-                                                           nonce, signature)))
+    assert "userdata" not in dict(
+        parse_qsl(download_query(RemoteAsset(asset.did, asset.tx_id, 0), 0, consumer, nonce, signature))
+    )
 
 
 def test_the_routes_come_from_the_providers_service_endpoints(ocean):
     routes = provider_routes(requests.get(ocean.provider.url, timeout=10).json())
     assert (routes.fileinfo.method, routes.fileinfo.path) == ("POST", "/api/services/fileinfo")
     assert (routes.download.method, routes.download.path) == ("GET", "/api/services/download")
-    for answer, reason in (({}, "no serviceEndpoints"),
-                           ({"serviceEndpoints": {"fileinfo": ["POST", "/f"]}}, "no download route"),
-                           ({"serviceEndpoints": {"fileinfo": ["POST", "/f"], "download": ["POST", "/d"]}},
-                            "download is POST, expected GET")):
+    for answer, reason in (
+        ({}, "no serviceEndpoints"),
+        ({"serviceEndpoints": {"fileinfo": ["POST", "/f"]}}, "no download route"),
+        (
+            {"serviceEndpoints": {"fileinfo": ["POST", "/f"], "download": ["POST", "/d"]}},
+            "download is POST, expected GET",
+        ),
+    ):
         with pytest.raises(RemoteError, match=reason):
             provider_routes(answer)
 
 
-@pytest.mark.parametrize("item, reason", [
-    ({"id": "did:op:" + "ab" * 32, "url": ["http://example.com/x"]}, "no remote section"),
-    ({"id": "did:op:../../etc", "remote": {"txId": "0x1", "serviceId": "s"}}, "is not a did:op: DID"),
-    ({"id": "did:op:" + "ab" * 32, "remote": {"serviceId": "s"}}, "remote.txId of did:op:abab.* is missing"),
-    ({"id": "did:op:" + "ab" * 32, "remote": {"txId": "0x1", "serviceId": None}}, "remote.serviceId .* missing"),
-])
+@pytest.mark.parametrize(
+    "item, reason",
+    [
+        ({"id": "did:op:" + "ab" * 32, "url": ["http://example.com/x"]}, "no remote section"),
+        ({"id": "did:op:../../etc", "remote": {"txId": "0x1", "serviceId": "s"}}, "is not a did:op: DID"),
+        ({"id": "did:op:" + "ab" * 32, "remote": {"serviceId": "s"}}, "remote.txId of did:op:abab.* is missing"),
+        ({"id": "did:op:" + "ab" * 32, "remote": {"txId": "0x1", "serviceId": None}}, "remote.serviceId .* missing"),
+    ],
+)
 def test_a_remote_item_that_names_no_order_or_service_is_refused_before_any_request(item, reason):
     with pytest.raises(RemoteError, match=reason):
         remote_asset(item)
@@ -211,8 +249,11 @@ def test_a_service_id_the_ddo_does_not_have_fails_the_input(ocean, operator, wor
     stage = provider_stage(ocean, [dataset], bought(ocean, operator, [FakeFile(CODE)], kind="algorithm"))
     stage["input"][0]["remote"]["serviceId"] = "no-such-service"
 
-    with pytest.raises(FetchError, match=f"service 'no-such-service' is not in the DDO of {dataset.asset.did}"
-                                         f" \\(its services: '{dataset.asset.service_id}'\\)"):
+    with pytest.raises(
+        FetchError,
+        match=f"service 'no-such-service' is not in the DDO of {dataset.asset.did}"
+        f" \\(its services: '{dataset.asset.service_id}'\\)",
+    ):
         fetch_one_input(workspace, stage, operator, log)
 
     assert (workspace.ddos / dataset.asset.did.removeprefix("did:op:")).is_file()
@@ -232,12 +273,17 @@ def _not_a_compute_environment(ocean: FakeOcean, operator, dataset: Purchase) ->
     ocean.provider.c2d_consumers.clear()
 
 
-@pytest.mark.parametrize("refuse, reason", [
-    (_nonce_ahead,
-     r"HTTP 400: \{\"signature\": \"Invalid signature expected nonce \(\d+\) > current nonce \(\d+\)\.\"\}"),
-    (_ordered_for_someone_else, "HTTP 400: .*sender of order transaction is not the consumer/payer"),
-    (_not_a_compute_environment, "HTTP 400: .*is not an access service"),
-])
+@pytest.mark.parametrize(
+    "refuse, reason",
+    [
+        (
+            _nonce_ahead,
+            r"HTTP 400: \{\"signature\": \"Invalid signature expected nonce \(\d+\) > current nonce \(\d+\)\.\"\}",
+        ),
+        (_ordered_for_someone_else, "HTTP 400: .*sender of order transaction is not the consumer/payer"),
+        (_not_a_compute_environment, "HTTP 400: .*is not an access service"),
+    ],
+)
 def test_a_provider_refusing_the_signed_download_fails_the_input_with_its_reason(
     ocean, operator, workspace, log, refuse, reason
 ):
@@ -258,8 +304,9 @@ def test_a_file_over_the_size_limit_fails_the_input_and_leaves_nothing(ocean, op
     dataset = bought(ocean, operator, [FakeFile(b"small"), FakeFile(b"y" * 5000)])
     stage = provider_stage(ocean, [dataset], bought(ocean, operator, [FakeFile(CODE)], kind="algorithm"))
 
-    with pytest.raises(FetchError, match=f"file 1 of {dataset.asset.did}: .*/api/services/download:"
-                                         " more than the limit of 1000 bytes") as failure:
+    with pytest.raises(
+        FetchError, match=f"file 1 of {dataset.asset.did}: .*/api/services/download: more than the limit of 1000 bytes"
+    ) as failure:
         fetch_one_input(workspace, stage, operator, log, FetchLimits(max_bytes=1000, total_seconds=30))
 
     folder = workspace.inputs / dataset.asset.did.removeprefix("did:op:")
@@ -285,8 +332,11 @@ def test_a_slow_provider_fails_the_input_at_the_time_limit(ocean, operator, work
     else:
         ocean.provider.hang_downloads()
 
-    with pytest.raises(FetchError, match=f"file 0 of {dataset.asset.did}: .*/api/services/download:"
-                                         " (not complete after 5 s|nothing received for 5 s)") as failure:
+    with pytest.raises(
+        FetchError,
+        match=f"file 0 of {dataset.asset.did}: .*/api/services/download:"
+        " (not complete after 5 s|nothing received for 5 s)",
+    ) as failure:
         fetch_one_input(workspace, stage, operator, log, SLOW_LIMITS)
 
     assert list((workspace.inputs / dataset.asset.did.removeprefix("did:op:")).iterdir()) == []
@@ -354,18 +404,21 @@ def test_the_fake_provider_refuses_what_the_real_one_refuses(ocean, operator):
     stale_signature = download_signature(operator, asset.did, older)
     stale = requests.get(url + download_query(asset, 0, consumer, older, stale_signature), timeout=10)
     assert stale.status_code == 400 and f"current nonce ({older})" in stale.json()["errors"]["signature"]
-    info = requests.post(ocean.provider.url + "/api/services/fileinfo",
-                         json={"did": dataset.asset.did, "serviceId": "nope"}, timeout=10)
+    info = requests.post(
+        ocean.provider.url + "/api/services/fileinfo", json={"did": dataset.asset.did, "serviceId": "nope"}, timeout=10
+    )
     assert (info.status_code, info.json()) == (400, {"error": "Provider Ganache: Invalid serviceId."})
 
 
 def test_a_refusal_is_reported_in_one_line_without_signatures_or_queries():
     signature = "0x" + "1f" * 65
-    body = json.dumps({
-        "error": f"Invalid signature {signature} for\nethereum address 0xAbC, see"
-                 f" http://provider/api/services/download?signature={signature}&nonce=1",
-        "context": {"signature": signature},
-    }).encode()
+    body = json.dumps(
+        {
+            "error": f"Invalid signature {signature} for\nethereum address 0xAbC, see"
+            f" http://provider/api/services/download?signature={signature}&nonce=1",
+            "context": {"signature": signature},
+        }
+    ).encode()
     reason = provider_reason(body, (signature,))
     assert "\n" not in reason and "1f1f" not in reason and "?" not in reason and "context" not in reason
     assert reason.startswith("Invalid signature <redacted> for ethereum address 0xAbC")

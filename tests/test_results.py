@@ -1,19 +1,20 @@
 """GET /getResult: checks, streaming from storage, and storage failures."""
+
 from __future__ import annotations
 
 import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 
 from operator_service.api.app import create_app
 from operator_service.config import load_settings
-from operator_service.env_vars import ConfigError
 from operator_service.domain.results import url_allowed
+from operator_service.env_vars import ConfigError
 from tests.conftest import OWNER
 
 RESULT = "/api/v1/operator/getResult"
@@ -25,7 +26,7 @@ class Storage(BaseHTTPRequestHandler):
 
     seen: list[dict] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         Storage.seen.append({"path": self.path, **dict(self.headers)})
         if self.path.startswith("/redirect/"):
             self.send_response(302)
@@ -84,8 +85,7 @@ def finished_job(submit, engine):
 
     def publish(*urls: str) -> str:
         outputs = [
-            {"filename": url.rsplit("/", 1)[-1], "filesize": len(PAYLOAD), "url": url, "type": "output"}
-            for url in urls
+            {"filename": url.rsplit("/", 1)[-1], "filesize": len(PAYLOAD), "url": url, "type": "output"} for url in urls
         ]
         engine.publish(job["jobId"], outputs)
         return job["jobId"]
@@ -175,20 +175,27 @@ def test_required_parameters(client, provider):
         assert response.get_json() == {"error": f'"{key}" is required in the call to GET:/getResult'}
 
 
-def test_only_the_creating_provider_gets_results_when_signatures_are_required(make_settings, db, provider, engine, storage):
+def test_only_the_creating_provider_gets_results_when_signatures_are_required(
+    make_settings, db, provider, engine, storage
+):
     """The original's provider check was dead code."""
     from tests.conftest import Provider, compute_body
 
     other = Provider("0x" + "11" * 32)
     allowed = f'["{provider.address}", "{other.address}"]'
-    client = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed, **allowing(storage))).test_client()
+    client = create_app(
+        make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed, **allowing(storage))
+    ).test_client()
     engine.announce()
     body = compute_body()
     body.update(provider.signed(OWNER))
     [job] = client.post("/api/v1/operator/compute", json=body).get_json()
     engine.publish(job["jobId"], [{"filename": "r", "filesize": 1, "url": f"{storage}/r.txt", "type": "output"}])
     refused = client.get(RESULT, query_string=_query(other, job["jobId"]))
-    assert (refused.status_code, refused.get_json()) == (404, {"error": f"Provider {other.address} mismatch for job {job['jobId']}"})
+    assert (refused.status_code, refused.get_json()) == (
+        404,
+        {"error": f"Provider {other.address} mismatch for job {job['jobId']}"},
+    )
     assert client.get(RESULT, query_string=_query(provider, job["jobId"])).status_code == 200
 
 
@@ -238,8 +245,12 @@ def test_a_link_planted_in_the_results_folder_is_never_followed(client, provider
     (job / "outputs" / "file-link.txt").symlink_to(secret)
     (job / "folder-link").symlink_to(secret.parent)
     os.mkfifo(job / "outputs" / "pipe")
-    urls = [(job / "outputs" / "file-link.txt").as_uri(), (job / "folder-link" / "key.txt").as_uri(),
-            (job / "outputs" / "pipe").as_uri(), (job / "outputs" / "gone.txt").as_uri()]
+    urls = [
+        (job / "outputs" / "file-link.txt").as_uri(),
+        (job / "folder-link" / "key.txt").as_uri(),
+        (job / "outputs" / "pipe").as_uri(),
+        (job / "outputs" / "gone.txt").as_uri(),
+    ]
     job_id = finished_job(*urls)
     answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
     assert [answer.status_code for answer in answers] == [403, 403, 403, 404]
@@ -249,7 +260,11 @@ def test_a_link_planted_in_the_results_folder_is_never_followed(client, provider
 def test_results_are_fetched_only_from_the_configured_storage(make_settings, db, provider, finished_job, storage):
     other_server, other = _serve()
     try:
-        urls = [f"{other}/result.txt", f"{storage}/redirect/{other}/result.txt", f"{storage}/redirect/{storage}/result.txt"]
+        urls = [
+            f"{other}/result.txt",
+            f"{storage}/redirect/{other}/result.txt",
+            f"{storage}/redirect/{storage}/result.txt",
+        ]
         job_id = finished_job(*urls)
         client = create_app(make_settings(**allowing(storage))).test_client()
         answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
@@ -259,8 +274,11 @@ def test_results_are_fetched_only_from_the_configured_storage(make_settings, db,
     assert [answer.status_code for answer in answers] == [403, 403, 200]
     assert answers[2].data == PAYLOAD, "a redirect within the configured storage is followed"
     assert "RESULT_URL_PREFIXES" in answers[0].get_json()["error"]
-    assert [seen["path"] for seen in Storage.seen] == [f"/redirect/{other}/result.txt", f"/redirect/{storage}/result.txt",
-                                                       "/result.txt"], "the other server never saw a request"
+    assert [seen["path"] for seen in Storage.seen] == [
+        f"/redirect/{other}/result.txt",
+        f"/redirect/{storage}/result.txt",
+        "/result.txt",
+    ], "the other server never saw a request"
 
 
 def test_by_default_no_http_storage_is_fetched(make_settings, db, provider, finished_job, storage):
@@ -270,21 +288,24 @@ def test_by_default_no_http_storage_is_fetched(make_settings, db, provider, fini
     assert Storage.seen == []
 
 
-@pytest.mark.parametrize("url, allowed", [
-    ("https://ipfs.example.com/ipfs/Qm1", True),
-    ("HTTPS://IPFS.example.com:443/ipfs/Qm1", True),
-    ("https://ipfs.example.com/ipfs", False),
-    ("https://ipfs.example.com/ipfsx/Qm1", False),
-    ("https://ipfs.example.com/ipfs/../admin", False),
-    ("https://ipfs.example.com/ipfs/%2e%2e/admin", False),
-    ("http://ipfs.example.com/ipfs/Qm1", False),
-    ("https://ipfs.example.com:8443/ipfs/Qm1", False),
-    ("https://ipfs.example.com.evil.net/ipfs/Qm1", False),
-    ("https://ipfs.example.com@evil.net/ipfs/Qm1", False),
-    ("https://evil.net/ipfs/Qm1#https://ipfs.example.com/ipfs/", False),
-    ("https://bucket.s3.amazonaws.com/job/outputs/result.txt", True),
-    ("https://bucket.s3.amazonaws.com:99999/job", False),
-])
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("https://ipfs.example.com/ipfs/Qm1", True),
+        ("HTTPS://IPFS.example.com:443/ipfs/Qm1", True),
+        ("https://ipfs.example.com/ipfs", False),
+        ("https://ipfs.example.com/ipfsx/Qm1", False),
+        ("https://ipfs.example.com/ipfs/../admin", False),
+        ("https://ipfs.example.com/ipfs/%2e%2e/admin", False),
+        ("http://ipfs.example.com/ipfs/Qm1", False),
+        ("https://ipfs.example.com:8443/ipfs/Qm1", False),
+        ("https://ipfs.example.com.evil.net/ipfs/Qm1", False),
+        ("https://ipfs.example.com@evil.net/ipfs/Qm1", False),
+        ("https://evil.net/ipfs/Qm1#https://ipfs.example.com/ipfs/", False),
+        ("https://bucket.s3.amazonaws.com/job/outputs/result.txt", True),
+        ("https://bucket.s3.amazonaws.com:99999/job", False),
+    ],
+)
 def test_a_url_is_allowed_only_under_a_prefix(url, allowed):
     assert url_allowed(url, ("https://ipfs.example.com/ipfs/", "https://bucket.s3.amazonaws.com")) is allowed
 

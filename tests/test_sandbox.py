@@ -1,5 +1,6 @@
 """The sandbox's parts on their own: the bwrap command line, uids, cgroups, volumes, and the
 engine's refusal to run algorithms without a sandbox."""
+
 from __future__ import annotations
 
 import logging
@@ -9,23 +10,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from operator_service.engine import volumes
 from operator_service.engine.sandbox import cgroups
-from operator_service.engine.sandbox.bubblewrap import SYSTEM_FOLDERS, SandboxFolders, sandbox_argv, stage_for_other_users
-from operator_service.engine.settings import load_engine_config
+from operator_service.engine.sandbox.bubblewrap import (
+    SYSTEM_FOLDERS,
+    SandboxFolders,
+    sandbox_argv,
+    stage_for_other_users,
+)
 from operator_service.engine.sandbox.isolation import set_up_isolation
 from operator_service.engine.sandbox.uids import UidPool, processes_of
+from operator_service.engine.settings import load_engine_config
 from operator_service.engine.workspace import prepare_work_dir
 from tests.engine_support import read_published, wait_finished
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-FOLDERS = SandboxFolders(*(Path(f"/work/jobs/j1/data/{name}")
-                           for name in ("inputs", "transformations", "ddos", "outputs", "logs", "tmp")))
+FOLDERS = SandboxFolders(
+    *(Path(f"/work/jobs/j1/data/{name}") for name in ("inputs", "transformations", "ddos", "outputs", "logs", "tmp"))
+)
 
 
 def _mounts(argv: list[str]) -> dict[str, tuple[str, str]]:
@@ -44,11 +51,13 @@ def test_the_sandbox_mounts_the_system_read_only_and_of_the_job_only_its_own_fol
     mounts = _mounts(argv)
     job = {target: mount for target, mount in mounts.items() if not target.startswith(SYSTEM_FOLDERS)}
     assert job == {
-        "/proc": ("--proc", ""), "/dev": ("--dev", ""),
+        "/proc": ("--proc", ""),
+        "/dev": ("--dev", ""),
         "/data/inputs": ("--ro-bind", str(FOLDERS.inputs)),
         "/data/transformations": ("--ro-bind", str(FOLDERS.transformations)),
         "/data/ddos": ("--ro-bind", str(FOLDERS.ddos)),
-        "/data/outputs": ("--bind", str(FOLDERS.outputs)), "/data/logs": ("--bind", str(FOLDERS.logs)),
+        "/data/outputs": ("--bind", str(FOLDERS.outputs)),
+        "/data/logs": ("--bind", str(FOLDERS.logs)),
         "/tmp": ("--bind", str(FOLDERS.tmp)),
     }
     assert all(option != "--bind" for target, (option, _) in mounts.items() if target.startswith(SYSTEM_FOLDERS))
@@ -62,9 +71,13 @@ def test_the_sandbox_mounts_the_system_read_only_and_of_the_job_only_its_own_fol
 
 def _engine_command(work_dir: Path, **env: str) -> subprocess.CompletedProcess:
     """`operator-service engine` with no database at all: the sandbox is checked before anything else."""
-    return subprocess.run([sys.executable, "-m", "operator_service.tools.cli", "engine"], capture_output=True, text=True,
-                          timeout=60, env={"PATH": os.environ["PATH"], "ENGINE_WORK_DIR": str(work_dir),
-                                           "ENGINE_NAMESPACE": "no-sandbox", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "operator_service.tools.cli", "engine"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "ENGINE_WORK_DIR": str(work_dir), "ENGINE_NAMESPACE": "no-sandbox", **env},
+    )
 
 
 @pytest.mark.parametrize("bwrap", ["missing", "failing"])
@@ -81,9 +94,7 @@ def test_without_a_sandbox_the_engine_refuses_to_start_and_says_what_is_missing(
     assert expected in done.stderr
 
 
-def test_unsafe_mode_runs_algorithms_without_a_sandbox_and_warns_for_every_job(
-    db, submit_job, start_engine, caplog
-):
+def test_unsafe_mode_runs_algorithms_without_a_sandbox_and_warns_for_every_job(db, submit_job, start_engine, caplog):
     caplog.set_level(logging.WARNING)
     start_engine(sandbox="unsafe-no-sandbox")
     job_id = submit_job("print('running unprotected')")
@@ -100,9 +111,15 @@ def test_every_limit_names_its_mechanism_at_start_up(tmp_path):
     isolation = set_up_isolation(config)
     lines = [line for _, line in isolation.report(config)]
     isolation.cgroups.remove_if_empty()
-    for subject in ("network: none", "user: a uid of its own", "memory (ramGB=2): cgroup v",
-                    "processes (at most 512): cgroup v", "CPUs (nCPU=1): cgroup v", "disk (diskGB=1): a volume",
-                    "run time (maxJobDuration=60 s)"):
+    for subject in (
+        "network: none",
+        "user: a uid of its own",
+        "memory (ramGB=2): cgroup v",
+        "processes (at most 512): cgroup v",
+        "CPUs (nCPU=1): cgroup v",
+        "disk (diskGB=1): a volume",
+        "run time (maxJobDuration=60 s)",
+    ):
         assert any(line.startswith(subject) for line in lines), (subject, lines)
 
 
@@ -137,11 +154,10 @@ def test_a_volume_holds_its_size_and_not_a_byte_more(scratch):
     volumes.create(image, mountpoint, 8 * 1024 * 1024)
     assert volumes.mounts_under(scratch) == [mountpoint]
     assert os.stat(image).st_blocks * 512 >= 8 * 1024 * 1024, "the space is reserved on the host up front"
-    with pytest.raises(OSError, match="No space left"):
-        with open(mountpoint / "big", "wb") as out:
-            for _ in range(16):
-                out.write(b"x" * 1024 * 1024)
-                out.flush()
+    with pytest.raises(OSError, match="No space left"), open(mountpoint / "big", "wb") as out:
+        for _ in range(16):
+            out.write(b"x" * 1024 * 1024)
+            out.flush()
     volumes.unmount(mountpoint)
     assert volumes.mounts_under(scratch) == []
     volumes.mount(image, mountpoint)
@@ -154,12 +170,14 @@ def test_a_job_cgroup_kills_every_process_however_it_forks(scratch):
     assert tree is not None, why
     group = tree.job("job1")
     group.create(cgroups.CgroupLimits(memory_bytes=256 * 1024**2, max_processes=64, cpus=[0]))
-    forker = ("import os, time\n"
-              "for _ in range(5):\n"
-              "    if os.fork() == 0:\n"
-              "        os.setsid()\n"
-              "        time.sleep(60)\n"
-              "time.sleep(60)\n")
+    forker = (
+        "import os, time\n"
+        "for _ in range(5):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        time.sleep(60)\n"
+        "time.sleep(60)\n"
+    )
     files = group.procs_files
 
     def join() -> None:
@@ -195,8 +213,10 @@ def test_on_cgroup_v2_the_limits_go_to_the_unified_files(tmp_path):
     group.folders["unified"].mkdir()
     (group.folders["unified"] / "memory.swap.max").write_text("max")
     group.create(cgroups.CgroupLimits(memory_bytes=1024, max_processes=7, cpus=[1]))
-    written = {name: (group.folders["unified"] / name).read_text()
-               for name in ("memory.max", "memory.swap.max", "pids.max", "cpuset.cpus")}
+    written = {
+        name: (group.folders["unified"] / name).read_text()
+        for name in ("memory.max", "memory.swap.max", "pids.max", "cpuset.cpus")
+    }
     assert written == {"memory.max": "1024", "memory.swap.max": "0", "pids.max": "7", "cpuset.cpus": "1"}
     assert tree.describe("memory") == "cgroup v2 memory" and tree.describe("freezer") is None
     assert group.procs_files == [str(tmp_path / "job1" / "cgroup.procs")]

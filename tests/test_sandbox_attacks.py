@@ -7,6 +7,7 @@ ends with a clear status and algorithm.log line, and a neighbouring job is unaff
 The algorithms know every host path worth stealing (the test hands them over), which is
 more than a real attacker would.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,23 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from operator_service.engine.workspace import workspace_for
 from tests.conftest import OWNER
 from tests.engine_support import (
-    COMPUTE, job_row, published, read_published, running_as, wait_finished, wait_for, wait_status,
+    COMPUTE,
+    job_row,
+    published,
+    read_published,
+    running_as,
+    wait_finished,
+    wait_for,
+    wait_status,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uids, cgroups and volumes per job need root")
@@ -46,7 +55,9 @@ def attempt(name, action):
 
 # Speaks just enough of the Postgres protocol to run statements where authentication is
 # trust: a row in nonces that locks the Provider out, and a shell command on the host.
-DATABASE = PRELUDE + r"""
+DATABASE = (
+    PRELUDE
+    + r"""
 def postgres(family, address):
     conn = socket.socket(family, socket.SOCK_STREAM)
     conn.settimeout(3)
@@ -69,6 +80,7 @@ attempt("name lookup", lambda: socket.getaddrinfo("example.com", 443))
 attempt("the internet", lambda: socket.create_connection(("1.1.1.1", 443), timeout=3).close())
 report()
 """
+)
 
 # Waits until the test stops it, checking all the while that its input and output are intact.
 NEIGHBOUR = """
@@ -81,13 +93,16 @@ with open(result, "w") as out:
     out.write(f"{len(expected)} bytes of input\\n")
 written = open(result).read()
 while True:
-    if open(source, "rb").read() != expected or open(result).read() != written or len(os.listdir(os.environ["OUTPUTS"])) != 1:
+    changed = open(source, "rb").read() != expected or open(result).read() != written
+    if changed or len(os.listdir(os.environ["OUTPUTS"])) != 1:
         with open(os.path.join(os.environ["OUTPUTS"], "tampered.txt"), "w") as out:
             out.write("tampered")
     time.sleep(0.1)
 """
 
-FILES = PRELUDE + """
+FILES = (
+    PRELUDE
+    + """
 def read(path):
     with open(path, "rb") as handle:
         return handle.read(100)
@@ -116,10 +131,13 @@ REPORT["processes seen"] = sorted(int(pid) for pid in os.listdir("/proc") if pid
 attempt("write the system", lambda: write("/usr/pwned"))
 report()
 """
+)
 
 # Starts processes that try to outlive the job: a double fork into a new session, a
 # background shell job, and many sleepers; then ends as the test asks.
-ESCAPE = PRELUDE + """
+ESCAPE = (
+    PRELUDE
+    + """
 import subprocess
 if os.fork() == 0:
     os.setsid()
@@ -136,8 +154,11 @@ print("escapers started", flush=True)
 if PARAMS["end"] != "exit":
     time.sleep(1000)
 """
+)
 
-MEMORY = PRELUDE + """
+MEMORY = (
+    PRELUDE
+    + """
 import subprocess
 children = [subprocess.Popen([sys.executable, "-c",
     "import time; block = bytearray(80 * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); time.sleep(3)"])
@@ -145,8 +166,11 @@ children = [subprocess.Popen([sys.executable, "-c",
 REPORT["exit codes"] = [child.wait() for child in children]
 report()
 """
+)
 
-DISK = PRELUDE + """
+DISK = (
+    PRELUDE
+    + """
 with open("/tmp/" + PARAMS["marker"], "w") as out:
     out.write("left behind?")
 written = 0
@@ -164,13 +188,17 @@ except OSError as exc:
 REPORT["written"] = written
 report()
 """
+)
 
-AFFINITY = PRELUDE + """
+AFFINITY = (
+    PRELUDE
+    + """
 attempt("widen CPUs", lambda: os.sched_setaffinity(0, range(PARAMS["cpus"])))
 REPORT["cpus"] = sorted(os.sched_getaffinity(0))
 report()
 time.sleep(3)
 """
+)
 
 
 def algorithm(template: str, **params: Any) -> str:
@@ -185,8 +213,9 @@ def report_of(row: dict) -> dict:
 
 def successes(report: dict) -> dict:
     """The attempts that succeeded (an empty dict when every one failed)."""
-    return {name: outcome for name, outcome in report.items()
-            if isinstance(outcome, list) and outcome[:1] == ["succeeded"]}
+    return {
+        name: outcome for name, outcome in report.items() if isinstance(outcome, list) and outcome[:1] == ["succeeded"]
+    }
 
 
 class Listener:
@@ -236,10 +265,17 @@ def test_an_algorithm_reaches_neither_the_database_nor_any_port_of_the_machine(
     start_engine()
     marker = Path("/tmp") / f"sandbox-attack-{uuid.uuid4().hex}"
     postgres = settings.postgres
-    job_id = submit_job(algorithm(
-        DATABASE, port=postgres.port, socket=f"{postgres.host}/.s.PGSQL.{postgres.port}",
-        database=postgres.database, marker=str(marker), hosts=machine_addresses(), listener=listener.port,
-    ))
+    job_id = submit_job(
+        algorithm(
+            DATABASE,
+            port=postgres.port,
+            socket=f"{postgres.host}/.s.PGSQL.{postgres.port}",
+            database=postgres.database,
+            marker=str(marker),
+            hosts=machine_addresses(),
+            listener=listener.port,
+        )
+    )
     row = wait_finished(db, job_id)
 
     assert (row["status"], row["statusText"]) == (70, "Job finished")
@@ -269,22 +305,39 @@ def test_an_algorithm_cannot_touch_another_job_the_results_or_the_engine(
     postgres_dir = Path(settings.postgres.host)
     source = Path(__file__).resolve().parents[1] / "operator_service" / "__init__.py"
 
-    attacker = submit_job(algorithm(
-        FILES,
-        read={"the neighbour's input": str(neighbour_input), "a finished job's published log": str(earlier_log),
-              "the operator key": str(key_file), "the database password": str(postgres_dir / "operator-password"),
-              "the service's code": str(source), "root's home": "/root/.bashrc",
-              "the neighbour's admin log": str(workspace_for(engine.config.work_dir, neighbour).configure_log)},
-        list={"the engine's work folder": str(engine.config.work_dir), "the results": str(settings.results_dir),
-              "the database's files": str(postgres_dir), "/home": "/home", "/run": "/run", "/var": "/var"},
-        write={"the neighbour's outputs": str(neighbour_data / "outputs" / "pwned.txt"),
-               "the neighbour's result": str(neighbour_data / "outputs" / "result.txt"),
-               "the results": str(Path(settings.results_dir) / "pwned.txt"), "/data": "/data/pwned.txt"},
-        neighbour_secret=neighbour_secret,
-    ))
+    attacker = submit_job(
+        algorithm(
+            FILES,
+            read={
+                "the neighbour's input": str(neighbour_input),
+                "a finished job's published log": str(earlier_log),
+                "the operator key": str(key_file),
+                "the database password": str(postgres_dir / "operator-password"),
+                "the service's code": str(source),
+                "root's home": "/root/.bashrc",
+                "the neighbour's admin log": str(workspace_for(engine.config.work_dir, neighbour).configure_log),
+            },
+            list={
+                "the engine's work folder": str(engine.config.work_dir),
+                "the results": str(settings.results_dir),
+                "the database's files": str(postgres_dir),
+                "/home": "/home",
+                "/run": "/run",
+                "/var": "/var",
+            },
+            write={
+                "the neighbour's outputs": str(neighbour_data / "outputs" / "pwned.txt"),
+                "the neighbour's result": str(neighbour_data / "outputs" / "result.txt"),
+                "the results": str(Path(settings.results_dir) / "pwned.txt"),
+                "/data": "/data/pwned.txt",
+            },
+            neighbour_secret=neighbour_secret,
+        )
+    )
     row = wait_finished(db, attacker)
-    response = client.put(COMPUTE, query_string={"owner": OWNER, "jobId": neighbour,
-                                                 **provider.signed(OWNER, neighbour)})
+    response = client.put(
+        COMPUTE, query_string={"owner": OWNER, "jobId": neighbour, **provider.signed(OWNER, neighbour)}
+    )
     assert response.status_code == 200
     neighbour_row = wait_finished(db, neighbour)
 
@@ -350,8 +403,9 @@ def test_an_algorithm_cannot_widen_its_cpus(db, submit_job, start_engine):
     report_file = engine.job_data(job_id) / "outputs" / "report.json"
     wait_for(report_file.exists, "the algorithm to try")
     uid = report_file.stat().st_uid
-    allowed = {Path(f"/proc/{pid}/status").read_text().split("Cpus_allowed_list:")[1].split()[0]
-               for pid in running_as(uid)}
+    allowed = {
+        Path(f"/proc/{pid}/status").read_text().split("Cpus_allowed_list:")[1].split()[0] for pid in running_as(uid)
+    }
     row = wait_finished(db, job_id)
 
     assert row["status"] == 70
@@ -364,14 +418,23 @@ def test_an_environment_can_opt_in_to_the_host_network_and_the_engine_says_what_
 ):
     caplog.set_level(logging.WARNING)
     start_engine(host_network=True)
-    job_id = submit_job(algorithm(PRELUDE + """
+    job_id = submit_job(
+        algorithm(
+            PRELUDE
+            + """
 attempt("listener", lambda: socket.create_connection(("127.0.0.1", PARAMS["listener"]), timeout=3).close())
 report()
-""", listener=listener.port))
+""",
+            listener=listener.port,
+        )
+    )
     row = wait_finished(db, job_id)
 
     assert successes(report_of(row)) == {"listener": ["succeeded", "None"]}
     wait_for(lambda: listener.accepted == 1, "the listener to count the connection")
-    assert any("ENGINE_UNSAFE_HOST_NETWORK=1: algorithms share this machine's network and can reach everything it"
-               " can" in message for message in caplog.messages)
+    assert any(
+        "ENGINE_UNSAFE_HOST_NETWORK=1: algorithms share this machine's network and can reach everything it"
+        " can" in message
+        for message in caplog.messages
+    )
     assert any(f"job {job_id}: the algorithm shares this machine's network" in message for message in caplog.messages)

@@ -1,4 +1,5 @@
 """GET /, the API docs, /environments, /pgsqlinit and the schema migrations."""
+
 from __future__ import annotations
 
 import json
@@ -81,7 +82,8 @@ def test_pgsqlinit_needs_the_admin_header(client, admin_headers):
     assert (empty.status_code, empty.get_json()) == (401, {"error": "Admin header is empty."})
     wrong = client.post(INIT, headers={"Admin": "foo_admin"})
     assert (wrong.status_code, wrong.get_json()) == (
-        401, {"error": "Access admin route failed due to invalid admin address."}
+        401,
+        {"error": "Access admin route failed due to invalid admin address."},
     )
 
 
@@ -131,7 +133,9 @@ def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers):
     assert response.get_json() == {"version": migrations.LATEST_VERSION, "applied": ALL_VERSIONS}
     schema = _schema(fresh_database)
     assert {"did", "chainid", "provider", "workflow", "stopreq", "removed", "outputsurl"} <= schema["columns"]
-    assert {"indx_owner_jobs", "uniq_agreementid_workflowid", "unique_namespace", "uniq_running_agreementid"} <= schema["indexes"]
+    assert {"indx_owner_jobs", "uniq_agreementid_workflowid", "unique_namespace", "uniq_running_agreementid"} <= schema[
+        "indexes"
+    ]
     assert schema["announce"] == 1
 
 

@@ -3,6 +3,7 @@
 Each test of a fixed defect says what the original did (README, "Differences from the original"); on
 the original each would fail.
 """
+
 from __future__ import annotations
 
 import os

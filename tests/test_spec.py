@@ -5,11 +5,12 @@ of provocations must cover exactly the documented codes: a code documented but n
 answered, or answered but not documented (the fuzz test checks that direction for
 generated input), fails.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import pytest
 
@@ -53,20 +54,37 @@ def _publish(engine, job_id: str, *urls: str) -> None:
 @pytest.fixture
 def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) -> Iterator[World]:  # noqa: F811
     gone = f"http://127.0.0.1:{free_port()}"  # result storage that is not there
-    apps = [create_app(make_settings(**allowing(storage, gone), **overrides)) for overrides in (
-        {}, {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())}, {"RESULT_TIMEOUT": "0.5"},
-        {"SIGNATURE_REQUIRED": "1", "ALLOWED_PROVIDERS": '["0x1"]'},
-    )]
+    apps = [
+        create_app(make_settings(**allowing(storage, gone), **overrides))
+        for overrides in (
+            {},
+            {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())},
+            {"RESULT_TIMEOUT": "0.5"},
+            {"SIGNATURE_REQUIRED": "1", "ALLOWED_PROVIDERS": '["0x1"]'},
+        )
+    ]
     client, down, slow, strict = (app.test_client() for app in apps)
     engine.announce()
     jobs = []
     for agreement in ("0x1", "0x2"):
-        body = {"agreementId": agreement, "owner": OWNER, "environment": "ocean-compute", "workflow": {"stages": [
-            {"index": 0, "input": [], "algorithm": {}, "compute": {}, "output": {}}]}, **provider.signed(OWNER)}
+        body = {
+            "agreementId": agreement,
+            "owner": OWNER,
+            "environment": "ocean-compute",
+            "workflow": {"stages": [{"index": 0, "input": [], "algorithm": {}, "compute": {}, "output": {}}]},
+            **provider.signed(OWNER),
+        }
         [job] = cluster_app.test_client().post(f"{API}/compute", json=body).get_json()
         jobs.append(job)
-    _publish(engine, jobs[0]["jobId"], f"{storage}/r.txt", f"{storage}/slow.txt", f"{storage}/missing.txt",
-             f"{gone}/r.txt", "ftp://storage.example/r.txt")
+    _publish(
+        engine,
+        jobs[0]["jobId"],
+        f"{storage}/r.txt",
+        f"{storage}/slow.txt",
+        f"{storage}/missing.txt",
+        f"{gone}/r.txt",
+        "ftp://storage.example/r.txt",
+    )
     fake_kube.add_pod("ocean-compute", "algo-pod", {"workflow": jobs[0]["jobId"], "component": "algorithm"}, "log text")
     yield World(client, down, cluster_app.test_client(), slow, strict, provider, jobs[0], jobs[1], storage)
     for app in apps:
@@ -75,6 +93,7 @@ def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) 
 
 def _compute(method: str) -> dict[int, Callable[[World], object]]:
     """The provocations shared by POST, PUT, DELETE and GET /compute."""
+
     def call(w: World, client=None, **kwargs):
         return (client or w.client).open(f"{API}/compute", method=method, **kwargs)
 
@@ -86,17 +105,27 @@ def _compute(method: str) -> dict[int, Callable[[World], object]]:
     return {
         200: ok,
         400: lambda w: call(w, data="not json", content_type="application/json"),
-        401: lambda w: call(w, client=w.strict, **({"json": {**_post_body(), **w.signed()}} if method == "POST"
-                                                    else {"query_string": w.signed()})),
+        401: lambda w: call(
+            w,
+            client=w.strict,
+            **({"json": {**_post_body(), **w.signed()}} if method == "POST" else {"query_string": w.signed()}),
+        ),
         413: lambda w: call(w, data=BIG, content_type="application/json"),
-        503: lambda w: call(w, client=w.down, **({"json": {**_post_body(), **w.signed()}} if method == "POST"
-                                                 else {"query_string": w.signed()})),
+        503: lambda w: call(
+            w,
+            client=w.down,
+            **({"json": {**_post_body(), **w.signed()}} if method == "POST" else {"query_string": w.signed()}),
+        ),
     }
 
 
 def _post_body(agreement: str = "0x8") -> dict:
-    return {"agreementId": agreement, "owner": OWNER, "environment": "ocean-compute",
-            "workflow": {"stages": [{"index": 0, "input": [], "algorithm": {}, "compute": {}, "output": {}}]}}
+    return {
+        "agreementId": agreement,
+        "owner": OWNER,
+        "environment": "ocean-compute",
+        "workflow": {"stages": [{"index": 0, "input": [], "algorithm": {}, "compute": {}, "output": {}}]},
+    }
 
 
 PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
@@ -148,15 +177,18 @@ PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
         503: lambda w: w.client.get(f"{API}/info", query_string={"jobId": w.job["jobId"]}, headers=ADMIN),
     },
     ("GET", f"{API}/logs"): {
-        200: lambda w: w.cluster.get(f"{API}/logs", query_string={"jobId": w.job["jobId"], "component": "algorithm"},
-                                     headers=ADMIN),
+        200: lambda w: w.cluster.get(
+            f"{API}/logs", query_string={"jobId": w.job["jobId"], "component": "algorithm"}, headers=ADMIN
+        ),
         400: lambda w: w.cluster.get(f"{API}/logs", query_string={"jobId": w.job["jobId"]}, headers=ADMIN),
         401: lambda w: w.cluster.get(f"{API}/logs"),
-        404: lambda w: w.cluster.get(f"{API}/logs", query_string={"jobId": w.job["jobId"], "component": "publish"},
-                                     headers=ADMIN),
+        404: lambda w: w.cluster.get(
+            f"{API}/logs", query_string={"jobId": w.job["jobId"], "component": "publish"}, headers=ADMIN
+        ),
         413: lambda w: w.cluster.get(f"{API}/logs", data=BIG, content_type="application/json", headers=ADMIN),
-        503: lambda w: w.client.get(f"{API}/logs", query_string={"jobId": w.job["jobId"], "component": "algorithm"},
-                                    headers=ADMIN),
+        503: lambda w: w.client.get(
+            f"{API}/logs", query_string={"jobId": w.job["jobId"], "component": "algorithm"}, headers=ADMIN
+        ),
     },
 }
 

@@ -1,6 +1,7 @@
 """In-place upgrades of real databases: one the original service filled under concurrent POSTs
 (two running jobs sharing an agreementId, which it let in), and one that applied our
 migrations when migration 4 still created the unique index itself."""
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,9 @@ ALL_VERSIONS = [version for version, _, _ in migrations.MIGRATIONS]
 # What the original left: 0xdup runs twice (and once more, finished), 0xsolo runs once.
 ORIGINAL_DUPLICATES = """
 INSERT INTO jobs (agreementId, workflowId, owner, status, statusText, workflow, namespace, dateCreated, dateFinished)
-VALUES ('0xdup', 'dupjob1', '0xowner', 40, 'Running algorithm ', '{}', 'ocean-compute', NOW() - interval '3 minutes', NULL),
+VALUES
+       ('0xdup', 'dupjob1', '0xowner', 40, 'Running algorithm ', '{}', 'ocean-compute',
+        NOW() - interval '3 minutes', NULL),
        ('0xdup', 'dupjob2', '0xowner', 1, 'Warming up', '{}', 'ocean-compute', NOW() - interval '2 minutes', NULL),
        ('0xdup', 'dupold', '0xowner', 70, 'Job finished', '{}', 'ocean-compute', NOW() - interval '1 day', NOW()),
        ('0xsolo', 'solojob', '0xowner', 40, 'Running algorithm ', '{}', 'ocean-compute', NOW(), NULL);
@@ -70,8 +73,9 @@ def test_an_original_database_with_duplicate_running_agreements_is_upgraded_in_p
         "duplicateRunningAgreements": [{"agreementId": "0xdup", "jobIds": ["dupjob1", "dupjob2"]}],
     }
     assert "found 2 running jobs sharing 1 agreementIds" in caplog.text and "dupjob1, dupjob2" in caplog.text
-    assert [row[:18] for row in _execute(settings, "SELECT * FROM jobs ORDER BY workflowId")] == before, \
+    assert [row[:18] for row in _execute(settings, "SELECT * FROM jobs ORDER BY workflowId")] == before, (
         "no row deleted or changed"
+    )
     running = client.get("/api/v1/operator/runningjobs")
     assert running.status_code == 200
     assert sorted(job["jobId"] for job in running.get_json()) == ["dupjob1", "dupjob2", "oldjob", "solojob"]
@@ -103,10 +107,21 @@ def test_after_the_upgrade_no_new_job_shares_a_running_agreement(original_with_d
 
 def test_migrate_says_what_it_found(original_with_duplicates):
     postgres = original_with_duplicates.postgres
-    env = {**os.environ, "POSTGRES_HOST": postgres.host, "POSTGRES_PORT": str(postgres.port),
-           "POSTGRES_USER": postgres.user, "POSTGRES_PASSWORD": postgres.password, "POSTGRES_DB": postgres.database}
-    result = subprocess.run([sys.executable, "-m", "operator_service.tools.cli", "migrate"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "POSTGRES_HOST": postgres.host,
+        "POSTGRES_PORT": str(postgres.port),
+        "POSTGRES_USER": postgres.user,
+        "POSTGRES_PASSWORD": postgres.password,
+        "POSTGRES_DB": postgres.database,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "operator_service.tools.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "found 2 running jobs sharing 1 agreementIds" in result.stdout
     assert "0xdup: dupjob1, dupjob2" in result.stdout
@@ -119,10 +134,13 @@ FIRST_JOB_INDEXES = migrations.JOB_INDEXES + (
 
 
 def test_a_database_that_applied_the_first_migration_4_is_upgraded_unchanged(fresh_database):  # noqa: F811
-    steps = dict((version, step) for version, _, step in migrations.MIGRATIONS[:6])
+    steps = {version: step for version, _, step in migrations.MIGRATIONS[:6]}
     steps[4] = FIRST_JOB_INDEXES
-    _execute(fresh_database, "CREATE TABLE schema_migrations (version int PRIMARY KEY, description text NOT NULL,"
-                             " applied_at timestamp without time zone NOT NULL DEFAULT now())")
+    _execute(
+        fresh_database,
+        "CREATE TABLE schema_migrations (version int PRIMARY KEY, description text NOT NULL,"
+        " applied_at timestamp without time zone NOT NULL DEFAULT now())",
+    )
     for version, step in steps.items():
         _execute(fresh_database, step)
         _execute(fresh_database, "INSERT INTO schema_migrations (version, description) VALUES (%s, 'old')", (version,))
@@ -134,4 +152,6 @@ def test_a_database_that_applied_the_first_migration_4_is_upgraded_unchanged(fre
     db.close()
     assert (upgrade.applied, upgrade.shared_agreements) == ([7, 8], {})
     assert _execute(fresh_database, index) == before
-    assert _execute(fresh_database, "SELECT count(*) FROM pg_trigger WHERE tgname = 'operator_kept_agreements'") == [(0,)]
+    assert _execute(fresh_database, "SELECT count(*) FROM pg_trigger WHERE tgname = 'operator_kept_agreements'") == [
+        (0,)
+    ]

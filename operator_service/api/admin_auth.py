@@ -1,12 +1,13 @@
 """The admin secret check of the admin routes: the `Admin` header against ALLOWED_ADMINS."""
+
 from __future__ import annotations
 
 import hmac
 
 from flask import request
 
-from operator_service.config import Settings
 from operator_service.api.errors import ApiError
+from operator_service.config import Settings
 
 
 def require_admin(settings: Settings) -> None:

@@ -3,26 +3,27 @@
 It starts nothing in the background: the reconciler is a process of its own
 (`operator-service reconcile`, domain/reconciler.py).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from flasgger import Swagger
 from flask import Flask, Response
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from operator_service import __version__
-from operator_service.cluster import client as kube
-from operator_service.config import Settings, load_settings
 from operator_service.api.context import EXTENSION_KEY, Services, services
 from operator_service.api.errors import json_response, register_error_handlers
-from operator_service.logging_setup import setup_logging
 from operator_service.api.routes.admin import admin
 from operator_service.api.routes.health import health
 from operator_service.api.routes.operator import operator
 from operator_service.api.schemas import DEFINITIONS
+from operator_service.cluster import client as kube
+from operator_service.config import Settings, load_settings
+from operator_service.logging_setup import setup_logging
 from operator_service.store.pool import Database
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ DOCS_URL = "/api/v1/docs"
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
-def create_app(settings: Optional[Settings] = None, cluster: Optional[kube.Cluster] = None) -> Flask:
+def create_app(settings: Settings | None = None, cluster: kube.Cluster | None = None) -> Flask:
     """Build the app. Without `cluster`, one is found as KUBERNETES says (auto|on|off)."""
     settings = settings or load_settings()
     setup_logging(settings.logging)
@@ -40,7 +41,9 @@ def create_app(settings: Optional[Settings] = None, cluster: Optional[kube.Clust
         cluster = kube.connect(settings.kubernetes)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.json.sort_keys = True
+    json_provider = app.json
+    assert isinstance(json_provider, DefaultJSONProvider)  # Flask's own, which sorts keys when asked
+    json_provider.sort_keys = True
     db = Database(settings.postgres, max_connections=settings.db_pool_size)
     current = Services(settings=settings, db=db, cluster=cluster)
     app.extensions[EXTENSION_KEY] = current

@@ -1,8 +1,9 @@
 """What every request works with: the settings, the database and (maybe) the cluster."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
@@ -20,7 +21,7 @@ EXTENSION_KEY = "operator_service"
 class Services:
     settings: Settings
     db: Database
-    cluster: Optional["Cluster"]
+    cluster: Cluster | None
     readiness: CachedReadiness = field(default_factory=CachedReadiness)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ The one place where failures become status codes: the HTTP layer's own refusals
 original texts, a failing result storage 502/504), a failing dependency 503 naming it;
 anything else is a bug, logged with its traceback and answered 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,13 @@ from werkzeug.exceptions import HTTPException
 
 from operator_service.cluster.client import KubernetesUnavailable
 from operator_service.domain.errors import (
-    DomainError, InvalidRequest, NotAuthorized, NotFound, Refused, StorageFailed, StorageTimedOut,
+    DomainError,
+    InvalidRequest,
+    NotAuthorized,
+    NotFound,
+    Refused,
+    StorageFailed,
+    StorageTimedOut,
 )
 from operator_service.store.pool import DatabaseUnavailable
 
@@ -45,9 +52,7 @@ class ApiError(Exception):
 
 def json_response(payload: Any, status: int = 200) -> Response:
     """A body made by json.dumps, sent with `Content-type: application/json` and `Connection: close`."""
-    return Response(
-        json.dumps(payload), status=status, mimetype="application/json", headers=STANDARD_HEADERS
-    )
+    return Response(json.dumps(payload), status=status, mimetype="application/json", headers=STANDARD_HEADERS)
 
 
 def error_response(message: str, status: int) -> Response:

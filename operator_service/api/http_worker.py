@@ -17,16 +17,17 @@ larger than MAX_HEAD_BYTES is answered 431. In a thread, each wait on the client
 socket (for it to take part of the answer, or for a part of the request that was not
 buffered) is limited to the same number of seconds, so no client keeps a thread for long.
 """
+
 from __future__ import annotations
 
 import errno
+import json
 import os
 import selectors
 import socket
 import time
 from collections import deque
 from functools import partial
-from typing import Optional
 
 from gunicorn import http, util
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -48,7 +49,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class ClientSocket(socket.socket):
     """A client connection whose blocking mode waits at most `wait_seconds` for the client."""
 
-    wait_seconds: Optional[float] = None
+    wait_seconds: float | None = None
 
     def setblocking(self, flag: bool) -> None:
         if flag:
@@ -64,7 +65,7 @@ class PendingRequest:
         self.deadline = deadline
         self.data = bytearray()
         self.head_end = -1  # offset of the body, once the head is complete
-        self.body_length: Optional[int] = None  # Content-Length; None: no body, or chunked
+        self.body_length: int | None = None  # Content-Length; None: no body, or chunked
         self.chunked = False
         self.next_chunk = -1  # offset of the next chunk's size line, once the head is complete
         self.expects_continue = False
@@ -113,7 +114,7 @@ class PendingRequest:
             line_end = self.data.find(b"\r\n", self.next_chunk)
             if line_end < 0:
                 return False
-            size_text = bytes(self.data[self.next_chunk:line_end]).split(b";", 1)[0].strip()
+            size_text = bytes(self.data[self.next_chunk : line_end]).split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
@@ -134,7 +135,7 @@ WAITING, COMPLETE, TOO_LARGE, CLOSED = "waiting", "complete", "too large", "clos
 
 
 def _plain_answer(status: str, message: str) -> bytes:
-    body = ('{"error": "%s"}' % message).encode()
+    body = json.dumps({"error": message}).encode()
     return (
         f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
@@ -146,7 +147,14 @@ class BufferedConn(TConn):
 
     def __init__(self, cfg, sock: ClientSocket, client, server):
         super().__init__(cfg, sock, client, server)
-        self.pending: Optional[PendingRequest] = None
+        self.pending: PendingRequest | None = None
+
+    @property
+    def request(self) -> PendingRequest:
+        """The request the event loop is reading (only while it reads one)."""
+        if self.pending is None:
+            raise RuntimeError("no request is being read on this connection")
+        return self.pending
 
     def close(self, graceful: bool = False) -> None:
         """Close at once, dropping whatever the client sent after its request.
@@ -221,7 +229,7 @@ class RequestBufferingWorker(ThreadWorker):
 
     def _read_some(self, conn: BufferedConn) -> str:
         """Read what has arrived: WAITING, COMPLETE, TOO_LARGE or CLOSED."""
-        pending = conn.pending
+        pending = conn.request
         try:
             chunk = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -251,7 +259,7 @@ class RequestBufferingWorker(ThreadWorker):
     def _hand_on(self, conn: BufferedConn) -> None:
         """Give the connection to a thread, with a parser that finds the buffered request first."""
         conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.parser.unreader.unread(bytes(conn.pending.data))
+        conn.parser.unreader.unread(bytes(conn.request.data))
         conn.pending = None
         conn.initialized = True
         conn.data_ready = True
@@ -261,7 +269,7 @@ class RequestBufferingWorker(ThreadWorker):
         """Also answer 408 to the connections whose request is not complete by its deadline."""
         super().murder_pending()
         now = time.monotonic()
-        while self.reading and self.reading[0].pending.deadline <= now:
+        while self.reading and self.reading[0].request.deadline <= now:
             conn = self.reading.popleft()
             self.poller.unregister(conn.sock)
             self._refuse(conn, "408 Request Timeout", f"Request not received within {self.request_timeout:g} s")

@@ -6,11 +6,13 @@ text longer than its column (TEXT_LIMITS), NUL characters (Postgres text cannot 
 them), lone UTF-16 surrogates (not Unicode: they cannot be encoded), and JSON nested
 deeper than MAX_DEPTH levels.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from flask import request
 
@@ -119,7 +121,7 @@ def check_required(keys: Sequence[str], data: Any, call: str) -> dict:
     return data
 
 
-def normalised_id(value: Any) -> Optional[str]:
+def normalised_id(value: Any) -> str | None:
     """An id filter, or None when it is absent, falsy or shorter than 2 characters."""
     if value is None or isinstance(value, (dict, list)):
         return None

@@ -4,6 +4,7 @@ They describe what the routes answer, so that a client (or the fuzz test) can ch
 answer against them. Swagger 2.0 has no "one of": `results` (an array, or "" while a job
 has no outputs) and `algoDID` (whatever the workflow held) are left without a type.
 """
+
 from __future__ import annotations
 
 NULLABLE_TEXT = {"type": "string", "x-nullable": True}
@@ -53,8 +54,20 @@ DEFINITIONS: dict[str, dict] = {
     },
     "StatusObject": {
         "type": "object",
-        "required": ["agreementId", "jobId", "owner", "status", "statusText", "dateCreated", "dateFinished",
-                     "results", "stopreq", "removed", "algoDID", "inputDID"],
+        "required": [
+            "agreementId",
+            "jobId",
+            "owner",
+            "status",
+            "statusText",
+            "dateCreated",
+            "dateFinished",
+            "results",
+            "stopreq",
+            "removed",
+            "algoDID",
+            "inputDID",
+        ],
         "properties": {
             "agreementId": {"type": "string"},
             "jobId": {"type": "string"},
@@ -75,8 +88,17 @@ DEFINITIONS: dict[str, dict] = {
         "type": "array",
         "items": {
             "type": "object",
-            "required": ["agreementId", "jobId", "owner", "status", "statusText", "dateCreated", "namespace",
-                         "algoDID", "inputDID"],
+            "required": [
+                "agreementId",
+                "jobId",
+                "owner",
+                "status",
+                "statusText",
+                "dateCreated",
+                "namespace",
+                "algoDID",
+                "inputDID",
+            ],
             "properties": {
                 "agreementId": {"type": "string"},
                 "jobId": {"type": "string"},
@@ -110,7 +132,10 @@ DEFINITIONS: dict[str, dict] = {
                 "items": {
                     "type": "object",
                     "required": ["agreementId", "jobIds"],
-                    "properties": {"agreementId": {"type": "string"}, "jobIds": {"type": "array", "items": {"type": "string"}}},
+                    "properties": {
+                        "agreementId": {"type": "string"},
+                        "jobIds": {"type": "array", "items": {"type": "string"}},
+                    },
                 },
             },
         },

@@ -4,11 +4,12 @@ Key order and value types are the original's: epochs are strings, `results` drop
 URLs and is "" for a job without outputs; algoDID and inputDID come from their columns,
 or from the job document for rows written before those columns existed.
 """
+
 from __future__ import annotations
 
 import mimetypes
 import re
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 from flask import Response
@@ -23,7 +24,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 
-def public_results(outputs_url: Optional[str]) -> Any:
+def public_results(outputs_url: str | None) -> Any:
     outputs = stored.outputs(outputs_url)
     if outputs is None:
         return ""
@@ -33,7 +34,7 @@ def public_results(outputs_url: Optional[str]) -> Any:
     ]
 
 
-def _row_dids(algo_did: Optional[str], input_dids: Optional[list], legacy_document: Optional[str]) -> tuple[Any, list]:
+def _row_dids(algo_did: str | None, input_dids: list | None, legacy_document: str | None) -> tuple[Any, list]:
     """The stored DIDs, or those of the document of a row written before they were stored."""
     if algo_did is not None:
         return algo_did, input_dids or []
@@ -42,8 +43,7 @@ def _row_dids(algo_did: Optional[str], input_dids: Optional[list], legacy_docume
 
 def status_object(row: tuple) -> dict[str, Any]:
     """A row of jobs.STATUS_COLUMNS as the status object of GET/POST/PUT /compute."""
-    (agreement_id, job_id, owner, status, status_text, created, finished,
-     outputs_url, stopreq, removed, *dids) = row
+    (agreement_id, job_id, owner, status, status_text, created, finished, outputs_url, stopreq, removed, *dids) = row
     algo_did, input_dids = _row_dids(*dids)
     return {
         "agreementId": agreement_id,

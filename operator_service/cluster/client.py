@@ -5,6 +5,7 @@ times on connection errors, timeouts, 429 and 5xx answers; a create is never rep
 `Cluster.create_workflow`). "The object does not exist" is an answer (None/False); every other
 failure becomes `KubernetesUnavailable`, which the routes turn into a 503 naming Kubernetes.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ import logging
 import os
 import re
 import time
-from typing import Callable, TypeVar, cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 import urllib3
 import yaml
@@ -21,9 +23,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from operator_service.cluster.workflows import GROUP, KIND, PLURAL, VERSION
-from operator_service.config import KUBERNETES_MODES
 
 log = logging.getLogger(__name__)
+
+KUBERNETES_MODES = ("auto", "on", "off")  # the values of KUBERNETES: see connect()
 
 
 #: Every RBAC verb the calls below need, by resource (workflows in GROUP, pods in the core group).
@@ -63,9 +66,7 @@ class _NotFound(Exception):
 class Cluster:
     """One Kubernetes API server, reached through an ApiClient built for it alone."""
 
-    def __init__(
-        self, api_client: client.ApiClient, source: str, timeout: float = 5.0, retries: int = 2
-    ) -> None:
+    def __init__(self, api_client: client.ApiClient, source: str, timeout: float = 5.0, retries: int = 2) -> None:
         self.source = source
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
@@ -172,11 +173,9 @@ class Cluster:
         selector = f"workflow={job_id},component={component}"
         pods = self._call(
             f"list pods {selector} in {namespace}",
-            lambda: self._core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=self._timeout
-            ),
+            lambda: self._core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=self._timeout),
         )
-        return [pod.metadata.name for pod in pods.items]
+        return [pod.metadata.name for pod in pods.items if pod.metadata is not None and pod.metadata.name]
 
     def read_pod_log(self, namespace: str, pod: str) -> str | None:
         """The pod's log (at most LOG_LIMIT_BYTES), or None if the pod does not exist."""

@@ -5,6 +5,7 @@ namespaced: the namespace is the job's environment. `workflow_body` is a pure fu
 of the job, tested on its own; the same document is stored in jobs.workflow, where the
 engines read it (model/workflow.py, JobDocument).
 """
+
 from __future__ import annotations
 
 from typing import Any

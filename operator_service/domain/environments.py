@@ -4,11 +4,12 @@ An engine announces its environment by calling announce(), which stores a JSON d
 per namespace (its id) with `lastping`. An environment may list the chains it serves in
 `allowedChainId`; one that lists none serves every chain.
 """
+
 from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 from operator_service.domain.errors import InvalidRequest
 from operator_service.model import stored
@@ -18,7 +19,7 @@ from operator_service.store.pool import Database
 log = logging.getLogger(__name__)
 
 
-def environment_document(namespace: str, status_text: Optional[str], lastping: Optional[Decimal]) -> Optional[dict]:
+def environment_document(namespace: str, status_text: str | None, lastping: Decimal | None) -> dict | None:
     """The announced document plus `lastSeen` (epoch seconds, as text) and `id`; None if the
     engine wrote no JSON object."""
     try:

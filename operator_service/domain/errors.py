@@ -3,6 +3,7 @@
 The HTTP layer maps each kind to its status code in one place (api/errors.py); the domain
 itself never speaks HTTP.
 """
+
 from __future__ import annotations
 
 

@@ -1,7 +1,6 @@
 """What the admin routes read of the cluster: the WorkFlows, one job's WorkFlow, a stage pod's log."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from operator_service.cluster.client import Cluster, KubernetesUnavailable
 from operator_service.domain.environments import workflow_namespaces
@@ -12,7 +11,7 @@ from operator_service.store.pool import Database
 COMPONENTS = ("configure", "algorithm", "filter", "publish")
 
 
-def require_cluster(cluster: Optional[Cluster], mode: str) -> Cluster:
+def require_cluster(cluster: Cluster | None, mode: str) -> Cluster:
     if cluster is None:
         raise KubernetesUnavailable(f"Kubernetes unavailable: the service runs without a cluster (KUBERNETES={mode})")
     return cluster

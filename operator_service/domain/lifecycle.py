@@ -33,13 +33,14 @@ an answered stop is never left half-done.
 
 Without a cluster, the row is inserted directly with status 1.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import psycopg2
 
@@ -80,11 +81,11 @@ class NewJob:
     namespace: str
     signed_nonce: SignedNonce
     document: dict
-    algo_did: Optional[str]
-    input_dids: Optional[list[str]]
+    algo_did: str | None
+    input_dids: list[str] | None
 
 
-def start_job(db: Database, cluster: Optional[Cluster], request: JobRequest, signed: SignedNonce) -> tuple:
+def start_job(db: Database, cluster: Cluster | None, request: JobRequest, signed: SignedNonce) -> tuple:
     """Check and register a new job (status 1, "Warming up"); its row (jobs.STATUS_COLUMNS)."""
     try:
         workflow = check_workflow(request.workflow)
@@ -94,8 +95,16 @@ def start_job(db: Database, cluster: Optional[Cluster], request: JobRequest, sig
     namespace = environments.check_environment(db, request.environment, request.chain_id)
     job_id = uuid.uuid4().hex
     algo_did, input_dids = _storable_dids(Stage.of(workflow))
-    job = NewJob(job_id, request.agreement_id, request.owner, namespace, signed,
-                 workflow_body(job_id, namespace, workflow, uuid.uuid4().hex), algo_did, input_dids)
+    job = NewJob(
+        job_id,
+        request.agreement_id,
+        request.owner,
+        namespace,
+        signed,
+        workflow_body(job_id, namespace, workflow, uuid.uuid4().hex),
+        algo_did,
+        input_dids,
+    )
     try:
         return register_job(db, cluster, job)
     except jobs.DuplicateAgreement:
@@ -104,7 +113,7 @@ def start_job(db: Database, cluster: Optional[Cluster], request: JobRequest, sig
         raise nonce_refused(signed) from None
 
 
-def _storable_dids(stage: Stage) -> tuple[Optional[str], Optional[list[str]]]:
+def _storable_dids(stage: Stage) -> tuple[str | None, list[str] | None]:
     """The DIDs for the algoDID/inputDIDs columns; (None, None) unless all are text, so that
     the status object is then built from the document, with the DIDs' own JSON types."""
     algo_did, input_dids = stage.listed_dids()
@@ -113,22 +122,22 @@ def _storable_dids(stage: Stage) -> tuple[Optional[str], Optional[list[str]]]:
     return None, None
 
 
-def register_job(db: Database, cluster: Optional[Cluster], job: NewJob) -> tuple:
+def register_job(db: Database, cluster: Cluster | None, job: NewJob) -> tuple:
     """Record the request's nonce and store the job in both places, or in neither; return
     its row (jobs.STATUS_COLUMNS).
 
     Raises what made it fail.
     """
-    insert = dict(
-        job_id=job.job_id,
-        agreement_id=job.agreement_id,
-        owner=job.owner,
-        document=json.dumps(job.document),
-        algo_did=job.algo_did,
-        input_dids=job.input_dids,
-        namespace=job.namespace,
-        signed_nonce=job.signed_nonce,
-    )
+    insert = {
+        "job_id": job.job_id,
+        "agreement_id": job.agreement_id,
+        "owner": job.owner,
+        "document": json.dumps(job.document),
+        "algo_did": job.algo_did,
+        "input_dids": job.input_dids,
+        "namespace": job.namespace,
+        "signed_nonce": job.signed_nonce,
+    }
     if cluster is None:
         return _insert(db, JobStatus.QUEUED, insert)
     _insert(db, JobStatus.REGISTERING, insert)
@@ -162,7 +171,7 @@ def _unavailable(exc: Exception, doing: str) -> DatabaseUnavailable:
     return exc if isinstance(exc, DatabaseUnavailable) else failure(exc, doing)  # type: ignore[arg-type]
 
 
-def _queued_after_all(db: Database, cluster: Cluster, job: NewJob) -> Optional[tuple]:
+def _queued_after_all(db: Database, cluster: Cluster, job: NewJob) -> tuple | None:
     """After a failed queue step: the job's row if it did get queued, else None once undone."""
     if not _forget(db, cluster, job):
         return None
@@ -215,7 +224,7 @@ def job_statuses(db: Database, filters: JobFilter, signed: SignedNonce) -> list[
     return rows
 
 
-def stop_jobs(db: Database, cluster: Optional[Cluster], filters: JobFilter, signed: SignedNonce) -> list[tuple]:
+def stop_jobs(db: Database, cluster: Cluster | None, filters: JobFilter, signed: SignedNonce) -> list[tuple]:
     """Request a stop of the matching jobs still running (stopreq=1, and their WorkFlows'
     annotation); their status rows."""
     _record_nonce(db, signed)
@@ -225,7 +234,7 @@ def stop_jobs(db: Database, cluster: Optional[Cluster], filters: JobFilter, sign
     return jobs.job_statuses(db, filters)
 
 
-def delete_jobs(db: Database, cluster: Optional[Cluster], filters: JobFilter, signed: SignedNonce) -> list[tuple]:
+def delete_jobs(db: Database, cluster: Cluster | None, filters: JobFilter, signed: SignedNonce) -> list[tuple]:
     """Mark the matching jobs removed (and stopped, if still running) and delete their
     WorkFlows; their status rows. A WorkFlow the cluster did not delete now is deleted by
     the reconciler."""
@@ -242,8 +251,13 @@ def running_jobs(db: Database) -> list[tuple]:
 
 
 def result_file(
-    db: Database, settings: Settings, job_id: str, owner: str, index: int, signed: SignedNonce,
-    range_header: Optional[str],
+    db: Database,
+    settings: Settings,
+    job_id: str,
+    owner: str,
+    index: int,
+    signed: SignedNonce,
+    range_header: str | None,
 ) -> ResultFile:
     """Result number `index` of a job (its outputs, then its logs), opened for streaming.
 

@@ -12,11 +12,11 @@ launcher of `make run` starts one; the Kubernetes manifests run it beside the AP
 passes are idempotent, so several reconcilers (several replicas) do no harm. Without a
 cluster there is nothing to settle, and it only waits to be stopped.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional
 
 from operator_service.cluster.client import Cluster, KubernetesUnavailable
 from operator_service.config import Settings
@@ -52,7 +52,7 @@ def reconcile(db: Database, cluster: Cluster, grace_seconds: float, namespaces: 
     return settled
 
 
-def run_reconciler(db: Database, cluster: Optional[Cluster], settings: Settings, stop: threading.Event) -> None:
+def run_reconciler(db: Database, cluster: Cluster | None, settings: Settings, stop: threading.Event) -> None:
     """Reconcile now and every RECONCILE_INTERVAL seconds until `stop` is set."""
     if cluster is None:
         log.info("reconciler: the service runs without a cluster; nothing to reconcile")

@@ -12,6 +12,7 @@ to the database, never an instruction to this service, so:
   that is served, whatever is planted in the folders meanwhile;
 - anything else is refused (403), and the operator is told the scheme and host in the log.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,9 +20,9 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
@@ -45,12 +46,12 @@ class ResultFile:
     body: Iterator[bytes]
     status: int
     filename: str
-    content_type: Optional[str] = None
-    length: Optional[int] = None
-    range_header: Optional[str] = None  # the Range it answers, passed through to the storage
+    content_type: str | None = None
+    length: int | None = None
+    range_header: str | None = None  # the Range it answers, passed through to the storage
 
 
-def open_result(url: str, settings: Settings, range_header: Optional[str]) -> ResultFile:
+def open_result(url: str, settings: Settings, range_header: str | None) -> ResultFile:
     _check_stored_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
@@ -89,7 +90,10 @@ def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
     for prefix in prefixes:
         allowed = urlsplit(prefix)
         same_server = (parts.scheme.lower(), parts.hostname, port) == (
-            allowed.scheme.lower(), allowed.hostname, allowed.port or DEFAULT_PORTS[allowed.scheme.lower()])
+            allowed.scheme.lower(),
+            allowed.hostname,
+            allowed.port or DEFAULT_PORTS[allowed.scheme.lower()],
+        )
         if same_server and _under(parts.path or "/", allowed.path or "/"):
             return True
     return False
@@ -101,7 +105,7 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-def _upstream_headers(settings: Settings, range_header: Optional[str]) -> dict[str, str]:
+def _upstream_headers(settings: Settings, range_header: str | None) -> dict[str, str]:
     headers = {}
     if range_header:
         headers["Range"] = range_header
@@ -112,18 +116,25 @@ def _upstream_headers(settings: Settings, range_header: Optional[str]) -> dict[s
     return headers
 
 
-def _fetch(url: str, settings: Settings, range_header: Optional[str]) -> requests.Response:
+def _fetch(url: str, settings: Settings, range_header: str | None) -> requests.Response:
     """GET the result, following redirects only within RESULT_URL_PREFIXES."""
     for _ in range(MAX_REDIRECTS + 1):
         if not url_allowed(url, settings.result_url_prefixes):
             parts = urlsplit(url)
-            log.warning("getResult refused a result at %s://%s: not under RESULT_URL_PREFIXES",
-                        parts.scheme, parts.hostname)
-            raise _refused("the result is stored where this service is not configured to fetch from"
-                           " (RESULT_URL_PREFIXES)")
+            log.warning(
+                "getResult refused a result at %s://%s: not under RESULT_URL_PREFIXES", parts.scheme, parts.hostname
+            )
+            raise _refused(
+                "the result is stored where this service is not configured to fetch from (RESULT_URL_PREFIXES)"
+            )
         try:
-            upstream = requests.get(url, headers=_upstream_headers(settings, range_header), stream=True,
-                                    timeout=settings.result_timeout_seconds, allow_redirects=False)
+            upstream = requests.get(
+                url,
+                headers=_upstream_headers(settings, range_header),
+                stream=True,
+                timeout=settings.result_timeout_seconds,
+                allow_redirects=False,
+            )
         except requests.Timeout:
             raise StorageTimedOut("Result storage did not answer in time") from None
         except requests.RequestException as exc:
@@ -135,7 +146,7 @@ def _fetch(url: str, settings: Settings, range_header: Optional[str]) -> request
     raise StorageFailed(f"Result storage redirected more than {MAX_REDIRECTS} times")
 
 
-def _open_http(url: str, settings: Settings, range_header: Optional[str]) -> ResultFile:
+def _open_http(url: str, settings: Settings, range_header: str | None) -> ResultFile:
     upstream = _fetch(url, settings, range_header)
 
     def body() -> Iterator[bytes]:
@@ -146,8 +157,13 @@ def _open_http(url: str, settings: Settings, range_header: Optional[str]) -> Res
         finally:
             upstream.close()
 
-    return ResultFile(body(), upstream.status_code, _filename(url, upstream.headers.get("Content-Disposition")),
-                      upstream.headers.get("Content-Type"), range_header=range_header)
+    return ResultFile(
+        body(),
+        upstream.status_code,
+        _filename(url, upstream.headers.get("Content-Disposition")),
+        upstream.headers.get("Content-Type"),
+        range_header=range_header,
+    )
 
 
 def _open_file(url: str, settings: Settings) -> ResultFile:
@@ -199,7 +215,7 @@ def _open_beneath(root: Path, relative: PurePosixPath) -> int:
     return found
 
 
-def _filename(url: str, disposition: Optional[str]) -> str:
+def _filename(url: str, disposition: str | None) -> str:
     name = urlsplit(url).path.rsplit("/", 1)[-1] or "result"
     if disposition and "filename=" in disposition:
         name = disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"') or name

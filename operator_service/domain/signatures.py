@@ -11,13 +11,14 @@ if it is no older than NONCE_WINDOW below the newest one accepted from that prov
 one more than a day ahead of our clock is refused too (accepted, it would lock its
 provider out for that long).
 """
+
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Optional
+from typing import Any
 
 from operator_service.config import Settings
 from operator_service.domain.errors import InvalidRequest, NotAuthorized
@@ -74,13 +75,13 @@ def _unit(number: Decimal) -> int:
     return 1
 
 
-def provider_message(owner: Optional[str], job_id: Optional[str], nonce: str) -> str:
+def provider_message(owner: str | None, job_id: str | None, nonce: str) -> str:
     """What the Provider signs: the owner, the job id when there is one, then the nonce."""
     return f"{owner or ''}{job_id or ''}{nonce}"
 
 
 def verify_signature(
-    settings: Settings, signature: Any, owner: Optional[str], job_id: Optional[str], nonce_value: Any
+    settings: Settings, signature: Any, owner: str | None, job_id: str | None, nonce_value: Any
 ) -> SignedNonce:
     """Check a signed Provider request (without recording anything): its nonce, to be
     recorded for the signer. InvalidRequest or NotAuthorized when it is refused."""

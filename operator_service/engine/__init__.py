@@ -3,13 +3,14 @@
 `operator-service engine` runs it until SIGINT or SIGTERM; tests call `run_engine` in a
 thread. How it works and every setting: README.md, "The local engine".
 """
+
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
 import threading
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from operator_service.engine.lease import LeaseLost
 from operator_service.engine.runner import run_engine
@@ -22,7 +23,7 @@ from operator_service.store.settings import load_postgres_settings
 __all__ = ["EngineConfig", "load_engine_config", "main", "run_engine"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the engine with its settings from the environment: POSTGRES_*, LOG_LEVEL / LOG_CFG and its
     own (engine/settings.py). It reads none of the service's settings."""
     parser = argparse.ArgumentParser(

@@ -1,4 +1,5 @@
 """`python -m operator_service.engine`: the same as `operator-service engine`."""
+
 import sys
 
 from operator_service.engine import main

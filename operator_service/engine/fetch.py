@@ -5,14 +5,15 @@ ENGINE_MAX_INPUT_BYTES, takes longer than ENGINE_FETCH_TIMEOUT in total (a serve
 stays silent that long fails too), or the engine is stopping; the partial file is removed.
 The target is created exclusively in a folder only the engine writes to.
 """
+
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 from urllib.parse import urlparse
 
 import requests
@@ -58,7 +59,7 @@ def download(
     target: Path,
     limits: FetchLimits,
     stop: threading.Event,
-    on_answer: Optional[Callable[[], None]] = None,
+    on_answer: Callable[[], None] | None = None,
 ) -> int:
     """Save `url` to `target`; return the number of bytes written or raise FetchError.
 
@@ -80,7 +81,7 @@ def download(
 
 
 def _stream(
-    url: str, target: Path, limits: FetchLimits, stop: threading.Event, on_answer: Optional[Callable[[], None]]
+    url: str, target: Path, limits: FetchLimits, stop: threading.Event, on_answer: Callable[[], None] | None
 ) -> int:
     deadline = time.monotonic() + limits.total_seconds
     with requests.get(url, stream=True, timeout=timeouts(limits)) as response:

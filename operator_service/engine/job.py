@@ -26,6 +26,7 @@ RESULTS_DIR), as Ocean's engine deletes the job's volumes, unless DEBUG_NO_CLEAN
 (the volume is then unmounted and its file kept). A job the engine leaves for its next
 start keeps its folder, with its volume unmounted.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,19 +35,20 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Optional, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
+from operator_service.engine import queries as q
 from operator_service.engine import sandbox, workspace
-from operator_service.engine.sandbox import containers
-from operator_service.engine.settings import EngineConfig
 from operator_service.engine.fetch import FetchLimits
 from operator_service.engine.provision import provision
 from operator_service.engine.publish import publish
+from operator_service.engine.sandbox import containers
 from operator_service.engine.sandbox.isolation import AlgorithmProcess, Isolation, JobSandbox, SandboxError
+from operator_service.engine.settings import EngineConfig
 from operator_service.engine.volumes import VolumeError
 from operator_service.engine.workspace import open_engine_file, workspace_for
-from operator_service.engine import queries as q
 from operator_service.model.status import JobStatus, StopRequest
 from operator_service.model.workflow import JobDocument
 from operator_service.store.pool import Database, DatabaseUnavailable
@@ -111,7 +113,9 @@ class JobRun:
             self._reopen_folder()
             if status == JobStatus.RUNNING:
                 self._end_interrupted_algorithm()
-            configured = status if status in (JobStatus.DATA_FAILED, JobStatus.ALGORITHM_FAILED) else JobStatus.PROVISIONED
+            configured = (
+                status if status in (JobStatus.DATA_FAILED, JobStatus.ALGORITHM_FAILED) else JobStatus.PROVISIONED
+            )
             self._publish_and_finish(configured)
         finally:
             self._clean_up()
@@ -165,12 +169,13 @@ class JobRun:
             log.error("job %s: %s", self.job_id, exc)
             self._note("some processes of the algorithm could not be killed")
         if self.sandbox.ran_out_of_memory():
-            self._note(f"the algorithm used more than its memory (ramGB={self.ctx.config.ram_gb:g}):"
-                       " the kernel killed it")
+            self._note(
+                f"the algorithm used more than its memory (ramGB={self.ctx.config.ram_gb:g}): the kernel killed it"
+            )
         if self.sandbox.disk_full():
             self._note(f"the job's disk (diskGB={self.ctx.config.disk_gb:g}) is full: writes beyond it failed")
 
-    def _start(self, output: BinaryIO, seconds: float) -> Optional[AlgorithmProcess]:
+    def _start(self, output: BinaryIO, seconds: float) -> AlgorithmProcess | None:
         """Start the algorithm (container or sandbox); None, with a note, if it cannot start."""
         entrypoint = str(self.stage.container.get("entrypoint", ""))
         image = str(self.stage.container.get("image") or "")
@@ -196,15 +201,29 @@ class JobRun:
 
     def _start_container(self, image: str, entrypoint: str, output: BinaryIO) -> AlgorithmProcess:
         config, ws = self.ctx.config, self.workspace
-        reference = containers.image_reference(image, self.stage.container.get("tag"), self.stage.container.get("checksum"))
-        mounts = [(ws.inputs, "inputs", True), (ws.transformations, "transformations", True),
-                  (ws.ddos, "ddos", True), (ws.outputs, "outputs", False), (ws.logs, "logs", False)]
+        reference = containers.image_reference(
+            image, self.stage.container.get("tag"), self.stage.container.get("checksum")
+        )
+        mounts = [
+            (ws.inputs, "inputs", True),
+            (ws.transformations, "transformations", True),
+            (ws.ddos, "ddos", True),
+            (ws.outputs, "outputs", False),
+            (ws.logs, "logs", False),
+        ]
         command = entrypoint.replace("$ALGO", f"{containers.CONTAINER_VOLUME}/transformations/algorithm")
         pod_env = self._pod_env(containers.CONTAINER_VOLUME)
         name = containers.container_name(self.job_id)
         argv = containers.container_argv(
-            reference, command, list(pod_env), mounts, name=name, cpus=config.cpus, ram_bytes=config.ram_bytes,
-            tmp_bytes=config.disk_bytes, max_processes=sandbox.MAX_PROCESSES,
+            reference,
+            command,
+            list(pod_env),
+            mounts,
+            name=name,
+            cpus=config.cpus,
+            ram_bytes=config.ram_bytes,
+            tmp_bytes=config.disk_bytes,
+            max_processes=sandbox.MAX_PROCESSES,
             uid=self.sandbox.uid if self.sandbox.uid is not None else os.getuid(),
             host_network=config.host_network,
         )
@@ -242,16 +261,18 @@ class JobRun:
             log.info("killed the algorithm of job %s left running by the previous engine", self.job_id)
         if self.ctx.isolation.docker:
             containers.remove_container(containers.container_name(self.job_id))
-        self._note("the engine restarted while the algorithm was running; the algorithm was stopped"
-                   " and is not run again")
+        self._note(
+            "the engine restarted while the algorithm was running; the algorithm was stopped and is not run again"
+        )
 
     def _publish_and_finish(self, configured: JobStatus) -> None:
         if configured == JobStatus.PROVISIONED:
             self.ctx.call(q.set_status, self.job_id, JobStatus.PUBLISHING)
         publish_log = self._admin_log("publish")
         try:
-            entries = publish(self.workspace, self.ctx.config.results_dir, self.job_id,
-                              self.ctx.config.disk_bytes, publish_log)
+            entries = publish(
+                self.workspace, self.ctx.config.results_dir, self.job_id, self.ctx.config.disk_bytes, publish_log
+            )
         except OSError as exc:
             log.error("publishing job %s failed: %s", self.job_id, exc)
             entries = []
@@ -311,4 +332,3 @@ class JobRun:
                 handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
 
         return write
-

@@ -13,6 +13,7 @@ lock again; if another engine got it first, `LeaseLost`, and this engine stops, 
 its jobs to the holder. The session asks the server for TCP keepalives, so that the
 lease of an engine whose machine vanished is freed within about half a minute.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,11 +21,10 @@ import os
 import socket
 import threading
 import time
-from typing import Optional
 
-from operator_service.store.settings import PostgresSettings
 from operator_service.engine import queries
 from operator_service.store.pool import Database, DatabaseUnavailable
+from operator_service.store.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,12 @@ class LeaseLost(Exception):
 class NamespaceLease:
     def __init__(self, postgres: PostgresSettings, namespace: str):
         self.namespace = namespace
-        self.pid: Optional[int] = None  # the backend whose session holds the lock
+        self.pid = 0  # the backend whose session holds the lock (0: none yet; no backend has it)
         name = f"operator-engine pid {os.getpid()}@{socket.gethostname()} {namespace}"
         self._db = Database(postgres, max_connections=1, application_name=name, session_settings=KEEPALIVES)
 
     @classmethod
-    def take(cls, postgres: PostgresSettings, namespace: str, stop: threading.Event) -> Optional[NamespaceLease]:
+    def take(cls, postgres: PostgresSettings, namespace: str, stop: threading.Event) -> NamespaceLease | None:
         """The lease, once held; None if `stop` was set first.
 
         DatabaseUnavailable if the database cannot be reached at the first attempt (a
@@ -63,7 +63,7 @@ class NamespaceLease:
 
     def _wait(self, stop: threading.Event) -> bool:
         reached = False
-        noticed_at: Optional[float] = None
+        noticed_at: float | None = None
         while not stop.is_set():
             try:
                 held, pid = queries.take_lease(self._db, self.namespace)
@@ -79,8 +79,11 @@ class NamespaceLease:
                 log.info("this engine now runs environment %s (its lease is held by backend %d)", self.namespace, pid)
                 return True
             if noticed_at is None or time.monotonic() - noticed_at >= REPEAT_NOTICE_SECONDS:
-                log.warning("environment %s is run by another engine, %s; waiting until it stops",
-                            self.namespace, self._holder())
+                log.warning(
+                    "environment %s is run by another engine, %s; waiting until it stops",
+                    self.namespace,
+                    self._holder(),
+                )
                 noticed_at = time.monotonic()
             stop.wait(RETRY_SECONDS)
         return False

@@ -7,12 +7,14 @@ transformations/algorithm. `algocustomdata`, when present, goes to
 inputs/algoCustomData.json. The result is 30, 31 (an input failed) or 32 (the
 algorithm failed), and every step is written to adminlogs/configure.log.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.workspace import Workspace

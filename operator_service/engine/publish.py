@@ -12,13 +12,15 @@ with a single link are copied, opened without following symlinks (os.fwalk and
 O_NOFOLLOW), so a planted link cannot publish a file of this machine. At most
 MAX_OUTPUT_FILES outputs and diskGB bytes in total are published.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO
 
 from operator_service.engine.workspace import Workspace
 
@@ -62,7 +64,7 @@ def _publish_outputs(source: Path, target: Path, max_bytes: int, log: Log) -> li
     return entries
 
 
-def _publish_file(source: Path, target_folder: Path, kind: str, log: Log) -> Optional[dict]:
+def _publish_file(source: Path, target_folder: Path, kind: str, log: Log) -> dict | None:
     fd = _open_regular(str(source))
     if fd is None:
         return None
@@ -93,7 +95,7 @@ def _regular_files(folder: Path) -> Iterator[tuple[str, int]]:
                 yield os.path.relpath(os.path.join(dirpath, name), folder), fd
 
 
-def _open_regular(path: str, dir_fd: Optional[int] = None) -> Optional[int]:
+def _open_regular(path: str, dir_fd: int | None = None) -> int | None:
     """A read descriptor for a regular, singly linked file; None for anything else."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)

@@ -13,13 +13,13 @@ engine never keeps its namespace. Its key is a class number of our own in the up
 bits and the CRC-32 of the namespace in the lower ones; Postgres shows them in pg_locks as
 classid and objid (objsubid 1), where anyone can see which session holds which namespace.
 """
+
 from __future__ import annotations
 
 import zlib
-from typing import Optional
 
 from operator_service.model.status import JobStatus, StopRequest
-from operator_service.store.pool import Database
+from operator_service.store.pool import Database, only_row
 
 LEASE_CLASS = 0x4F505253  # "OPRS": no other lock of ours uses this upper half
 MAX_UNFINISHED = 1000
@@ -32,7 +32,7 @@ def announce(db: Database, namespace: str, status_json: str, limit: int) -> list
         return [row[0] for row in cur.fetchall()]
 
 
-def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> Optional[str]:
+def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> str | None:
     """Take a queued job (1 -> 20) and return its job document; None if it is not queued, or
     if backend `lease_pid` no longer holds the namespace's lease."""
     with db.cursor() as cur:
@@ -40,8 +40,15 @@ def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> Optio
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s AND namespace = %s AND status = %s AND dateFinished IS NULL"
             f" AND {lease_held_by('%s')} RETURNING workflow",
-            (JobStatus.CONFIGURING, JobStatus.CONFIGURING.text, job_id, namespace, JobStatus.QUEUED, lease_pid,
-             *lease_lock_parts(namespace)),
+            (
+                JobStatus.CONFIGURING,
+                JobStatus.CONFIGURING.text,
+                job_id,
+                namespace,
+                JobStatus.QUEUED,
+                lease_pid,
+                *lease_lock_parts(namespace),
+            ),
         )
         row = cur.fetchone()
         return None if row is None else (row[0] or "")
@@ -75,7 +82,7 @@ def publish_outputs(db: Database, job_id: str, outputs_json: str) -> None:
         cur.execute("UPDATE jobs SET outputsURL = %s WHERE workflowId = %s", (outputs_json, job_id))
 
 
-def finish_job(db: Database, job_id: str, status: Optional[JobStatus]) -> None:
+def finish_job(db: Database, job_id: str, status: JobStatus | None) -> None:
     """Set dateFinished, and the final status when one is given (31/32 are left as they are)."""
     with db.cursor() as cur:
         if status is None:
@@ -132,11 +139,11 @@ def take_lease(db: Database, namespace: str) -> tuple[bool, int]:
             " ELSE pg_try_advisory_lock(%s) END, pg_backend_pid()",
             (*lease_lock_parts(namespace), lease_lock_key(namespace)),
         )
-        held, pid = cur.fetchone()
+        held, pid = only_row(cur)
         return bool(held), int(pid)
 
 
-def lease_holder(db: Database, namespace: str) -> Optional[str]:
+def lease_holder(db: Database, namespace: str) -> str | None:
     """Who holds the namespace's lock, as far as this role may see: application and address."""
     with db.cursor() as cur:
         cur.execute(

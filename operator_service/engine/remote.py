@@ -34,19 +34,21 @@ Where this differs from pod-configuration, on purpose:
   than the last: the Provider refuses a nonce older than the newest it has accepted from an
   address, and jobs fetch in parallel threads.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 import requests
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
 
 from operator_service.engine.fetch import (
     CHUNK_BYTES,
@@ -98,7 +100,7 @@ class RemoteAccess:
     """Where DDOs come from, and the key that signs downloads (the operator's)."""
 
     metadata_uri: str
-    key: keys.PrivateKey = field(repr=False)
+    key: PrivateKey = field(repr=False)
 
     @property
     def consumer(self) -> str:
@@ -117,11 +119,11 @@ class ProviderRoutes:
     download: Route
 
 
-def remote_access(stage: dict, key: keys.PrivateKey) -> RemoteAccess:
+def remote_access(stage: dict, key: PrivateKey) -> RemoteAccess:
     """The metadata cache of stage 0's `output.metadataUri`, with the operator's key."""
     output = stage.get("output")
     uri = output.get("metadataUri") if isinstance(output, dict) else None
-    if not _is_http_url(uri):
+    if not isinstance(uri, str) or not _is_http_url(uri):
         raise RemoteError(f"output.metadataUri {uri!r:.200} is not an http(s) URL of a metadata cache")
     return RemoteAccess(uri, key)
 
@@ -184,13 +186,17 @@ def fetch_files(
     provider = service_endpoint(ddo, asset)
     log(f"Service {asset.service_id!r} of {asset.did} is served by the Provider at {describe(provider)}")
     routes = provider_routes(_json_call("GET", provider, None, limits, stop, "the Provider's routes"))
-    log(f"Provider routes: fileinfo {routes.fileinfo.method} {routes.fileinfo.path},"
-        f" download {routes.download.method} {routes.download.path}")
+    log(
+        f"Provider routes: fileinfo {routes.fileinfo.method} {routes.fileinfo.path},"
+        f" download {routes.download.method} {routes.download.path}"
+    )
     count = list_files(provider, routes.fileinfo, asset, limits, stop)
     log(f"The Provider lists {count} file(s) for {asset.did}")
     for index in range(count):
-        log(f"Downloading file {index} of {asset.did} as consumer {access.consumer}"
-            + (" with userdata" if asset.userdata else ""))
+        log(
+            f"Downloading file {index} of {asset.did} as consumer {access.consumer}"
+            + (" with userdata" if asset.userdata else "")
+        )
         size = download_file(provider, routes.download, asset, index, access, data / target(index), limits, stop)
         log(f"Downloaded {size} bytes to {target(index)}")
     return count
@@ -213,7 +219,7 @@ def service_endpoint(ddo: dict, asset: RemoteAsset) -> str:
     for service in services:
         if isinstance(service, dict) and service.get("id") == asset.service_id:
             endpoint = service.get("serviceEndpoint")
-            if not _is_http_url(endpoint):
+            if not isinstance(endpoint, str) or not _is_http_url(endpoint):
                 raise RemoteError(f"service {asset.service_id!r} of {asset.did} has no http(s) serviceEndpoint")
             return endpoint
     known = ", ".join(repr(s.get("id")) for s in services if isinstance(s, dict))
@@ -280,7 +286,7 @@ def download_file(
             raise RemoteError(f"file {index} of {asset.did}: {exc}") from None
 
 
-def download_signature(key: keys.PrivateKey, did: str, nonce: int) -> str:
+def download_signature(key: PrivateKey, did: str, nonce: int) -> str:
     """What the Provider's download route checks: a personal-message signature over
     keccak256(did + nonce), with v as 27/28 (web3's accounts.sign, which pod-configuration uses)."""
     raw = bytes.fromhex(sign_message(key.to_hex(), f"{did}{nonce}").removeprefix("0x"))
@@ -335,9 +341,7 @@ def _is_http_url(value: Any) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
-def _json_call(
-    method: str, url: str, body: Optional[dict], limits: FetchLimits, stop: threading.Event, what: str
-) -> Any:
+def _json_call(method: str, url: str, body: dict | None, limits: FetchLimits, stop: threading.Event, what: str) -> Any:
     """One JSON request under the fetch limits (time, and at most MAX_JSON_BYTES)."""
     try:
         with requests.request(method, url, json=body, stream=True, timeout=timeouts(limits)) as response:
@@ -398,7 +402,7 @@ class _Turn:
         self._stop = stop
         self._held = False
 
-    def __enter__(self) -> "_Turn":
+    def __enter__(self) -> _Turn:
         deadline = time.monotonic() + self._limits.total_seconds
         while not self._lock.acquire(timeout=TURN_POLL_SECONDS):
             if self._stop.is_set():

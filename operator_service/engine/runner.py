@@ -7,23 +7,25 @@ ever sees jobs of its own namespace. It is the only engine of its namespace (it 
 namespace's lease, see lease.py): at start-up it resumes every job of the namespace that
 an earlier run took and did not finish.
 """
+
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg2
 
+from operator_service.engine import queries as q
 from operator_service.engine import workspace
-from operator_service.engine.settings import EngineConfig, operator_key
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.engine.sandbox.isolation import Isolation, kill_leftovers, set_up_isolation
+from operator_service.engine.settings import EngineConfig, operator_key
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
-from operator_service.engine import queries as q
 from operator_service.store.pool import Database, DatabaseUnavailable
 from operator_service.store.settings import PostgresSettings
 
@@ -96,7 +98,7 @@ class Engine:
         unfinished = q.unfinished_jobs(self.ctx.db, self.ctx.config.namespace)
         self._clear_finished_folders({job_id for job_id, _, _ in unfinished})
         for job_id, status, document in unfinished:
-            self._start(job_id, document, lambda run, status=status: run.resume(status))
+            self._start(job_id, document, functools.partial(JobRun.resume, status=status))
 
     def _clear_finished_folders(self, unfinished: set[str]) -> None:
         """Folders of finished jobs that an earlier run left (it was killed before cleaning up)."""
@@ -182,7 +184,10 @@ def run_engine(postgres: PostgresSettings, engine_config: EngineConfig, stop_eve
 
 
 def _run_holding(
-    lease: NamespaceLease, isolation: Isolation, postgres: PostgresSettings, engine_config: EngineConfig,
+    lease: NamespaceLease,
+    isolation: Isolation,
+    postgres: PostgresSettings,
+    engine_config: EngineConfig,
     stop_event: threading.Event,
 ) -> None:
     """The engine itself, once it holds the lease."""
@@ -190,8 +195,12 @@ def _run_holding(
     if os.geteuid() == 0:
         engine_config.results_dir.chmod(0o711)  # no job's user may list other jobs' results
     address = operator_key(engine_config).public_key.to_checksum_address()
-    log.info("local engine for environment %s: up to %d jobs; consumer address %s",
-             engine_config.namespace, engine_config.max_jobs, address)
+    log.info(
+        "local engine for environment %s: up to %d jobs; consumer address %s",
+        engine_config.namespace,
+        engine_config.max_jobs,
+        address,
+    )
     for level, line in isolation.report(engine_config):
         log.log(level, "  %s", line)
     killed = kill_leftovers(isolation)

@@ -6,14 +6,15 @@ STORAGE_EXPIRY, OPERATOR_PRIVATE_KEY, DEBUG_NO_CLEANUP); the ENGINE_* variables 
 local engine's own.
 See README.md, "The local engine" for the full list with defaults.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
 
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
 from eth_keys.exceptions import ValidationError
 
 from operator_service.env_vars import ConfigError, env_choice, env_flag, env_number
@@ -39,16 +40,16 @@ class EngineConfig:
     max_jobs: int = 10
     max_job_duration: float = 60.0
     storage_expiry: int = 0
-    work_dir: Path = Path(DEFAULT_WORK_DIR).resolve()
-    results_dir: Path = Path(DEFAULT_RESULTS_DIR).resolve()
+    work_dir: Path = field(default_factory=lambda: Path(DEFAULT_WORK_DIR).resolve())
+    results_dir: Path = field(default_factory=lambda: Path(DEFAULT_RESULTS_DIR).resolve())
     poll_seconds: float = 2.0
     use_docker: str = "auto"
     max_input_bytes: int = 100 * 1024 * 1024
     fetch_timeout: float = 300.0
     keep_job_folders: bool = False
-    private_key: Optional[str] = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
     sandbox: str = "bwrap"
-    bwrap: Optional[str] = None
+    bwrap: str | None = None
     host_network: bool = False
 
     @property
@@ -71,18 +72,18 @@ def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
     return Path(env.get(name) or default).expanduser().resolve()
 
 
-def _private_key(env: Mapping[str, str]) -> Optional[str]:
+def _private_key(env: Mapping[str, str]) -> str | None:
     raw = (env.get("OPERATOR_PRIVATE_KEY") or "").strip()
     if not raw:
         return None
     try:
-        keys.PrivateKey(bytes.fromhex(raw.removeprefix("0x")))
+        PrivateKey(bytes.fromhex(raw.removeprefix("0x")))
     except (ValueError, ValidationError):
         raise ConfigError("OPERATOR_PRIVATE_KEY must be a 32-byte hex private key") from None
     return raw
 
 
-def load_engine_config(env: Optional[Mapping[str, str]] = None) -> EngineConfig:
+def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
     """Read and check every engine setting; ConfigError names the variable at fault."""
     env = os.environ if env is None else env
     return EngineConfig(
@@ -112,13 +113,13 @@ def load_engine_config(env: Optional[Mapping[str, str]] = None) -> EngineConfig:
     )
 
 
-def operator_key(config: EngineConfig) -> keys.PrivateKey:
+def operator_key(config: EngineConfig) -> PrivateKey:
     """OPERATOR_PRIVATE_KEY, or a key generated once and kept (mode 0600) in the work dir."""
     if config.private_key:
-        return keys.PrivateKey(bytes.fromhex(config.private_key.removeprefix("0x")))
+        return PrivateKey(bytes.fromhex(config.private_key.removeprefix("0x")))
     path = config.work_dir / KEY_FILE
     if path.exists():
-        return keys.PrivateKey(bytes.fromhex(path.read_text().strip()))
+        return PrivateKey(bytes.fromhex(path.read_text().strip()))
     config.work_dir.mkdir(parents=True, exist_ok=True)
     key = _new_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -127,9 +128,9 @@ def operator_key(config: EngineConfig) -> keys.PrivateKey:
     return key
 
 
-def _new_key() -> keys.PrivateKey:
+def _new_key() -> PrivateKey:
     while True:
         try:
-            return keys.PrivateKey(os.urandom(32))
+            return PrivateKey(os.urandom(32))
         except ValidationError:  # the 1-in-2**128 value outside the curve order
             continue

@@ -10,6 +10,7 @@ The volume is deleted with the job's folder.
 This needs root (mount) and mkfs.ext4; without them the engine says so at start-up and
 limits the size of each file an algorithm writes instead (RLIMIT_FSIZE).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,7 +20,6 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 COMMAND_TIMEOUT = 60
@@ -31,7 +31,7 @@ class VolumeError(Exception):
     """The job's volume could not be made, mounted or removed."""
 
 
-def unavailable_reason() -> Optional[str]:
+def unavailable_reason() -> str | None:
     """None when volumes can be made here; else why not, for the start-up log."""
     if os.geteuid() != 0:
         return "the engine does not run as root (mounting a volume needs root)"
@@ -98,8 +98,14 @@ def mounts_under(folder: Path) -> list[Path]:
 
 def _run(*argv: str) -> None:
     try:
-        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                       env={"PATH": SYSTEM_PATH, "LANG": "C"})
+        subprocess.run(
+            argv,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            env={"PATH": SYSTEM_PATH, "LANG": "C"},
+        )
     except subprocess.CalledProcessError as exc:
         raise VolumeError(f"{argv[0]} failed: {(exc.stderr or exc.stdout).strip()[:300]}") from None
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -15,6 +15,7 @@
 Where volumes cannot be made (the engine is not root), data/ is a plain folder. Every
 folder an algorithm may write to is owned by the job's uid; everything else by the engine.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, cast
 
 from operator_service.engine import volumes
 
@@ -109,7 +110,7 @@ def workspace_for(work_dir: Path, job_id: str) -> Workspace:
     return Workspace(work_dir / job_id)
 
 
-def create(workspace: Workspace, owner: Optional[int], volume_bytes: Optional[int]) -> None:
+def create(workspace: Workspace, owner: int | None, volume_bytes: int | None) -> None:
     """A fresh job folder (anything left from an earlier attempt is removed), owned by `owner`'s
     group where the algorithm may go; with its own volume of `volume_bytes` when given."""
     remove(workspace)
@@ -160,4 +161,4 @@ def open_engine_file(path: Path, mode: str) -> BinaryIO:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(f"{path} is not a regular file")
-    return os.fdopen(fd, mode + "b", buffering=0)
+    return cast(BinaryIO, os.fdopen(fd, mode + "b", buffering=0))

@@ -3,6 +3,7 @@
 The signed hash is keccak256 of the 32-byte personal-sign prefix and keccak256 of the
 message; the signature is secp256k1's r ‖ s ‖ v. Pure functions over bytes and text.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,8 +46,9 @@ def recover_signer(signature: Any, message: str) -> str:
     if v not in (0, 1):
         raise ValueError("v must be 0, 1, 27 or 28")
     try:
-        public_key = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([v]), message_hash(message),
-                                                                    hasher=None)
+        public_key = coincurve.PublicKey.from_signature_and_message(
+            raw[:64] + bytes([v]), message_hash(message), hasher=None
+        )
     except (ValueError, TypeError) as exc:
         raise ValueError(str(exc)) from None
     return "0x" + keccak(public_key.format(compressed=False)[1:])[-20:].hex()

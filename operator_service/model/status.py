@@ -4,6 +4,7 @@ The texts are exactly what Ocean's engines store, the trailing space of "Running
 included. A stopped, timed-out or failed algorithm still ends at FINISHED, as in Ocean:
 `StopRequest` says why a job was stopped.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum

@@ -4,11 +4,12 @@ It must parse, and nest no deeper than MAX_DEPTH arrays and objects: the answers
 carry a deeper value could not be serialised (and a recursion limit is not an error to meet
 inside a request).
 """
+
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def loads(text: str) -> Any:
     return value
 
 
-def outputs(outputs_url: Optional[str]) -> Optional[list]:
+def outputs(outputs_url: str | None) -> list | None:
     """The outputsURL array pod-publishing wrote (`{filename, filesize, url, type}` per file), or
     None when there is none or it is unreadable."""
     if not outputs_url or len(outputs_url) <= 2:

@@ -14,10 +14,11 @@ texts). Everything else reads it through `Stage` and `JobDocument`, which never 
 malformed document: a part that is missing or of the wrong type reads as empty, so an
 engine can always run or fail a job, never crash on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from operator_service.model import stored
 
@@ -44,7 +45,9 @@ def check_workflow(workflow: Any) -> dict:
         if not isinstance(stage, dict) or part not in stage:
             raise WorkflowInvalid(f"Missing {part} in stage 0")
         if not isinstance(stage[part], kind):
-            raise WorkflowInvalid(f"Invalid {part} in stage 0: it must be a JSON {'object' if kind is dict else 'array'}")
+            raise WorkflowInvalid(
+                f"Invalid {part} in stage 0: it must be a JSON {'object' if kind is dict else 'array'}"
+            )
     return workflow
 
 
@@ -60,7 +63,7 @@ class Stage:
     raw: dict
 
     @classmethod
-    def of(cls, workflow: Any) -> "Stage":
+    def of(cls, workflow: Any) -> Stage:
         stages = workflow.get("stages") if isinstance(workflow, dict) else None
         first = stages[0] if isinstance(stages, list) and stages else None
         return cls(_object(first))
@@ -97,11 +100,14 @@ class Stage:
         """The DIDS the algorithm pod gets: every input's id without `did:op:`."""
         return [without_prefix(item.get("id", "")) for item in self.inputs]
 
-    def max_time(self) -> Optional[float]:
+    def max_time(self) -> float | None:
         """compute.maxtime in seconds, when it is a positive number."""
+        value = self.compute.get("maxtime")
+        if not isinstance(value, (int, float, str)):
+            return None
         try:
-            seconds = float(self.compute.get("maxtime"))
-        except (TypeError, ValueError):
+            seconds = float(value)
+        except ValueError:
             return None
         return seconds if seconds > 0 else None
 
@@ -114,7 +120,7 @@ class JobDocument:
     raw: dict
 
     @classmethod
-    def parse(cls, text: Optional[str]) -> "JobDocument":
+    def parse(cls, text: str | None) -> JobDocument:
         """The stored document; an empty one when it is missing or unreadable."""
         try:
             return cls(_object(stored.loads(text or "")))

@@ -1,14 +1,15 @@
 """Statements on `envs`: the compute environments the engines announce."""
+
 from __future__ import annotations
 
-from typing import Optional
+from decimal import Decimal
 
 from operator_service.store.pool import Database, run_prepared
 
 MAX_ENVIRONMENTS = 1000
 
 
-def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[float]]]:
+def list_environments(db: Database) -> list[tuple[str, str | None, Decimal | None]]:
     """(namespace, status JSON text, lastping epoch) of every announced environment."""
     with db.cursor() as cur:
         run_prepared(
@@ -19,7 +20,7 @@ def list_environments(db: Database) -> list[tuple[str, Optional[str], Optional[f
         return cur.fetchall()
 
 
-def environment_status(db: Database, namespace: str) -> Optional[str]:
+def environment_status(db: Database, namespace: str) -> str | None:
     """The status JSON text of one environment; None if it was never announced."""
     with db.cursor() as cur:
         run_prepared(cur, "SELECT status FROM envs WHERE namespace = %s", (namespace,))

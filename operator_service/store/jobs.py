@@ -4,10 +4,11 @@ Status 0 (REGISTERING) marks a job whose registration is under way (see
 domain/lifecycle.py): no engine picks it up (announce() hands out status 1 only) and no
 read route shows it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -44,9 +45,9 @@ class DuplicateAgreement(Exception):
 class JobFilter:
     """The AND-ed filters of GET/PUT/DELETE /compute; None means "any"."""
 
-    agreement_id: Optional[str] = None
-    job_id: Optional[str] = None
-    owner: Optional[str] = None
+    agreement_id: str | None = None
+    job_id: str | None = None
+    owner: str | None = None
 
     def is_empty(self) -> bool:
         return self.agreement_id is None and self.job_id is None and self.owner is None
@@ -72,8 +73,8 @@ def insert_job(
     agreement_id: str,
     owner: str,
     document: str,
-    algo_did: Optional[str],
-    input_dids: Optional[list[str]],
+    algo_did: str | None,
+    input_dids: list[str] | None,
     namespace: str,
     signed_nonce: SignedNonce,
     status: int,
@@ -87,7 +88,8 @@ def insert_job(
     """
     status_text = JobStatus(status).text
     nonce_source, nonce_params = (
-        (RECORD_NONCE_CALL, signed_nonce.params()) if signed_nonce.guarded else ("(VALUES (true))", ()))
+        (RECORD_NONCE_CALL, signed_nonce.params()) if signed_nonce.guarded else ("(VALUES (true))", ())
+    )
     try:
         with db.cursor() as cur:
             run_prepared(
@@ -97,8 +99,19 @@ def insert_job(
                 " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s"
                 f" FROM {nonce_source} AS nonce(accepted) WHERE nonce.accepted"
                 f" RETURNING {STATUS_COLUMNS}",
-                (agreement_id, job_id, owner, status, status_text, document, algo_did, input_dids,
-                 namespace, signed_nonce.provider, *nonce_params),
+                (
+                    agreement_id,
+                    job_id,
+                    owner,
+                    status,
+                    status_text,
+                    document,
+                    algo_did,
+                    input_dids,
+                    namespace,
+                    signed_nonce.provider,
+                    *nonce_params,
+                ),
             )
             row = cur.fetchone()
     except psycopg2.errors.UniqueViolation:
@@ -108,7 +121,7 @@ def insert_job(
     return row
 
 
-def queue_registered_job(db: Database, job_id: str) -> Optional[tuple]:
+def queue_registered_job(db: Database, job_id: str) -> tuple | None:
     """Make a registered job eligible for the engines (0 -> 1); its STATUS_COLUMNS row, None if it is gone."""
     with db.cursor() as cur:
         cur.execute(
@@ -142,9 +155,7 @@ def live_job_ids(db: Database, job_ids: list[str]) -> set[str]:
     if not job_ids:
         return set()
     with db.cursor() as cur:
-        cur.execute(
-            "SELECT workflowId FROM jobs WHERE workflowId = ANY(%s) AND COALESCE(removed, 0) = 0", (job_ids,)
-        )
+        cur.execute("SELECT workflowId FROM jobs WHERE workflowId = ANY(%s) AND COALESCE(removed, 0) = 0", (job_ids,))
         return {row[0] for row in cur.fetchall()}
 
 
@@ -160,9 +171,7 @@ def job_statuses(db: Database, filters: JobFilter) -> list[tuple]:
         return cur.fetchall()
 
 
-def record_nonce_and_read_statuses(
-    db: Database, filters: JobFilter, signed_nonce: SignedNonce
-) -> Optional[list[tuple]]:
+def record_nonce_and_read_statuses(db: Database, filters: JobFilter, signed_nonce: SignedNonce) -> list[tuple] | None:
     """Record a signed read's nonce and read the matching jobs (as job_statuses) in one
     statement, so one round trip to Postgres; None when the nonce is refused."""
     if not signed_nonce.guarded:
@@ -199,8 +208,10 @@ def request_stop(db: Database, filters: JobFilter, annotate: bool = False) -> li
             " RETURNING workflowId, namespace"
         )
     else:
-        sql = (f"UPDATE jobs SET stopreq = {StopRequest.REQUESTED} WHERE {where} AND dateFinished IS NULL"
-               f" AND stopreq = {StopRequest.NONE} RETURNING workflowId, namespace")
+        sql = (
+            f"UPDATE jobs SET stopreq = {StopRequest.REQUESTED} WHERE {where} AND dateFinished IS NULL"
+            f" AND stopreq = {StopRequest.NONE} RETURNING workflowId, namespace"
+        )
     with db.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
@@ -250,7 +261,7 @@ def running_jobs(db: Database) -> list[tuple]:
         return cur.fetchall()
 
 
-def result_source(db: Database, job_id: str) -> Optional[tuple[str, Optional[str], Optional[str]]]:
+def result_source(db: Database, job_id: str) -> tuple[str, str | None, str | None] | None:
     """(owner, provider, outputsURL) of a job, or None if there is no such job."""
     with db.cursor() as cur:
         run_prepared(
@@ -261,7 +272,7 @@ def result_source(db: Database, job_id: str) -> Optional[tuple[str, Optional[str
         return cur.fetchone()
 
 
-def job_namespace(db: Database, job_id: str) -> Optional[str]:
+def job_namespace(db: Database, job_id: str) -> str | None:
     """The environment (namespace) of a job, or None if there is no such job."""
     with db.cursor() as cur:
         cur.execute("SELECT namespace FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))

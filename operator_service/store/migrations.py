@@ -14,13 +14,14 @@ service filled with duplicates, so it moved to migration 7, which copes with the
 Databases that applied migration 4 as it was already have the index; migration 7 then
 finds it and no duplicates, and changes nothing.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
 
-from operator_service.store.pool import Cursor, Database
+from operator_service.store.pool import Cursor, Database, only_row
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL
 CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
 """
 
-Step = Union[str, Callable[[Cursor], SharedAgreements]]
+Step = str | Callable[[Cursor], SharedAgreements]
 
 MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (1, "original operator-service schema", ORIGINAL_SCHEMA),
@@ -235,9 +236,13 @@ class Upgrade:
         text = f"schema at version {LATEST_VERSION} (applied now: {self.applied or 'none'})"
         if self.shared_agreements:
             jobs = sum(len(job_ids) for job_ids in self.shared_agreements.values())
-            listed = "; ".join(f"{agreement}: {', '.join(job_ids)}" for agreement, job_ids in self.shared_agreements.items())
-            text += (f"; found {jobs} running jobs sharing {len(self.shared_agreements)} agreementIds, kept as they"
-                     f" are (no new job may use these agreementIds while they run): {listed}")
+            listed = "; ".join(
+                f"{agreement}: {', '.join(job_ids)}" for agreement, job_ids in self.shared_agreements.items()
+            )
+            text += (
+                f"; found {jobs} running jobs sharing {len(self.shared_agreements)} agreementIds, kept as they"
+                f" are (no new job may use these agreementIds while they run): {listed}"
+            )
         return text
 
 
@@ -282,7 +287,7 @@ def upgrade(db: Database) -> Upgrade:
 def _applied_versions(db: Database) -> set[int]:
     with db.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
+        if not only_row(cur)[0]:
             return set()
         cur.execute("SELECT version FROM schema_migrations")
         return {row[0] for row in cur.fetchall()}
@@ -292,7 +297,7 @@ def current_version(db: Database) -> int:
     """The newest applied migration, 0 for an empty database."""
     with db.transaction() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
+        if not only_row(cur)[0]:
             return 0
         cur.execute("SELECT COALESCE(max(version), 0) FROM schema_migrations")
-        return cur.fetchone()[0]
+        return int(only_row(cur)[0])

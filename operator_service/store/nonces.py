@@ -5,12 +5,13 @@ and within the window below the provider's newest, atomically. RECORD_NONCE_CALL
 another statement make the same call, so a read can record its nonce in the same round
 trip (jobs.record_nonce_and_read_statuses).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
 
-from operator_service.store.pool import Database, run_prepared
+from operator_service.store.pool import Database, only_row, run_prepared
 
 RECORD_NONCE_CALL = "operator_record_nonce(%s, %s, %s, %s)"
 
@@ -47,4 +48,4 @@ def record_nonce(db: Database, signed: SignedNonce) -> bool:
         return True
     with db.cursor() as cur:
         run_prepared(cur, f"SELECT {RECORD_NONCE_CALL}", signed.params())
-        return cur.fetchone()[0]
+        return bool(only_row(cur)[0])

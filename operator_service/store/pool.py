@@ -14,6 +14,7 @@ client-side one is what ends the wait when the server is alive to the kernel but
 not run (SIGSTOP, a frozen VM): its sockets stay open and nothing ever comes back, so
 `_Watchdog` shuts the socket down and libpq's wait ends with an error at once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,9 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import cast
 
 import psycopg2
 import psycopg2.errors
@@ -74,8 +76,13 @@ class Database:
     tune this pool's sessions.
     """
 
-    def __init__(self, settings: PostgresSettings, max_connections: int = 4,
-                 application_name: str = "operator-service", session_settings: dict[str, str] | None = None):
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        max_connections: int = 4,
+        application_name: str = "operator-service",
+        session_settings: dict[str, str] | None = None,
+    ):
         self.settings = settings
         self.timeout = settings.timeout
         self.application_name = application_name
@@ -198,6 +205,14 @@ class Database:
             conn.close()
 
 
+def only_row(cur: Cursor) -> tuple:
+    """The row of a statement that always returns exactly one (an aggregate, a function call)."""
+    row = cur.fetchone()
+    if row is None:
+        raise DatabaseUnavailable("the database answered no row where one is always returned")
+    return row
+
+
 def run_prepared(cur: Cursor, sql: str, params: Sequence) -> None:
     """Execute `sql` (with %s placeholders) as a prepared statement of the cursor's connection.
 
@@ -207,7 +222,7 @@ def run_prepared(cur: Cursor, sql: str, params: Sequence) -> None:
     statement instead, and that connection stops preparing. Autocommit cursors only: a
     failed EXECUTE inside a transaction would abort it.
     """
-    conn: Connection = cur.connection
+    conn = cast(Connection, cur.connection)
     if not conn.can_prepare:
         cur.execute(sql, params)
         return
@@ -255,8 +270,10 @@ _SCHEMA_MISSING = (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColu
 
 
 def _schema_missing(exc: psycopg2.Error) -> str:
-    return (f"the schema is missing or out of date ({_describe(exc)});"
-            " run `operator-service migrate` or POST /api/v1/operator/pgsqlinit")
+    return (
+        f"the schema is missing or out of date ({_describe(exc)});"
+        " run `operator-service migrate` or POST /api/v1/operator/pgsqlinit"
+    )
 
 
 def _describe(exc: psycopg2.Error, conn: Connection | None = None) -> str:

@@ -1,20 +1,21 @@
 """Where the database is: the POSTGRES_* variables, shared by the service, the engine and the tools."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
 
 from operator_service.env_vars import env_int, env_number
 
 
 @dataclass(frozen=True)
 class PostgresSettings:
-    host: Optional[str]
+    host: str | None
     port: int
-    user: Optional[str]
-    password: Optional[str] = field(repr=False)
-    database: Optional[str]
+    user: str | None
+    password: str | None = field(repr=False)
+    database: str | None
     # The longest one call waits on the database: to connect, and for each answer.
     timeout: float = 5.0
 
@@ -30,7 +31,7 @@ class PostgresSettings:
         return {key: value for key, value in values.items() if value not in (None, "")}
 
 
-def load_postgres_settings(env: Optional[Mapping[str, str]] = None) -> PostgresSettings:
+def load_postgres_settings(env: Mapping[str, str] | None = None) -> PostgresSettings:
     """POSTGRES_HOST, _PORT, _USER, _PASSWORD, _DB and _TIMEOUT, checked."""
     env = os.environ if env is None else env
     return PostgresSettings(

@@ -1,13 +1,14 @@
 """The `operator-service` command.
 
-    operator-service run      embedded Postgres (unless POSTGRES_HOST is set) + schema + API + local engine
-    operator-service serve    the API alone under gunicorn, on the configured database
-    operator-service migrate  create or upgrade the schema
-    operator-service reconcile  settle what a crash left half-way between Postgres and Kubernetes
-    operator-service engine   the local engine alone
-    operator-service demo     submit a sample job to a running service and download its result
-    operator-service sign     sign a message as the Provider does (for curl examples)
+operator-service run      embedded Postgres (unless POSTGRES_HOST is set) + schema + API + local engine
+operator-service serve    the API alone under gunicorn, on the configured database
+operator-service migrate  create or upgrade the schema
+operator-service reconcile  settle what a crash left half-way between Postgres and Kubernetes
+operator-service engine   the local engine alone
+operator-service demo     submit a sample job to a running service and download its result
+operator-service sign     sign a message as the Provider does (for curl examples)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import NoReturn
 
 from operator_service.config import load_settings
 from operator_service.env_vars import ConfigError
@@ -36,13 +38,20 @@ HTTP_LIMITS = ["--limit-request-line", "4094", "--limit-request-fields", "50", "
 
 def _gunicorn_command(bind: str) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn",
+        sys.executable,
+        "-m",
+        "gunicorn",
         "--no-control-socket",
-        "--bind", bind,
-        "--workers", os.environ.get("OPERATOR_WORKERS", str(DEFAULT_WORKERS)),
-        "--worker-class", os.environ.get("OPERATOR_WORKER_CLASS", DEFAULT_WORKER_CLASS),
-        "--threads", os.environ.get("OPERATOR_THREADS", str(DEFAULT_THREADS)),
-        "--timeout", os.environ.get("OPERATOR_TIMEOUT", str(DEFAULT_TIMEOUT)),
+        "--bind",
+        bind,
+        "--workers",
+        os.environ.get("OPERATOR_WORKERS", str(DEFAULT_WORKERS)),
+        "--worker-class",
+        os.environ.get("OPERATOR_WORKER_CLASS", DEFAULT_WORKER_CLASS),
+        "--threads",
+        os.environ.get("OPERATOR_THREADS", str(DEFAULT_THREADS)),
+        "--timeout",
+        os.environ.get("OPERATOR_TIMEOUT", str(DEFAULT_TIMEOUT)),
         *HTTP_LIMITS,
         "operator_service.run:app",
     ]
@@ -123,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("engine", "demo"):
         return _delegate(argv[0], argv[1:])
@@ -149,10 +158,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _delegate(command: str, rest: list[str]) -> int:
     try:
         if command == "engine":
-            from operator_service.engine import main as command_main
-        else:
-            from operator_service.tools.demo import main as command_main
-        return command_main(rest) or 0
+            from operator_service.engine import main as engine_main
+
+            return engine_main(rest)
+        from operator_service.tools.demo import main as demo_main
+
+        return demo_main(rest)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ algorithm counts the lines of every input, shows each status change, and downloa
 the result into the current folder. The Provider key is DEMO_PROVIDER_KEY, or a new
 one (fine unless the service sets SIGNATURE_REQUIRED=1 with ALLOWED_PROVIDERS).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator, Optional, TextIO
+from typing import Any, TextIO
 
 import requests
 from eth_keys import keys
@@ -33,7 +35,7 @@ SPINNER = "|/-\\"
 REQUEST_TIMEOUT = 15
 POLL_SECONDS = 0.25
 
-ALGORITHM = '''import json, os, time
+ALGORITHM = """import json, os, time
 time.sleep(2)  # a pause, so that the demo can show the running stage
 report, total = [], 0
 for did in json.loads(os.environ["DIDS"]):
@@ -47,7 +49,7 @@ report.append(f"total: {total} lines")
 with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
     out.write("\\n".join(report) + "\\n")
 print("\\n".join(report))
-'''
+"""
 
 
 class DemoError(Exception):
@@ -55,7 +57,7 @@ class DemoError(Exception):
 
 
 class _Sample(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(SAMPLE)))
@@ -101,8 +103,9 @@ class Service:
         try:
             return requests.request(method, self.url + API + path, timeout=REQUEST_TIMEOUT, **kwargs)
         except requests.RequestException as exc:
-            raise DemoError(f"cannot reach the service at {self.url} ({exc.__class__.__name__});"
-                            " is it running (make run)?") from None
+            raise DemoError(
+                f"cannot reach the service at {self.url} ({exc.__class__.__name__}); is it running (make run)?"
+            ) from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.call(method, path, **kwargs)
@@ -114,7 +117,7 @@ class Service:
             raise DemoError(f"{method} {path} did not answer JSON; is {self.url} the operator-service?") from None
 
 
-def wait_for_environment(service: Service, wanted: Optional[str], deadline: float, out: TextIO) -> str:
+def wait_for_environment(service: Service, wanted: str | None, deadline: float, out: TextIO) -> str:
     out.write("waiting for a compute environment to be announced by an engine...\n")
     while True:
         found = [env.get("id") for env in service.json("GET", "/environments")]
@@ -123,22 +126,36 @@ def wait_for_environment(service: Service, wanted: Optional[str], deadline: floa
             out.write(f"environment: {chosen}\n")
             return chosen
         if time.monotonic() > deadline:
-            raise DemoError(f"no engine announced {'environment ' + wanted if wanted else 'an environment'};"
-                            " is the engine running (make run starts one)?")
+            raise DemoError(
+                f"no engine announced {'environment ' + wanted if wanted else 'an environment'};"
+                " is the engine running (make run starts one)?"
+            )
         time.sleep(1)
 
 
 def submit(service: Service, provider: Provider, environment: str, input_url: str) -> str:
-    workflow = {"stages": [{
-        "index": 0,
-        "input": [{"index": 0, "id": "did:op:" + os.urandom(32).hex(), "url": [input_url]}],
-        "algorithm": {"id": "", "rawcode": ALGORITHM,
-                      "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""}},
-        "compute": {"Instances": 1, "namespace": environment, "maxtime": 60},
-        "output": {},
-    }]}
-    body = {"workflow": workflow, "agreementId": "demo-" + uuid.uuid4().hex, "owner": provider.owner,
-            "environment": environment, **provider.signed()}
+    workflow = {
+        "stages": [
+            {
+                "index": 0,
+                "input": [{"index": 0, "id": "did:op:" + os.urandom(32).hex(), "url": [input_url]}],
+                "algorithm": {
+                    "id": "",
+                    "rawcode": ALGORITHM,
+                    "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""},
+                },
+                "compute": {"Instances": 1, "namespace": environment, "maxtime": 60},
+                "output": {},
+            }
+        ]
+    }
+    body = {
+        "workflow": workflow,
+        "agreementId": "demo-" + uuid.uuid4().hex,
+        "owner": provider.owner,
+        "environment": environment,
+        **provider.signed(),
+    }
     return _one_job(service.json("POST", "/compute", json=body))["jobId"]
 
 
@@ -155,7 +172,7 @@ class Progress:
         self.out = out
         self.tty = out.isatty()
         self.started = time.monotonic()
-        self.last: Optional[tuple[int, str]] = None
+        self.last: tuple[int, str] | None = None
         self.spinner: Iterator[str] = itertools.cycle(SPINNER)
 
     def show(self, status: int, text: str) -> None:
@@ -188,8 +205,9 @@ def follow(service: Service, provider: Provider, job_id: str, deadline: float, o
             if job.get("dateFinished"):
                 return job
             if time.monotonic() > deadline:
-                raise DemoError(f"job {job_id} did not finish in time"
-                                f" (last status {job['status']} {job['statusText'].strip()})")
+                raise DemoError(
+                    f"job {job_id} did not finish in time (last status {job['status']} {job['statusText'].strip()})"
+                )
             time.sleep(POLL_SECONDS)
     finally:
         progress.done()
@@ -199,8 +217,10 @@ def download(service: Service, provider: Provider, job: dict, folder: Path) -> P
     results = job.get("results") or []
     outputs = [index for index, entry in enumerate(results) if entry.get("type") == "output"]
     if int(job["status"]) != 70 or job.get("stopreq") or not outputs:
-        raise DemoError(f"job {job['jobId']} ended with status {job['status']} {job['statusText'].strip()},"
-                        f" stopreq {job.get('stopreq')}, and no output to download")
+        raise DemoError(
+            f"job {job['jobId']} ended with status {job['status']} {job['statusText'].strip()},"
+            f" stopreq {job.get('stopreq')}, and no output to download"
+        )
     index = outputs[0]
     query = {"index": index, "jobId": job["jobId"], "owner": provider.owner, **provider.signed(job["jobId"])}
     response = service.call("GET", "/getResult", params=query)
@@ -218,7 +238,7 @@ def _free_name(folder: Path, name: str) -> Path:
     return next(folder / candidate for candidate in candidates if not (folder / candidate).exists())
 
 
-def run(url: str, environment: Optional[str], timeout: float, out: TextIO) -> Path:
+def run(url: str, environment: str | None, timeout: float, out: TextIO) -> Path:
     deadline = time.monotonic() + timeout
     service = Service(url)
     server, input_url = serve_sample()
@@ -234,12 +254,13 @@ def run(url: str, environment: Optional[str], timeout: float, out: TextIO) -> Pa
         server.server_close()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="operator-service demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://localhost:8050", help="the service (default %(default)s)")
     parser.add_argument("--environment", help="the environment to use (default: the first announced)")
-    parser.add_argument("--timeout", type=float, default=180.0,
-                        help="give up after this many seconds (default %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=180.0, help="give up after this many seconds (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         target = run(args.url, args.environment, args.timeout, sys.stdout)

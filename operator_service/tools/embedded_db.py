@@ -27,6 +27,7 @@ the server's user and root); a cluster created by an older version, which truste
 connections, gets one at its next start. The data folder, which holds the socket, is
 private to the server's user.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,8 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 with warnings.catch_warnings():
     # The wheel asks platformdirs for a runtime folder at import; we do not use it.
@@ -82,7 +83,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run_as() -> Optional[str]:
+def _run_as() -> str | None:
     if os.geteuid() != 0:
         return None
     try:
@@ -122,14 +123,19 @@ class EmbeddedPostgres:
     descriptors the server processes inherit (the launcher's data-folder lock).
     """
 
-    def __init__(self, data_dir: Path | str, port: Optional[int] = None,
-                 server_settings: Optional[dict[str, str]] = None, pass_fds: Sequence[int] = ()):
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int | None = None,
+        server_settings: dict[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.user = _run_as()
         self.server_settings = server_settings or {}
         self.pass_fds = tuple(pass_fds)
-        self._process: Optional[subprocess.Popen] = None
+        self._process: subprocess.Popen | None = None
         self._log_offset = 0
 
     @property
@@ -137,7 +143,7 @@ class EmbeddedPostgres:
         return self.data_dir / "server.log"
 
     @property
-    def socket_dir(self) -> Optional[Path]:
+    def socket_dir(self) -> Path | None:
         """Where the server's Unix socket is, or None when that path would be too long."""
         if len(str(self.data_dir / f".s.PGSQL.{self.port}")) > MAX_SOCKET_PATH:
             return None
@@ -152,18 +158,24 @@ class EmbeddedPostgres:
         return self.password_file.read_text().strip()
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The postmaster's PID while the server this object started runs."""
-        return self._process.pid if self.is_running() else None
+        process = self._process
+        return process.pid if process is not None and self.is_running() else None
 
     @property
-    def exit_code(self) -> Optional[int]:
+    def exit_code(self) -> int | None:
         """How the server this object started ended (negative: the signal), None while it runs."""
         return None if self._process is None else self._process.poll()
 
     def dsn_kwargs(self, database: str = "postgres") -> dict:
-        return {"host": "127.0.0.1", "port": self.port, "user": SUPERUSER, "password": self.password,
-                "dbname": database}
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": SUPERUSER,
+            "password": self.password,
+            "dbname": database,
+        }
 
     def env(self, database: str = "postgres") -> dict[str, str]:
         """The POSTGRES_* variables that point the service at this server."""
@@ -234,7 +246,11 @@ class EmbeddedPostgres:
         subprocess.run(
             [str(POSTGRES_BIN_PATH / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
             input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n",
-            text=True, capture_output=True, check=True, user=self.user, timeout=120,
+            text=True,
+            capture_output=True,
+            check=True,
+            user=self.user,
+            timeout=120,
         )
         self._write_private(self.password_file, password)
 
@@ -250,7 +266,7 @@ class EmbeddedPostgres:
         """True while the server this object started is alive (a server it did not start never counts)."""
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "EmbeddedPostgres":
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> EmbeddedPostgres:
         """Start the server (crash recovery included) and wait until it accepts connections."""
         if self.is_running():
             return self
@@ -273,8 +289,14 @@ class EmbeddedPostgres:
         log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, user=self.user,
-                pass_fds=self.pass_fds, start_new_session=True, preexec_fn=dies_with_parent(signal.SIGINT),
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                user=self.user,
+                pass_fds=self.pass_fds,
+                start_new_session=True,
+                preexec_fn=dies_with_parent(signal.SIGINT),
             )
         finally:
             os.close(log)
@@ -297,8 +319,12 @@ class EmbeddedPostgres:
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except OSError:
             return False
-        return (self._process is not None and len(lines) >= 8 and lines[0].strip() == str(self._process.pid)
-                and lines[7].strip() == "ready")
+        return (
+            self._process is not None
+            and len(lines) >= 8
+            and lines[0].strip() == str(self._process.pid)
+            and lines[7].strip() == "ready"
+        )
 
     def _last_error(self) -> str:
         """The last FATAL or PANIC line the server logged since it was spawned."""
@@ -354,7 +380,7 @@ class EmbeddedPostgres:
         return dsn
 
 
-def _live_postmaster(data_dir: Path) -> Optional[int]:
+def _live_postmaster(data_dir: Path) -> int | None:
     """The PID in `data_dir`/postmaster.pid if that process is alive and is a postgres, else None."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])

@@ -11,13 +11,14 @@ A second launcher finds the lock taken. If the PID in the file is alive, it stop
 once, naming it; if that launcher is gone, the lock is held by its children on their way
 out, and the new one waits for them for a while.
 """
+
 from __future__ import annotations
 
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 LOCK_FILE = "launcher.lock"
 LEFTOVER_WAIT_SECONDS = 60.0
@@ -31,7 +32,7 @@ class FolderLock:
     def __init__(self, folder: Path):
         self.folder = folder
         self.path = folder / LOCK_FILE
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
 
     def acquire(self, notice: Callable[[str], None], wait_seconds: float = LEFTOVER_WAIT_SECONDS) -> None:
         """Take the lock, or raise FolderBusy naming the holder; `notice` hears about any wait."""
@@ -50,15 +51,21 @@ class FolderLock:
         holder = _holder(fd)
         if holder is None or _alive(holder):
             named = f"operator-service run (PID {holder})" if holder else "another operator-service run"
-            raise FolderBusy(f"data folder {self.folder} is in use by {named}; stop it first,"
-                             " or give this one another OPERATOR_DATA_DIR")
-        notice(f"the launcher that last used {self.folder} (PID {holder}) is gone; waiting up to"
-               f" {wait_seconds:g} s for the processes it started to stop")
+            raise FolderBusy(
+                f"data folder {self.folder} is in use by {named}; stop it first,"
+                " or give this one another OPERATOR_DATA_DIR"
+            )
+        notice(
+            f"the launcher that last used {self.folder} (PID {holder}) is gone; waiting up to"
+            f" {wait_seconds:g} s for the processes it started to stop"
+        )
         deadline = time.monotonic() + wait_seconds
         while not _try_lock(fd):
             if time.monotonic() > deadline:
-                raise FolderBusy(f"data folder {self.folder} is still locked by processes the launcher with"
-                                 f" PID {holder} started (they hold {self.path} open); stop them first")
+                raise FolderBusy(
+                    f"data folder {self.folder} is still locked by processes the launcher with"
+                    f" PID {holder} started (they hold {self.path} open); stop them first"
+                )
             time.sleep(0.2)
 
     def release(self) -> None:
@@ -76,7 +83,7 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _holder(fd: int) -> Optional[int]:
+def _holder(fd: int) -> int | None:
     try:
         return int(os.pread(fd, 32, 0).split()[0])
     except (OSError, ValueError, IndexError):

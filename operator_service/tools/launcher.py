@@ -21,6 +21,7 @@ then 2, 4, ... up to 30 s while it keeps dying within a minute, each step logged
 API, the reconciler and the engine reconnect by themselves (the engine keeps its jobs). If
 any of them exits, everything is stopped and the launcher exits with its code.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,9 +31,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING
 
 import psycopg2
 
@@ -41,6 +43,9 @@ from operator_service.env_vars import ConfigError, env_int, env_number
 from operator_service.store.settings import PostgresSettings
 from operator_service.tools.folder_lock import FolderBusy, FolderLock
 from operator_service.tools.processes import dies_with_parent, interruptible
+
+if TYPE_CHECKING:
+    from operator_service.tools.embedded_db import EmbeddedPostgres
 
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_DATABASE = "operator"
@@ -114,7 +119,7 @@ class Bind:
 
     host: str = ""
     port: int = 0
-    path: Optional[str] = None
+    path: str | None = None
 
     def probe_address(self) -> tuple[str, int]:
         """Where to connect to reach it (a wildcard host is reached through loopback)."""
@@ -126,7 +131,7 @@ def parse_bind(text: str) -> Bind:
     """OPERATOR_BIND as gunicorn reads it: HOST:PORT, [IPv6]:PORT, HOST (port 8000) or unix:PATH."""
     if text.startswith("unix:"):
         if len(text) > len("unix:"):
-            return Bind(path=text[len("unix:"):])
+            return Bind(path=text[len("unix:") :])
         host, port = "", None
     elif text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -141,7 +146,7 @@ def parse_bind(text: str) -> Bind:
     return Bind(host=host, port=int(port))
 
 
-def check_server_variables(bind: str, env: Optional[Mapping[str, str]] = None) -> None:
+def check_server_variables(bind: str, env: Mapping[str, str] | None = None) -> None:
     """The OPERATOR_* settings of gunicorn, checked like every other setting."""
     env = os.environ if env is None else env
     parse_bind(bind)
@@ -153,10 +158,14 @@ def check_server_variables(bind: str, env: Optional[Mapping[str, str]] = None) -
     if worker_class in WORKER_CLASSES:
         package = WORKER_CLASSES[worker_class]
         if package and importlib.util.find_spec(package) is None:
-            raise ConfigError(f"OPERATOR_WORKER_CLASS={worker_class} needs the {package} package, which is not installed")
+            raise ConfigError(
+                f"OPERATOR_WORKER_CLASS={worker_class} needs the {package} package, which is not installed"
+            )
     elif not _importable(worker_class):
-        raise ConfigError(f"OPERATOR_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)} or the dotted path"
-                          f" of an importable worker class, got {worker_class!r}")
+        raise ConfigError(
+            f"OPERATOR_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)} or the dotted path"
+            f" of an importable worker class, got {worker_class!r}"
+        )
 
 
 def _importable(dotted: str) -> bool:
@@ -176,13 +185,15 @@ def check_bind_free(bind: str) -> None:
         return
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            address.host or None, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            address.host or None, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(sockaddr)
     except OSError as exc:
-        raise StartupError(f"OPERATOR_BIND {bind}: cannot listen there ({exc.strerror or exc});"
-                           " is another program using it?") from None
+        raise StartupError(
+            f"OPERATOR_BIND {bind}: cannot listen there ({exc.strerror or exc}); is another program using it?"
+        ) from None
 
 
 def check_cluster(settings: Settings) -> None:
@@ -229,7 +240,7 @@ class _Launcher:
         self.with_engine = with_engine
         self.api_command = api_command
         self.lock = lock
-        self.server = None  # the embedded Postgres, when there is one
+        self.server: EmbeddedPostgres | None = None  # the embedded Postgres, when there is one
         self.children: list[_Child] = []
         self._restarts = _Backoff()
 
@@ -250,33 +261,37 @@ class _Launcher:
         try:
             from operator_service.tools.embedded_db import EmbeddedPostgres, EmbeddedPostgresError, PortInUse
         except ImportError:
-            raise StartupError("the embedded Postgres is not installed: pip install 'operator-service[local]',"
-                               " or set POSTGRES_HOST to use a Postgres server") from None
+            raise StartupError(
+                "the embedded Postgres is not installed: pip install 'operator-service[local]',"
+                " or set POSTGRES_HOST to use a Postgres server"
+            ) from None
 
         port = env_int(os.environ, "POSTGRES_PORT", DEFAULT_EMBEDDED_PORT, minimum=1)
         if port > 65535:
             raise ConfigError(f"POSTGRES_PORT must be a port number (1-65535), got {port}")
         assert self.lock.fd is not None
-        self.server = EmbeddedPostgres(self.data_dir / "postgres", port=port, pass_fds=(self.lock.fd,))
+        server = self.server = EmbeddedPostgres(self.data_dir / "postgres", port=port, pass_fds=(self.lock.fd,))
         database = os.environ.get("POSTGRES_DB") or DEFAULT_DATABASE
         try:
-            self.server.start()
-            interruptible(lambda: self.server.create_database(database))
+            server.start()
+            interruptible(lambda: server.create_database(database))
         except PortInUse as exc:
             raise StartupError(f"embedded Postgres: {exc}; set POSTGRES_PORT to a free port") from None
         except EmbeddedPostgresError as exc:
             raise StartupError(f"embedded Postgres: {exc}") from None
         except (OSError, subprocess.SubprocessError, psycopg2.Error) as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise StartupError(f"embedded Postgres in {self.server.data_dir}: {first_line}") from None
-        os.environ.update(self.server.env(database))
-        _say(f"embedded Postgres on 127.0.0.1:{port} (PID {self.server.pid}), database {database},"
-             f" data in {self.server.data_dir}")
+            raise StartupError(f"embedded Postgres in {server.data_dir}: {first_line}") from None
+        os.environ.update(server.env(database))
+        _say(
+            f"embedded Postgres on 127.0.0.1:{port} (PID {server.pid}), database {database}, data in {server.data_dir}"
+        )
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         assert self.lock.fd is not None
-        process = subprocess.Popen(command, pass_fds=(self.lock.fd,), start_new_session=True,
-                                   preexec_fn=dies_with_parent(signal.SIGTERM))
+        process = subprocess.Popen(
+            command, pass_fds=(self.lock.fd,), start_new_session=True, preexec_fn=dies_with_parent(signal.SIGTERM)
+        )
         self.children.append(_Child(name, process))
         return process
 
@@ -285,8 +300,9 @@ class _Launcher:
         deadline = time.monotonic() + API_START_SECONDS
         while not _accepts(address):
             if api.poll() is not None:
-                raise StartupError(f"the API (gunicorn) exited at start-up with code {api.returncode};"
-                                   " its own messages are above")
+                raise StartupError(
+                    f"the API (gunicorn) exited at start-up with code {api.returncode}; its own messages are above"
+                )
             if time.monotonic() > deadline:
                 raise StartupError(f"the API did not listen on {self.bind} within {API_START_SECONDS:g} s")
             time.sleep(0.1)
@@ -301,25 +317,29 @@ class _Launcher:
                         _say(f"{child.name} exited with code {code}; stopping everything", error=True)
                         return code if code > 0 else 1
                 if self.server is not None and not self.server.is_running():
-                    self._restart_database()
+                    self._restart_database(self.server)
                 time.sleep(SUPERVISE_TICK_SECONDS)
         except KeyboardInterrupt:
             return 0
 
-    def _restart_database(self) -> None:
+    def _restart_database(self, server: EmbeddedPostgres) -> None:
         from operator_service.tools.embedded_db import EmbeddedPostgresError
 
-        code = self.server.exit_code
-        how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
+        code = server.exit_code
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
         delay = self._restarts.next_delay()
         _say(f"embedded Postgres {how}; restarting it in {delay:g} s", error=True)
         time.sleep(delay)
         try:
-            self.server.start()
+            server.start()
         except (EmbeddedPostgresError, OSError, subprocess.SubprocessError) as exc:
             _say(f"embedded Postgres did not restart: {exc}", error=True)
             return
-        _say(f"embedded Postgres restarted (PID {self.server.pid})", error=True)
+        _say(f"embedded Postgres restarted (PID {server.pid})", error=True)
 
     def stop(self) -> None:
         """The API and the engine first (they may still write), then Postgres."""
@@ -341,7 +361,7 @@ class _Backoff:
 
     def __init__(self) -> None:
         self.delay = RESTART_FIRST_DELAY
-        self.last: Optional[float] = None
+        self.last: float | None = None
 
     def next_delay(self) -> float:
         now = time.monotonic()

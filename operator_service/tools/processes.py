@@ -9,13 +9,15 @@ should (the main thread, in practice).
 `interruptible` runs a blocking call (a database connection, a migration) in a helper
 thread, so that Ctrl-C reaches the caller at once instead of when the call returns.
 """
+
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
 import threading
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -23,7 +25,7 @@ _PR_SET_PDEATHSIG = 1
 _prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
 
 
-def dies_with_parent(signum: int = signal.SIGTERM) -> Optional[Callable[[], None]]:
+def dies_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
     """A `preexec_fn` for subprocess.Popen: the child gets `signum` when its starter ends.
 
     None where the system has no parent-death signal (the child then simply outlives a

@@ -2,6 +2,7 @@
 
 All need the `Admin` header. With ALLOWED_ADMINS unset every admin request is a 401.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response

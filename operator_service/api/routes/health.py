@@ -1,4 +1,5 @@
 """The probes: /livez (the process answers) and /readyz (it can serve requests). No credentials."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response

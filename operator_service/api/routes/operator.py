@@ -5,6 +5,7 @@ Each route reads its parameters (api/params.py), checks the Provider's signature
 answers with its views (api/views.py). The YAML after `---` in each docstring is the
 route's Swagger documentation.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -157,8 +158,9 @@ def _signed_job_filter(call: str) -> tuple[JobFilter, SignedNonce]:
 
 
 def _verify(data: dict, filters: JobFilter) -> SignedNonce:
-    return verify_signature(services().settings, data.get("providerSignature"), filters.owner, filters.job_id,
-                            data["nonce"])
+    return verify_signature(
+        services().settings, data.get("providerSignature"), filters.owner, filters.job_id, data["nonce"]
+    )
 
 
 @operator.route("/runningjobs", methods=["GET"])
@@ -208,13 +210,14 @@ def get_result() -> Response:
     owner, job_id = str(data["owner"]), str(data["jobId"])
     signed = verify_signature(services().settings, data["providerSignature"], owner, job_id, data["nonce"])
     index = _index(data["index"])
-    result = lifecycle.result_file(services().db, services().settings, job_id, owner, index, signed,
-                                   request.headers.get("Range"))
+    result = lifecycle.result_file(
+        services().db, services().settings, job_id, owner, index, signed, request.headers.get("Range")
+    )
     return views.result_response(result)
 
 
 def _index(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise ApiError(f"Error getResult: index must be an integer, got {value!r}", 400)
     try:
         return int(value)

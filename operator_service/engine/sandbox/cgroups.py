@@ -16,15 +16,16 @@ touch each other's jobs, even for the same namespace against different databases
 The engine writes the algorithm's first process into the job's cgroups before it runs
 anything (see sandbox.py); every process it starts inherits them.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ENGINE_GROUP = "operator-engine"
@@ -53,14 +54,14 @@ class Cgroups:
     folders: dict[str, Path]
     controllers: frozenset[str]
 
-    def describe(self, controller: str) -> Optional[str]:
-        """"cgroup v1 memory" and the like, or None when that controller is not available."""
+    def describe(self, controller: str) -> str | None:
+        """ "cgroup v1 memory" and the like, or None when that controller is not available."""
         return f"cgroup v{self.version} {controller}" if controller in self.controllers else None
 
-    def job(self, job_id: str) -> "JobCgroup":
+    def job(self, job_id: str) -> JobCgroup:
         return JobCgroup(self, {name: folder / _safe(job_id) for name, folder in self.folders.items()})
 
-    def leftovers(self) -> list["JobCgroup"]:
+    def leftovers(self) -> list[JobCgroup]:
         """Job cgroups an earlier run of this engine left behind (it was killed, say)."""
         names: set[str] = set()
         for folder in self.folders.values():
@@ -133,8 +134,10 @@ class JobCgroup:
 
     def oom_kills(self) -> int:
         """How many times the kernel killed a process of the job for using more than its memory."""
-        for folder, name in ((self.folders.get("memory"), "memory.oom_control"),
-                             (self.folders.get("unified"), "memory.events")):
+        for folder, name in (
+            (self.folders.get("memory"), "memory.oom_control"),
+            (self.folders.get("unified"), "memory.events"),
+        ):
             if folder is None:
                 continue
             try:
@@ -166,7 +169,7 @@ class JobCgroup:
         _write(unified / "cgroup.kill", 1)
         return True
 
-    def _frozen(self) -> "_Freeze":
+    def _frozen(self) -> _Freeze:
         return _Freeze(self.folders.get("freezer"), self.folders.get("unified"))
 
     def remove(self) -> None:
@@ -188,7 +191,8 @@ class JobCgroup:
 class _Freeze:
     """While frozen, no process of the group runs, so none can fork away from a kill."""
 
-    def __init__(self, v1_freezer: Optional[Path], v2_group: Optional[Path]):
+    def __init__(self, v1_freezer: Path | None, v2_group: Path | None):
+        self.file: Path | None
         if v1_freezer is not None:
             self.file, self.on, self.off = v1_freezer / "freezer.state", "FROZEN", "THAWED"
         elif v2_group is not None and (v2_group / "cgroup.freeze").exists():
@@ -211,7 +215,7 @@ class _Freeze:
             _write(self.file, self.off)
 
 
-def detect(engine: str) -> tuple[Optional[Cgroups], str]:
+def detect(engine: str) -> tuple[Cgroups | None, str]:
     """The cgroups this engine (root) can make for its jobs under `engine`, and why not when it cannot."""
     if os.geteuid() != 0:
         return None, "the engine does not run as root"

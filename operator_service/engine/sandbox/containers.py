@@ -9,12 +9,13 @@ root file system with a private, size-limited /tmp, and limits on memory (no swa
 it), CPUs and processes. Values reach the container through the docker client's
 environment (`--env NAME`), so the job secret never shows in a process listing.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 CONTAINER_VOLUME = "/data"
 
@@ -24,7 +25,7 @@ class ContainerProcess:
         self.popen = popen
         self.name = name
 
-    def wait(self, timeout: float) -> Optional[int]:
+    def wait(self, timeout: float) -> int | None:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -58,27 +59,59 @@ def remove_container(name: str) -> None:
 
 
 def container_argv(
-    image: str, command: str, env_names: list[str], mounts: list[tuple[Path, str, bool]], *,
-    name: str, cpus: int, ram_bytes: int, tmp_bytes: int, max_processes: int, uid: int,
+    image: str,
+    command: str,
+    env_names: list[str],
+    mounts: list[tuple[Path, str, bool]],
+    *,
+    name: str,
+    cpus: int,
+    ram_bytes: int,
+    tmp_bytes: int,
+    max_processes: int,
+    uid: int,
     host_network: bool,
 ) -> list[str]:
     """The `docker run` command line for one algorithm (pure: tested on its own); it runs as `uid`."""
-    argv = ["docker", "run", "--rm", "--name", name,
-            "--network", "host" if host_network else "none",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--user", f"{uid}:{uid}",
-            "--cpus", str(cpus), "--memory", str(ram_bytes), "--memory-swap", str(ram_bytes),
-            "--pids-limit", str(max_processes),
-            "--read-only", "--tmpfs", f"/tmp:rw,nosuid,nodev,size={tmp_bytes}",
-            "--workdir", CONTAINER_VOLUME, "--entrypoint", "/bin/sh"]
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host" if host_network else "none",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        f"{uid}:{uid}",
+        "--cpus",
+        str(cpus),
+        "--memory",
+        str(ram_bytes),
+        "--memory-swap",
+        str(ram_bytes),
+        "--pids-limit",
+        str(max_processes),
+        "--read-only",
+        "--tmpfs",
+        f"/tmp:rw,nosuid,nodev,size={tmp_bytes}",
+        "--workdir",
+        CONTAINER_VOLUME,
+        "--entrypoint",
+        "/bin/sh",
+    ]
     for source, target, read_only in mounts:
         argv += ["--volume", f"{source}:{CONTAINER_VOLUME}/{target}" + (":ro" if read_only else "")]
     for key in env_names:
         argv += ["--env", key]
-    return argv + [image, "-c", command]
+    return [*argv, image, "-c", command]
 
 
 def start_container(argv: list[str], pod_env: dict[str, str], log: BinaryIO, name: str) -> ContainerProcess:
-    popen = subprocess.Popen(argv, env={**os.environ, **pod_env},
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    popen = subprocess.Popen(
+        argv, env={**os.environ, **pod_env}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+    )
     return ContainerProcess(popen, name)

