@@ -52,8 +52,11 @@ def _publish(engine, job_id: str, *urls: str) -> None:
 
 
 @pytest.fixture
-def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) -> Iterator[World]:  # noqa: F811
+def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube, results_dir) -> Iterator[World]:  # noqa: F811
     gone = f"http://127.0.0.1:{free_port()}"  # result storage that is not there
+    local = results_dir / "spec-job" / "r.txt"  # a result the local engine published
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(b"local result")
     apps = [
         create_app(make_settings(**allowing(storage, gone), **overrides))
         for overrides in (
@@ -84,6 +87,7 @@ def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube) 
         f"{storage}/missing.txt",
         f"{gone}/r.txt",
         "ftp://storage.example/r.txt",
+        local.as_uri(),
     )
     fake_kube.add_pod("ocean-compute", "algo-pod", {"workflow": jobs[0]["jobId"], "component": "algorithm"}, "log text")
     yield World(client, down, cluster_app.test_client(), slow, strict, provider, jobs[0], jobs[1], storage)
@@ -148,6 +152,7 @@ PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
         403: lambda w: w.result(index=4),
         404: lambda w: w.result(job=w.bare_job),
         413: lambda w: w.client.get(f"{API}/getResult", data=BIG, content_type="application/json"),
+        416: lambda w: w.result(index=5, Range="bytes=100-"),
         502: lambda w: w.result(index=3),
         503: lambda w: w.result(client=w.down),
         504: lambda w: w.result(client=w.slow, index=1),

@@ -21,6 +21,7 @@ from operator_service.domain.errors import (
     InvalidRequest,
     NotAuthorized,
     NotFound,
+    RangeNotSatisfiable,
     Refused,
     StorageFailed,
     StorageTimedOut,
@@ -36,6 +37,7 @@ STATUS_OF_DOMAIN_ERROR: dict[type[DomainError], int] = {
     NotFound: 404,
     StorageFailed: 502,
     StorageTimedOut: 504,
+    RangeNotSatisfiable: 416,
 }
 
 STANDARD_HEADERS = {"Connection": "close"}
@@ -66,7 +68,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> Response:
-        return error_response(exc.message, STATUS_OF_DOMAIN_ERROR[type(exc)])
+        response = error_response(exc.message, STATUS_OF_DOMAIN_ERROR[type(exc)])
+        if isinstance(exc, RangeNotSatisfiable):
+            response.headers["Content-Range"] = f"bytes */{exc.size}"
+        return response
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_down(exc: DatabaseUnavailable) -> Response:

@@ -80,7 +80,8 @@ def running_object(row: tuple) -> dict[str, Any]:
 
 def result_response(result: ResultFile) -> Response:
     """The download of a result: the storage's answer to a Range as it came (with the Range
-    header), else an attachment named after the file, with a type guessed from its name."""
+    header), else an attachment named after the file, with a type guessed from its name (for a
+    part of a local file, 206 with its Content-Range)."""
     if result.range_header:
         return Response(result.body, status=result.status, headers={"Range": result.range_header})
     filename, content_type = result.filename, result.content_type
@@ -100,6 +101,10 @@ def result_response(result: ResultFile) -> Response:
     )
     if result.length is not None:
         response.headers["Content-Length"] = str(result.length)
+    if result.content_range:
+        response.headers["Content-Range"] = result.content_range
+    if result.accepts_ranges:
+        response.headers["Accept-Ranges"] = "bytes"
     return response
 
 

@@ -35,3 +35,11 @@ class StorageFailed(DomainError):
 
 class StorageTimedOut(DomainError):
     """The result storage did not answer in time."""
+
+
+class RangeNotSatisfiable(DomainError):
+    """A Range asking only for bytes a local result file does not have; `size` is the file's."""
+
+    def __init__(self, message: str, size: int):
+        super().__init__(message)
+        self.size = size

@@ -11,6 +11,13 @@ to the database, never an instruction to this service, so:
   RESULTS_DIR without following any symbolic link: the file that is checked is the file
   that is served, whatever is planted in the folders meanwhile;
 - anything else is refused (403), and the operator is told the scheme and host in the log.
+
+A Range header is passed on to http(s) storage, which answers it. For a file:// result this
+service answers it: one byte range (`bytes=first-last`, `first-`, or the last N bytes `-N`)
+gives 206 with that part and its Content-Range; a range that starts past the end of the
+file (or asks for the last 0 bytes, or any bytes of an empty file) is unsatisfiable (416);
+a header asking for several ranges, another unit, or malformed, is ignored and the whole
+file is sent, as HTTP allows.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
 from operator_service.config import Settings
-from operator_service.domain.errors import NotFound, Refused, StorageFailed, StorageTimedOut
+from operator_service.domain.errors import NotFound, RangeNotSatisfiable, Refused, StorageFailed, StorageTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,7 @@ CHUNK_BYTES = 4096
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BYTE_RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -49,6 +58,45 @@ class ResultFile:
     content_type: str | None = None
     length: int | None = None
     range_header: str | None = None  # the Range it answers, passed through to the storage
+    content_range: str | None = None  # for a part of a local file (206): "bytes first-last/size"
+    accepts_ranges: bool = False  # a local file: this service answers Range itself
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    first: int
+    last: int  # inclusive, as in Content-Range
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+
+def requested_range(header: str | None, size: int) -> ByteRange | None:
+    """The one byte range `header` asks of a file of `size` bytes, within the file; None for the
+    whole file (no header, or one this service does not answer: several ranges, another unit,
+    malformed); RangeNotSatisfiable when it asks for no byte the file has."""
+    match = _BYTE_RANGE.match(header or "")
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(header, size)
+        return ByteRange(max(size - suffix, 0), size - 1)
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(header, size)
+    return ByteRange(start, min(int(last), size - 1) if last else size - 1)
+
+
+def _unsatisfiable(header: str | None, size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(
+        f"Error getResult: Range {header!r:.100} asks for no byte of the result, which has {size} bytes", size
+    )
 
 
 def open_result(url: str, settings: Settings, range_header: str | None) -> ResultFile:
@@ -57,7 +105,7 @@ def open_result(url: str, settings: Settings, range_header: str | None) -> Resul
     if scheme in ("http", "https"):
         return _open_http(url, settings, range_header)
     if scheme == "file":
-        return _open_file(url, settings)
+        return _open_file(url, settings, range_header)
     raise _refused(f"unsupported result URL scheme {scheme or 'none'!r}")
 
 
@@ -166,20 +214,38 @@ def _open_http(url: str, settings: Settings, range_header: str | None) -> Result
     )
 
 
-def _open_file(url: str, settings: Settings) -> ResultFile:
+def _open_file(url: str, settings: Settings, range_header: str | None) -> ResultFile:
     if not settings.results_dir:
         raise _refused("local result files are not served (RESULTS_DIR is not set)")
     root = Path(settings.results_dir).resolve()
     relative = _inside(root, PurePosixPath(unquote(urlsplit(url).path)))
     fd = _open_beneath(root, relative)
+    size = os.fstat(fd).st_size
+    try:
+        part = requested_range(range_header, size)
+    except RangeNotSatisfiable:
+        os.close(fd)
+        raise
     handle = os.fdopen(fd, "rb")
+    if part is None:
+        return ResultFile(_read(handle, size), 200, relative.name, length=size, accepts_ranges=True)
+    handle.seek(part.first)
+    return ResultFile(
+        _read(handle, part.length),
+        206,
+        relative.name,
+        length=part.length,
+        content_range=f"bytes {part.first}-{part.last}/{size}",
+        accepts_ranges=True,
+    )
 
-    def body() -> Iterator[bytes]:
-        with handle:
-            while chunk := handle.read(CHUNK_BYTES):
-                yield chunk
 
-    return ResultFile(body(), 200, relative.name, length=os.fstat(fd).st_size)
+def _read(handle: BinaryIO, count: int) -> Iterator[bytes]:
+    """At most `count` bytes of `handle` from where it stands, in chunks; closes it at the end."""
+    with handle:
+        while count > 0 and (chunk := handle.read(min(CHUNK_BYTES, count))):
+            count -= len(chunk)
+            yield chunk
 
 
 def _inside(root: Path, path: PurePosixPath) -> PurePosixPath:

@@ -189,7 +189,7 @@ def get_result() -> Response:
       - {in: query, name: owner, type: string, maxLength: 255, required: true}
       - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
       - {in: query, name: nonce, type: string, maxLength: 100, required: true}
-      - {in: header, name: Range, type: string, description: forwarded to the storage}
+      - {in: header, name: Range, type: string, description: "forwarded to http(s) storage; for a local (file://) result, one byte range is answered with 206, several are ignored"}
     responses:
       200: {description: The file, schema: {type: file}}
       206: {description: "Part of the file (with Range)", schema: {type: file}}
@@ -198,6 +198,7 @@ def get_result() -> Response:
       403: {description: "The stored result is not served: outside RESULT_URL_PREFIXES or RESULTS_DIR, another scheme, or a URL that cannot be used", schema: {$ref: "#/definitions/Error"}}
       404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch, the result file does not exist", schema: {$ref: "#/definitions/Error"}}
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      416: {description: "Range asks for no byte of a local result (Content-Range: bytes */size)", schema: {$ref: "#/definitions/Error"}}
       502: {description: Result storage unreachable, schema: {$ref: "#/definitions/Error"}}
       503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
       504: {description: Result storage did not answer in time, schema: {$ref: "#/definitions/Error"}}
