@@ -43,7 +43,7 @@ from operator_service.engine.job import EngineContext
 from operator_service.engine.lease import NamespaceLease
 from operator_service.engine.runner import Engine
 from operator_service.engine.sandbox.isolation import Isolation, set_up_isolation
-from operator_service.engine.settings import EngineConfig
+from operator_service.engine.settings import EngineConfig, load_operator_key
 from operator_service.engine.workspace import prepare_work_dir
 from operator_service.store import migrations
 from operator_service.store.pool import Database
@@ -106,7 +106,8 @@ class Bench:
         isolation = set_up_isolation(config) if sandboxed else NO_ISOLATION
         db = Database(self.settings.postgres, max_connections=4)
         lease = NamespaceLease.take(self.settings.postgres, namespace, self.stop)
-        engine = Engine(EngineContext(db, config, self.stop, isolation), "0x" + "00" * 20, lease)
+        operator = load_operator_key(config)
+        engine = Engine(EngineContext(db, config, self.stop, isolation, operator), operator.address, lease)
         threading.Thread(target=engine.run, daemon=True).start()
         self._wait(lambda: self._announced(namespace), 30)
 

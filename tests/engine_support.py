@@ -160,15 +160,19 @@ def start_engine(settings, db, work_dirs) -> Iterator[Callable[..., RunningEngin
     engines: list[RunningEngine] = []
 
     def start(namespace: str = "ocean-compute", work_dir: Path | None = None, **overrides: Any) -> RunningEngine:
-        options = {"max_job_duration": 20.0, "max_jobs": 4, **overrides}
+        options = {
+            "max_job_duration": 20.0,
+            "max_jobs": 4,
+            "max_input_bytes": 1024 * 1024,
+            "fetch_timeout": 10.0,
+            **overrides,
+        }
         config = EngineConfig(
             namespace=namespace,
             work_dir=work_dir or work_dirs(),
             results_dir=Path(settings.results_dir),
             poll_seconds=0.1,
             use_docker="off",
-            max_input_bytes=1024 * 1024,
-            fetch_timeout=10.0,
             **options,
         )
         stop = threading.Event()

@@ -46,7 +46,7 @@ from operator_service.engine.provision import provision
 from operator_service.engine.publish import publish
 from operator_service.engine.sandbox import containers
 from operator_service.engine.sandbox.isolation import AlgorithmProcess, Isolation, JobSandbox, SandboxError
-from operator_service.engine.settings import EngineConfig
+from operator_service.engine.settings import EngineConfig, OperatorKey
 from operator_service.engine.volumes import VolumeError
 from operator_service.engine.workspace import open_engine_file, workspace_for
 from operator_service.model.status import JobStatus, StopRequest
@@ -70,6 +70,7 @@ class EngineContext:
     config: EngineConfig
     stop: threading.Event
     isolation: Isolation
+    operator: OperatorKey  # signs the downloads of remote inputs; its address is the announced consumerAddress
 
     def call(self, statement: Callable[..., T], *args: Any) -> T:
         """Run a statement of engine_queries, waiting out a database outage."""
@@ -141,7 +142,9 @@ class JobRun:
 
     def _configure(self) -> JobStatus:
         limits = FetchLimits(self.ctx.config.max_input_bytes, self.ctx.config.fetch_timeout)
-        status = provision(self.workspace, self.stage, limits, self.ctx.stop, self._admin_log("configure"))
+        status = provision(
+            self.workspace, self.stage, limits, self.ctx.stop, self._admin_log("configure"), self.ctx.operator
+        )
         if self.ctx.stop.is_set():
             raise EngineStopping()
         self.ctx.call(q.set_status, self.job_id, status)

@@ -1,11 +1,14 @@
 """The configure stage: what pod-configuration does, into the job folder.
 
-Every input's URLs (a list, or one string) are saved as inputs/<did>/0, 1, ...; then,
-only if all inputs arrived, the algorithm: its rawcode when it has more than 10
-characters (pod-configuration's rule), else its first URL, saved as
-transformations/algorithm. `algocustomdata`, when present, goes to
-inputs/algoCustomData.json. The result is 30, 31 (an input failed) or 32 (the
-algorithm failed), and every step is written to adminlogs/configure.log.
+Each input is taken in pod-configuration's order of precedence: its `url` (a list, or one
+string), saved as inputs/<did>/0, 1, ...; else its `remote` asset (a DID, an order and a
+service id: what the Ocean Provider sends), fetched from the asset's Provider by remote.py
+with downloads signed by the operator's key. Then, only if all inputs arrived, the
+algorithm: its rawcode when it has more than 10 characters (pod-configuration's rule), else
+its first URL, else its `remote` asset, saved as transformations/algorithm.
+`algocustomdata`, when the key is present (null included), goes to
+inputs/algoCustomData.json. The result is 30, 31 (an input failed) or 32 (the algorithm
+failed), and every step is written to adminlogs/configure.log, never a key or a signature.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from operator_service.engine.fetch import FetchError, FetchLimits, download
+from operator_service.engine import remote
+from operator_service.engine.fetch import FetchError, FetchLimits, describe, download
+from operator_service.engine.settings import OperatorKey
 from operator_service.engine.workspace import Workspace
 from operator_service.model.status import JobStatus
 from operator_service.model.workflow import Stage, without_prefix
@@ -31,22 +36,15 @@ class ProvisionError(Exception):
     """The job document itself makes provisioning impossible."""
 
 
-def provision(workspace: Workspace, stage: Stage, limits: FetchLimits, stop: threading.Event, log: Log) -> JobStatus:
-    log("========== Fetching input assets ============")
-    for position, item in enumerate(stage.inputs):
-        try:
-            _fetch_input(workspace, position, item, limits, stop, log)
-        except (FetchError, ProvisionError, OSError) as exc:
-            log(f"Input {position} failed: {exc}")
-            return JobStatus.DATA_FAILED
-    log("========== Done with inputs, moving to algo ============")
-    try:
-        _write_algorithm(workspace, stage, limits, stop, log)
-    except (FetchError, ProvisionError, OSError) as exc:
-        log(f"Algorithm failed: {exc}")
-        return JobStatus.ALGORITHM_FAILED
-    log("========== Provisioning success ============")
-    return JobStatus.PROVISIONED
+def provision(
+    workspace: Workspace,
+    stage: Stage,
+    limits: FetchLimits,
+    stop: threading.Event,
+    log: Log,
+    operator: OperatorKey,
+) -> JobStatus:
+    return _Configure(workspace, stage, limits, stop, log, operator).run()
 
 
 def _urls(value: Any) -> list[Any]:
@@ -55,42 +53,103 @@ def _urls(value: Any) -> list[Any]:
     return [] if value is None else [value]
 
 
-def _fetch_input(
-    workspace: Workspace, position: int, item: dict, limits: FetchLimits, stop: threading.Event, log: Log
-) -> None:
-    did = without_prefix(item.get("id", ""))
-    if not DID_FOLDER.match(did):
-        raise ProvisionError(f"input id {item.get('id')!r:.100} cannot name a folder")
-    urls = _urls(item.get("url"))
-    if not urls:
-        raise ProvisionError("it has no url (the local engine fetches url inputs only, not remote assets)")
-    folder = workspace.inputs / did
-    folder.mkdir(mode=0o755, exist_ok=True)
-    log(f"Processing input {position} ({item.get('id')}): {len(urls)} file(s)")
-    for index, url in enumerate(urls):
-        size = download(url, folder / str(index), limits, stop)
-        log(f"Downloaded {size} bytes to inputs/{did}/{index}")
+class _Configure:
+    def __init__(
+        self,
+        workspace: Workspace,
+        stage: Stage,
+        limits: FetchLimits,
+        stop: threading.Event,
+        log: Log,
+        operator: OperatorKey,
+    ):
+        self.workspace = workspace
+        self.stage = stage
+        self.limits = limits
+        self.stop = stop
+        self.log = log
+        self.operator = operator
+        self._access: remote.RemoteAccess | None = None
 
+    def run(self) -> JobStatus:
+        log = self.log
+        log("========== Fetching input assets ============")
+        for position, item in enumerate(self.stage.inputs):
+            try:
+                self._fetch_input(position, item)
+            except (FetchError, ProvisionError, OSError) as exc:
+                log(f"Input {position} failed: {exc}")
+                self._explain(exc)
+                return JobStatus.DATA_FAILED
+        log("========== Done with inputs, moving to algo ============")
+        try:
+            self._write_algorithm()
+        except (FetchError, ProvisionError, OSError) as exc:
+            log(f"Algorithm failed: {exc}")
+            self._explain(exc)
+            return JobStatus.ALGORITHM_FAILED
+        log("========== Provisioning success ============")
+        return JobStatus.PROVISIONED
 
-def _write_algorithm(workspace: Workspace, stage: Stage, limits: FetchLimits, stop: threading.Event, log: Log) -> None:
-    algorithm = stage.algorithm
-    entrypoint = stage.container.get("entrypoint")
-    if not isinstance(entrypoint, str) or not entrypoint.strip():
-        raise ProvisionError("it has no container entrypoint")
-    if "algocustomdata" in algorithm:
-        (workspace.inputs / "algoCustomData.json").write_text(json.dumps(algorithm["algocustomdata"]))
-        log("AlgoCustomData saved to inputs/algoCustomData.json")
-    rawcode = algorithm.get("rawcode")
-    if isinstance(rawcode, str) and len(rawcode) >= MIN_RAWCODE_CHARS:
-        data = rawcode.encode("utf-8")
-        if len(data) > limits.max_bytes:
-            raise ProvisionError(f"rawcode is {len(data)} bytes, more than the limit of {limits.max_bytes}")
-        workspace.algorithm.write_bytes(data)
-        log(f"Wrote algorithm code ({len(data)} bytes) to transformations/algorithm")
-    else:
-        urls = _urls(algorithm.get("url"))
+    def _fetch_input(self, position: int, item: dict) -> None:
+        did = without_prefix(item.get("id", ""))
+        if not DID_FOLDER.match(did):
+            raise ProvisionError(f"input id {item.get('id')!r:.100} cannot name a folder")
+        urls = _urls(item.get("url"))
+        if not urls and "remote" in item:
+            self.log(f"Processing input {position} ({item.get('id')}): a remote asset, fetched from its Provider")
+            remote.fetch_input(self.workspace, item, self._remote_access(), self.limits, self.stop, self.log)
+            return
         if not urls:
-            raise ProvisionError("it has neither rawcode nor url")
-        size = download(urls[0], workspace.algorithm, limits, stop)
-        log(f"Downloaded algorithm ({size} bytes) to transformations/algorithm")
-    workspace.algorithm.chmod(0o755)
+            raise ProvisionError("it has neither url nor remote")
+        folder = self.workspace.inputs / did
+        folder.mkdir(mode=0o755, exist_ok=True)
+        self.log(f"Processing input {position} ({item.get('id')}): {len(urls)} file(s)")
+        for index, url in enumerate(urls):
+            size = download(url, folder / str(index), self.limits, self.stop)
+            self.log(f"Downloaded {size} bytes to inputs/{did}/{index}")
+
+    def _write_algorithm(self) -> None:
+        algorithm = self.stage.algorithm
+        entrypoint = self.stage.container.get("entrypoint")
+        if not isinstance(entrypoint, str) or not entrypoint.strip():
+            raise ProvisionError("it has no container entrypoint")
+        if "algocustomdata" in algorithm:
+            (self.workspace.inputs / "algoCustomData.json").write_text(json.dumps(algorithm["algocustomdata"]))
+            self.log("AlgoCustomData saved to inputs/algoCustomData.json")
+        rawcode = algorithm.get("rawcode")
+        urls = _urls(algorithm.get("url"))
+        if isinstance(rawcode, str) and len(rawcode) >= MIN_RAWCODE_CHARS:
+            data = rawcode.encode("utf-8")
+            if len(data) > self.limits.max_bytes:
+                raise ProvisionError(f"rawcode is {len(data)} bytes, more than the limit of {self.limits.max_bytes}")
+            self.workspace.algorithm.write_bytes(data)
+            self.log(f"Wrote algorithm code ({len(data)} bytes) to transformations/algorithm")
+        elif urls:
+            size = download(urls[0], self.workspace.algorithm, self.limits, self.stop)
+            self.log(f"Downloaded algorithm ({size} bytes) to transformations/algorithm")
+        elif "remote" in algorithm:
+            self.log(f"Processing the algorithm ({algorithm.get('id')}): a remote asset, fetched from its Provider")
+            remote.fetch_algorithm(self.workspace, algorithm, self._remote_access(), self.limits, self.stop, self.log)
+        else:
+            raise ProvisionError("it has neither rawcode nor url nor remote")
+        self.workspace.algorithm.chmod(0o755)
+
+    def _remote_access(self) -> remote.RemoteAccess:
+        """The metadata cache of stage 0 and the operator's key, checked once, at the first remote asset."""
+        if self._access is None:
+            self._access = remote.remote_access(self.stage.raw, self.operator.key)
+            self.log(
+                f"Remote assets: DDOs from the metadata cache at {describe(self._access.metadata_uri)};"
+                f" downloads signed as consumer {self.operator.address} ({self.operator.origin()})"
+            )
+        return self._access
+
+    def _explain(self, exc: Exception) -> None:
+        """After a Provider refused a download: what it expects of the address the engine signs with."""
+        if isinstance(exc, remote.DownloadRefused):
+            self.log(
+                f"The Provider serves a compute asset only to the consumerAddress of a compute environment it"
+                f" knows, for an order made out to that address: this engine signs as {self.operator.address}"
+                f" ({self.operator.origin()})"
+            )

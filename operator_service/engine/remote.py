@@ -81,6 +81,10 @@ class RemoteError(FetchError):
     """A remote asset that cannot be fetched; the message names the step and the reason."""
 
 
+class DownloadRefused(RemoteError):
+    """The Provider answered a signed download with an error (signature, consumer, order, file)."""
+
+
 @dataclass(frozen=True)
 class RemoteAsset:
     """What a workflow item with `remote` names: the asset, its order and its service."""
@@ -281,7 +285,7 @@ def download_file(
         except HttpStatusError as exc:
             reason = provider_reason(exc.body, (signature,))
             message = f"file {index} of {asset.did}: the Provider refused: HTTP {exc.status}: {reason}"
-            raise RemoteError(message) from None
+            raise DownloadRefused(message) from None
         except FetchError as exc:
             raise RemoteError(f"file {index} of {asset.did}: {exc}") from None
 

@@ -24,7 +24,7 @@ from operator_service.engine import workspace
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.engine.sandbox.isolation import Isolation, kill_leftovers, set_up_isolation
-from operator_service.engine.settings import EngineConfig, operator_key
+from operator_service.engine.settings import EngineConfig, load_operator_key
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
 from operator_service.store.pool import Database, DatabaseUnavailable
 from operator_service.store.settings import PostgresSettings
@@ -194,12 +194,13 @@ def _run_holding(
     engine_config.results_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         engine_config.results_dir.chmod(0o711)  # no job's user may list other jobs' results
-    address = operator_key(engine_config).public_key.to_checksum_address()
+    operator = load_operator_key(engine_config)
     log.info(
-        "local engine for environment %s: up to %d jobs; consumer address %s",
+        "local engine for environment %s: up to %d jobs; consumer address %s (%s)",
         engine_config.namespace,
         engine_config.max_jobs,
-        address,
+        operator.address,
+        operator.origin(),
     )
     for level, line in isolation.report(engine_config):
         log.log(level, "  %s", line)
@@ -208,7 +209,7 @@ def _run_holding(
         log.info("killed the processes of %d job(s) an earlier run of this engine left behind", killed)
     db = Database(postgres, max_connections=engine_config.max_jobs + 2)
     try:
-        Engine(EngineContext(db, engine_config, stop_event, isolation), address, lease).run()
+        Engine(EngineContext(db, engine_config, stop_event, isolation, operator), operator.address, lease).run()
     finally:
         db.close()
         log.info("local engine for environment %s stopped", engine_config.namespace)

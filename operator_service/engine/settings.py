@@ -113,6 +113,29 @@ def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
     )
 
 
+@dataclass(frozen=True)
+class OperatorKey:
+    """The key whose address the engine announces as consumerAddress, and which signs its
+    downloads from Providers; `generated` when OPERATOR_PRIVATE_KEY is not set."""
+
+    key: PrivateKey = field(repr=False)
+    generated: bool
+
+    @property
+    def address(self) -> str:
+        return self.key.public_key.to_checksum_address()
+
+    def origin(self) -> str:
+        """Where the key comes from, in words for the logs (never the key itself)."""
+        if self.generated:
+            return f"OPERATOR_PRIVATE_KEY is not set: a key this engine generated, kept in ENGINE_WORK_DIR/{KEY_FILE}"
+        return "the key of OPERATOR_PRIVATE_KEY"
+
+
+def load_operator_key(config: EngineConfig) -> OperatorKey:
+    return OperatorKey(operator_key(config), generated=not config.private_key)
+
+
 def operator_key(config: EngineConfig) -> PrivateKey:
     """OPERATOR_PRIVATE_KEY, or a key generated once and kept (mode 0600) in the work dir."""
     if config.private_key:
