@@ -1,10 +1,15 @@
-"""`operator-service demo`: one compute job through a running service, from request to result.
+"""`operator-service demo`: a real order's workflow through a running service, from request to result.
 
-It plays the Ocean Provider: it serves a small sample file over HTTP on 127.0.0.1,
-waits for an engine to announce an environment, submits a signed job whose Python
-algorithm counts the lines of every input, shows each status change, and downloads
-the result into the current folder. The Provider key is DEMO_PROVIDER_KEY, or a new
-one (fine unless the service sets SIGNATURE_REQUIRED=1 with ALLOWED_PROVIDERS).
+It starts its own stand-ins for Ocean's metadata cache and Provider on 127.0.0.1
+(tools/ocean_standins.py) and waits for an engine to announce an environment; the stand-in
+Provider then knows that environment's consumerAddress, as a real Provider reads it from
+GET /environments. It publishes a sample dataset and a Python algorithm that counts its
+lines, orders both for that address, submits the compute request a Provider sends (each
+asset `remote`: a DID, an order and a service id, no URL), shows each status change, and
+downloads the result into the current folder, never over an existing file. The engine
+fetches the assets from the stand-ins on 127.0.0.1, so it must run on this machine (as
+`make run` runs it). The Provider's key is DEMO_PROVIDER_KEY, or a new one (fine unless the
+service sets SIGNATURE_REQUIRED=1 with ALLOWED_PROVIDERS).
 """
 
 from __future__ import annotations
@@ -13,19 +18,16 @@ import argparse
 import itertools
 import os
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
 import requests
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
+from eth_keys.exceptions import ValidationError
 
-from operator_service.domain.signatures import provider_message, sign_provider_message
+from operator_service.tools.ocean_standins import AssetFile, OceanStandIns, Provider, Purchase, provider_stage
 
 API = "/api/v1/operator"
 SAMPLE_LINES = 42
@@ -34,16 +36,25 @@ STAGES = (1, 20, 30, 40, 60, 70)
 SPINNER = "|/-\\"
 REQUEST_TIMEOUT = 15
 POLL_SECONDS = 0.25
+DATASET_NAME = "Demo sample lines"
+ALGORITHM_NAME = "Line counter"
+# The container the algorithm's DDO names: what the engine runs it in when it uses docker.
+ALGORITHM_CONTAINER = {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""}
+ALGORITHM_OPTIONS = {"title": "Lines per file"}  # the job's algocustomdata
 
 ALGORITHM = """import json, os, time
 time.sleep(2)  # a pause, so that the demo can show the running stage
-report, total = [], 0
+with open(os.path.join(os.environ["INPUTS"], "algoCustomData.json")) as handle:
+    options = json.load(handle) or {}
+report, total = [options.get("title", "Line count")], 0
 for did in json.loads(os.environ["DIDS"]):
+    with open(os.path.join(os.environ["VOLUME"], "ddos", did)) as handle:
+        name = json.load(handle)["metadata"]["name"]
     folder = os.path.join(os.environ["INPUTS"], did)
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as handle:
+    for file in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, file), "rb") as handle:
             lines = sum(1 for _ in handle)
-        report.append(f"{did[:12]}.../{name}: {lines} lines")
+        report.append(f"{name} (did:op:{did[:12]}...), file {file}: {lines} lines")
         total += lines
 report.append(f"total: {total} lines")
 with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
@@ -56,43 +67,15 @@ class DemoError(Exception):
     """Why the demo stopped, in words for the person who ran it."""
 
 
-class _Sample(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(SAMPLE)))
-        self.end_headers()
-        self.wfile.write(SAMPLE)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def serve_sample() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sample)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/sample.txt"
-
-
-@dataclass
-class Provider:
-    """Signs as the Ocean Provider: owner + (jobId or "") + nonce, with a fresh nonce each call."""
-
-    private_key: str
-    owner: str
-    _last_nonce: int = 0
-
-    def signed(self, job_id: str = "") -> dict[str, str]:
-        self._last_nonce = max(time.time_ns(), self._last_nonce + 1)
-        nonce = str(self._last_nonce)
-        signature = sign_provider_message(self.private_key, provider_message(self.owner, job_id, nonce))
-        return {"nonce": nonce, "providerSignature": signature}
-
-
-def new_provider() -> Provider:
-    key = os.environ.get("DEMO_PROVIDER_KEY") or "0x" + os.urandom(32).hex()
-    owner = keys.PrivateKey(os.urandom(32)).public_key.to_checksum_address()
-    return Provider(key, owner)
+def demo_provider_key() -> PrivateKey | None:
+    """DEMO_PROVIDER_KEY, when set: the key the stand-in Provider signs with."""
+    raw = (os.environ.get("DEMO_PROVIDER_KEY") or "").strip()
+    if not raw:
+        return None
+    try:
+        return PrivateKey(bytes.fromhex(raw.removeprefix("0x")))
+    except (ValueError, ValidationError):
+        raise DemoError("DEMO_PROVIDER_KEY must be a 32-byte hex private key") from None
 
 
 class Service:
@@ -117,13 +100,16 @@ class Service:
             raise DemoError(f"{method} {path} did not answer JSON; is {self.url} the operator-service?") from None
 
 
-def wait_for_environment(service: Service, wanted: str | None, deadline: float, out: TextIO) -> str:
+def wait_for_environment(service: Service, wanted: str | None, deadline: float, out: TextIO) -> dict:
+    """The environment an engine announces (`wanted`, or the first one), with its consumerAddress."""
     out.write("waiting for a compute environment to be announced by an engine...\n")
     while True:
-        found = [env.get("id") for env in service.json("GET", "/environments")]
-        if wanted in found or (wanted is None and found):
-            chosen = wanted or found[0]
-            out.write(f"environment: {chosen}\n")
+        found = {env.get("id"): env for env in service.json("GET", "/environments") if isinstance(env, dict)}
+        chosen = found.get(wanted) if wanted else next(iter(found.values()), None)
+        if chosen is not None:
+            if not chosen.get("consumerAddress"):
+                raise DemoError(f"environment {chosen.get('id')} announces no consumerAddress")
+            out.write(f"environment: {chosen['id']}, consumerAddress {chosen['consumerAddress']}\n")
             return chosen
         if time.monotonic() > deadline:
             raise DemoError(
@@ -133,29 +119,24 @@ def wait_for_environment(service: Service, wanted: str | None, deadline: float, 
         time.sleep(1)
 
 
-def submit(service: Service, provider: Provider, environment: str, input_url: str) -> str:
-    workflow = {
-        "stages": [
-            {
-                "index": 0,
-                "input": [{"index": 0, "id": "did:op:" + os.urandom(32).hex(), "url": [input_url]}],
-                "algorithm": {
-                    "id": "",
-                    "rawcode": ALGORITHM,
-                    "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": ""},
-                },
-                "compute": {"Instances": 1, "namespace": environment, "maxtime": 60},
-                "output": {},
-            }
-        ]
-    }
-    body = {
-        "workflow": workflow,
-        "agreementId": "demo-" + uuid.uuid4().hex,
-        "owner": provider.owner,
-        "environment": environment,
-        **provider.signed(),
-    }
+def publish_and_order(ocean: OceanStandIns, consumer: str, owner: str, out: TextIO) -> tuple[Purchase, Purchase]:
+    """The sample dataset and the algorithm, published and ordered for `consumer`, paid by `owner`."""
+    dataset = ocean.publish([AssetFile(SAMPLE, "sample.txt", "text/plain")], name=DATASET_NAME)
+    algorithm = ocean.publish(
+        [AssetFile(ALGORITHM.encode(), "count_lines.py", "text/x-python")],
+        kind="algorithm",
+        name=ALGORITHM_NAME,
+        container=ALGORITHM_CONTAINER,
+    )
+    out.write(f"published dataset {dataset.did} ({SAMPLE_LINES} lines) and algorithm {algorithm.did}\n")
+    orders = ocean.order(dataset, consumer, payer=owner), ocean.order(algorithm, consumer, payer=owner)
+    out.write(f"ordered both for the environment's consumerAddress, paid by the user {owner}\n")
+    return orders
+
+
+def submit(service: Service, ocean: OceanStandIns, stage: dict, owner: str, environment: str, agreement: str) -> str:
+    """POST the Provider's compute request (its computeStart body) to the service; the job id."""
+    body = ocean.compute_request(stage, owner, environment, agreement)
     return _one_job(service.json("POST", "/compute", json=body))["jobId"]
 
 
@@ -195,11 +176,11 @@ class Progress:
             self.out.write("\r\033[K")
 
 
-def follow(service: Service, provider: Provider, job_id: str, deadline: float, out: TextIO) -> dict:
+def follow(service: Service, provider: Provider, owner: str, job_id: str, deadline: float, out: TextIO) -> dict:
     progress = Progress(out)
     try:
         while True:
-            query = {"owner": provider.owner, "jobId": job_id, **provider.signed(job_id)}
+            query = {"owner": owner, "jobId": job_id, **provider.signed(owner, job_id)}
             job = _one_job(service.json("GET", "/compute", params=query))
             progress.show(int(job["status"]), str(job["statusText"]))
             if job.get("dateFinished"):
@@ -213,22 +194,39 @@ def follow(service: Service, provider: Provider, job_id: str, deadline: float, o
         progress.done()
 
 
-def download(service: Service, provider: Provider, job: dict, folder: Path) -> Path:
+def download(service: Service, provider: Provider, owner: str, job: dict, folder: Path) -> Path:
     results = job.get("results") or []
     outputs = [index for index, entry in enumerate(results) if entry.get("type") == "output"]
     if int(job["status"]) != 70 or job.get("stopreq") or not outputs:
         raise DemoError(
             f"job {job['jobId']} ended with status {job['status']} {job['statusText'].strip()},"
             f" stopreq {job.get('stopreq')}, and no output to download"
+            + _configure_failure(service, provider, owner, job)
         )
-    index = outputs[0]
-    query = {"index": index, "jobId": job["jobId"], "owner": provider.owner, **provider.signed(job["jobId"])}
+    target = _free_name(folder, Path(str(results[outputs[0]].get("filename") or "result")).name)
+    target.write_bytes(_result(service, provider, owner, job["jobId"], outputs[0]))
+    return target
+
+
+def _result(service: Service, provider: Provider, owner: str, job_id: str, index: int) -> bytes:
+    query = {"index": index, "jobId": job_id, "owner": owner, **provider.signed(owner, job_id)}
     response = service.call("GET", "/getResult", params=query)
     if response.status_code != 200:
         raise DemoError(f"getResult answered {response.status_code}: {response.text.strip()[:500]}")
-    target = _free_name(folder, Path(str(results[index].get("filename") or "result")).name)
-    target.write_bytes(response.content)
-    return target
+    return response.content
+
+
+def _configure_failure(service: Service, provider: Provider, owner: str, job: dict) -> str:
+    """What the job's configure log says from its failure on (nothing if it names no failure)."""
+    logs = [index for index, entry in enumerate(job.get("results") or []) if entry.get("type") == "configrationLog"]
+    if not logs:
+        return ""
+    lines = _result(service, provider, owner, job["jobId"], logs[0]).decode(errors="replace").splitlines()
+    failed = [index for index, line in enumerate(lines) if " failed: " in line]
+    if not failed:
+        return ""
+    said = "\n  ".join(line.split(" ", 1)[-1] for line in lines[failed[-1] :])
+    return f"; the engine's configure log says:\n  {said}"
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -241,17 +239,24 @@ def _free_name(folder: Path, name: str) -> Path:
 def run(url: str, environment: str | None, timeout: float, out: TextIO) -> Path:
     deadline = time.monotonic() + timeout
     service = Service(url)
-    server, input_url = serve_sample()
+    ocean = OceanStandIns(provider_key=demo_provider_key())
     try:
-        provider = new_provider()
+        out.write(f"metadata cache (stand-in): {ocean.metadata_uri}\n")
+        out.write(f"Provider (stand-in): {ocean.provider.url}, address {ocean.provider.address}\n")
         chosen = wait_for_environment(service, environment, deadline, out)
-        job_id = submit(service, provider, chosen, input_url)
-        out.write(f"submitted job {job_id} (input {input_url}, {SAMPLE_LINES} lines)\n")
-        job = follow(service, provider, job_id, deadline, out)
-        return download(service, provider, job, Path.cwd())
+        consumer = chosen["consumerAddress"]
+        ocean.provider.allow_compute_consumer(consumer)
+        owner = PrivateKey(os.urandom(32)).public_key.to_checksum_address()
+        dataset, algorithm = publish_and_order(ocean, consumer, owner, out)
+        stage = provider_stage(ocean, [dataset], algorithm, algocustomdata=ALGORITHM_OPTIONS)
+        job_id = submit(service, ocean, stage, owner, chosen["id"], dataset.tx_id)
+        out.write(f"submitted job {job_id}: the dataset and the algorithm as remote assets (DID, order, service)\n")
+        job = follow(service, ocean.provider, owner, job_id, deadline, out)
+        served = [query for query in ocean.provider.downloads if query.get("consumerAddress") == consumer]
+        out.write(f"the Provider served {len(served)} signed download(s) to {consumer}\n")
+        return download(service, ocean.provider, owner, job, Path.cwd())
     finally:
-        server.shutdown()
-        server.server_close()
+        ocean.close()
 
 
 def main(argv: list[str] | None = None) -> int:
