@@ -9,6 +9,7 @@ put a signature, a signed URL or the key into what was logged.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -424,3 +425,17 @@ def test_a_refusal_is_reported_in_one_line_without_signatures_or_queries():
     assert reason.startswith("Invalid signature <redacted> for ethereum address 0xAbC")
     assert provider_reason(b"") == "(no reason given)"
     assert len(provider_reason(b"x" * 5000)) == 300
+
+
+def test_urllib3_debug_lines_name_the_download_without_its_signed_query(ocean, operator, workspace, log, caplog):
+    """With LOG_LEVEL=DEBUG, urllib3 logs every request line; a signed download's query must not be in it."""
+    dataset = bought(ocean, operator, [FakeFile(b"data")])
+    stage = provider_stage(ocean, [dataset], bought(ocean, operator, [FakeFile(CODE)], kind="algorithm"))
+
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        fetch_one_input(workspace, stage, operator, log)
+
+    (query,) = ocean.provider.downloads
+    assert '"GET /api/services/download HTTP/1.1" 200' in caplog.text
+    assert query["signature"].removeprefix("0x") not in caplog.text
+    assert "signature=" not in caplog.text and "nonce=" not in caplog.text

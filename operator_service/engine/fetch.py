@@ -4,10 +4,15 @@ Only http and https URLs are fetched. A download fails when it is larger than
 ENGINE_MAX_INPUT_BYTES, takes longer than ENGINE_FETCH_TIMEOUT in total (a server that
 stays silent that long fails too), or the engine is stopping; the partial file is removed.
 The target is created exclusively in a folder only the engine writes to.
+
+Query strings of the URLs fetched are never logged: they often carry credentials (a signed
+download's signature, a pre-signed storage URL). That holds for urllib3's own DEBUG lines too,
+which name each request with its query: the engine logs their path only.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,6 +27,18 @@ CHUNK_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 ERROR_BODY_BYTES = 4096
+
+
+class _PathsOnly(logging.Filter):
+    """Cuts the query string off every text argument of a log record (urllib3's request lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_PathsOnly())
 
 
 class FetchError(Exception):
