@@ -107,8 +107,7 @@ class Bench:
         isolation = set_up_isolation(config) if sandboxed else NO_ISOLATION
         db = Database(self.settings.postgres, max_connections=4)
         lease = NamespaceLease.take(self.settings.postgres, namespace, self.stop)
-        operator = load_operator_key(config)
-        engine = Engine(EngineContext(db, config, self.stop, isolation, operator), operator.address, lease)
+        engine = Engine(EngineContext(db, config, self.stop, isolation, load_operator_key(config)), lease)
         threading.Thread(target=engine.run, daemon=True).start()
         self._wait(lambda: self._announced(namespace), 30)
 

@@ -33,9 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, ctx: EngineContext, consumer_address: str, lease: NamespaceLease):
+    def __init__(self, ctx: EngineContext, lease: NamespaceLease):
         self.ctx = ctx
-        self.consumer_address = consumer_address
         self.lease = lease
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
@@ -89,7 +88,7 @@ class Engine:
             "desc": config.description,
             "currentJobs": current_jobs,
             "maxJobs": config.max_jobs,
-            "consumerAddress": self.consumer_address,
+            "consumerAddress": self.ctx.operator.address,
             "storageExpiry": config.storage_expiry,
             "maxJobDuration": _plain(config.max_job_duration),
         }
@@ -209,7 +208,7 @@ def _run_holding(
         log.info("killed the processes of %d job(s) an earlier run of this engine left behind", killed)
     db = Database(postgres, max_connections=engine_config.max_jobs + 2)
     try:
-        Engine(EngineContext(db, engine_config, stop_event, isolation, operator), operator.address, lease).run()
+        Engine(EngineContext(db, engine_config, stop_event, isolation, operator), lease).run()
     finally:
         db.close()
         log.info("local engine for environment %s stopped", engine_config.namespace)
