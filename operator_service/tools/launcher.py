@@ -47,6 +47,8 @@ from operator_service.tools.processes import dies_with_parent, interruptible
 if TYPE_CHECKING:
     from operator_service.tools.embedded_db import EmbeddedPostgres
 
+DEFAULT_BIND = "127.0.0.1:8050"
+DEFAULT_DATA_DIR = ".operator-data"
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_DATABASE = "operator"
 DEFAULT_ADMIN_SECRET = "myAdminSecret"
@@ -255,6 +257,9 @@ class _Launcher:
         self._spawn("the reconciler", [sys.executable, "-m", "operator_service.tools.cli", "reconcile"])
         if self.with_engine:
             self._spawn("the local engine", [sys.executable, "-m", "operator_service.tools.cli", "engine"])
+        from operator_service.tools import local_service
+
+        local_service.record(self.data_dir, self.bind)
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")
 
     def _start_database(self) -> None:
@@ -343,6 +348,9 @@ class _Launcher:
 
     def stop(self) -> None:
         """The API and the engine first (they may still write), then Postgres."""
+        from operator_service.tools import local_service
+
+        local_service.forget(self.data_dir)
         for child in self.children:
             if child.process.poll() is None:
                 child.process.terminate()
