@@ -23,7 +23,9 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
+from operator_service.cluster.workflows import workflow_body
 from operator_service.config import load_settings
+from operator_service.model.status import JobStatus
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from operator_service.tools.embedded_db import EmbeddedPostgres
@@ -108,18 +110,8 @@ def workflow_stage(algo_did: str, input_did: str) -> dict:
 
 def _document_template() -> str:
     """jobs.workflow as the service writes it (json.dumps of the WorkFlow document), with markers."""
-    document = {
-        "apiVersion": "oceanprotocol.com/v1alpha",
-        "kind": "WorkFlow",
-        "metadata": {
-            "name": "@JOB@",
-            "namespace": ENVIRONMENT,
-            "labels": {"workflow": "@JOB@"},
-            "secret": "@SECRET@",
-        },
-        "spec": {"metadata": {"stages": [workflow_stage("did:op:@ALGO@", "did:op:@INPUT@")], "chainId": 8996}},
-    }
-    return json.dumps(document)
+    workflow = {"stages": [workflow_stage("did:op:@ALGO@", "did:op:@INPUT@")], "chainId": 8996}
+    return json.dumps(workflow_body("@JOB@", ENVIRONMENT, workflow, secret="@SECRET@"))
 
 
 def _outputs_template() -> str:
@@ -158,7 +150,10 @@ def _outputs_template() -> str:
 # Rows i = 1..N, oldest first. The newest RUNNING rows are unfinished (statuses 1..60, as
 # an engine leaves them), every other row is finished: mostly 70 with outputs, some 31/32
 # (provisioning failed), a few stopped (stopreq 1) or timed out (stopreq 2).
-SEED_SQL = """
+# The statuses a seeded job can have, with their texts, as SQL VALUES.
+STATUS_VALUES = ", ".join(f"({status.value}, '{status.text}')" for status in JobStatus if status.value > 0)
+SEED_SQL = (
+    """
 INSERT INTO jobs (agreementId, workflowId, owner, status, statusText, laststatusupdate, dateCreated,
                   dateFinished, outputsURL, namespace, stopreq, removed, workflow, algoDID, inputDIDs, provider)
 SELECT
@@ -189,11 +184,9 @@ FROM (
     FROM generate_series(%(first)s, %(last)s) AS i
 ) AS g
 CROSS JOIN LATERAL (
-    SELECT * FROM (VALUES
-        (1, 'Warming up'), (20, 'Configuring volumes'), (30, 'Provisioning success'),
-        (40, 'Running algorithm '), (50, 'Filtering results'), (60, 'Publishing results'),
-        (70, 'Job finished'), (31, 'Data provisioning failed'), (32, 'Algorithm provisioning failed')
-    ) AS v(status, text)
+    SELECT * FROM (VALUES """
+    + STATUS_VALUES
+    + """) AS v(status, text)
     WHERE v.status = CASE
         WHEN g.running THEN (ARRAY[1, 20, 30, 40, 50, 60])[1 + g.i %% 6]
         WHEN g.i %% 20 = 0 THEN 31
@@ -201,6 +194,7 @@ CROSS JOIN LATERAL (
         ELSE 70 END
 ) AS s
 """
+)
 
 
 def _recipe() -> str:

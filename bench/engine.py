@@ -45,6 +45,7 @@ from operator_service.engine.runner import Engine
 from operator_service.engine.sandbox.isolation import Isolation, set_up_isolation
 from operator_service.engine.settings import EngineConfig
 from operator_service.engine.workspace import prepare_work_dir
+from operator_service.model.status import JobStatus
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from operator_service.tools.embedded_db import EmbeddedPostgres
@@ -145,9 +146,9 @@ class Bench:
         if response.status_code != 200:
             raise RuntimeError(f"POST /compute answered {response.status_code}: {response.get_data(as_text=True)}")
         job_id = response.get_json()[0]["jobId"]
-        self._wait(lambda: self._status(job_id) >= 40, 60)
+        self._wait(lambda: self._status(job_id) >= JobStatus.RUNNING, 60)
         timings.to_running.append(time.time() - posted)
-        self._wait(lambda: self._status(job_id) == 70, 60)
+        self._wait(lambda: self._status(job_id) == JobStatus.FINISHED, 60)
         finished = time.time()
         timings.exit_to_finished.append(finished - self._exit_time(job_id))
         timings.whole.append(finished - posted)
