@@ -2,8 +2,9 @@
 every variable a table names is one the code knows.
 
 The reads are found in the source (operator_service/): `env.get("X")`, `os.environ["X"]`,
-`os.environ.get("X")`, `os.getenv("X")`, and any call given the environment and a name, such
-as `env_int(env, "X", ...)` or a helper `_whole(env, "X", ...)`. A table of variables is a
+`os.environ.get("X")`, `os.environ.setdefault("X", ...)`, `os.getenv("X")`, and any call given
+the environment and a name, such as `env_int(env, "X", ...)` or a helper `_whole(env, "X", ...)`
+(`env` inside a loop over something else, such as documents, is not the environment). A table of variables is a
 README table whose first column is headed "variable"; each row names its variables in
 backticks in that column.
 """
@@ -54,11 +55,11 @@ def variables_read(source: str) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in elsewhere:
             continue
-        if isinstance(node, ast.Subscript) and _is_environment(node.value):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and _is_environment(node.value):
             found.add(_text(node.slice) or "")
         elif isinstance(node, ast.Call) and node.args:
             func = node.func
-            if isinstance(func, ast.Attribute) and _is_environment(func.value):
+            if isinstance(func, ast.Attribute) and _is_environment(func.value) and func.attr in ("get", "setdefault"):
                 found.add(_text(node.args[0]) or "")  # env.get("X"), os.environ.setdefault("X", ...)
             elif isinstance(func, (ast.Name, ast.Attribute)) and getattr(func, "attr", None) == "getenv":
                 found.add(_text(node.args[0]) or "")
@@ -106,6 +107,8 @@ h = other.get("NOT_AN_ENVIRONMENT")
 ids = [env.get("NOT_A_VARIABLE") for env in documents]
 for env in documents:
     env["NOT_A_VARIABLE_EITHER"]
+env["SET_FOR_A_CHILD"] = "1"
+env.pop("REMOVED_FOR_A_CHILD", None)
 """
     assert variables_read(sample) == {"A", "B", "C", "D", "E", "F", "G"}
 
