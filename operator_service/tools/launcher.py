@@ -10,7 +10,8 @@ already started is stopped again:
 4. the embedded Postgres starts (unless POSTGRES_HOST is set) and the schema is migrated;
 5. the API (gunicorn) starts and is announced once it accepts connections; then the
    reconciler (`operator-service reconcile`, which only waits when there is no cluster)
-   and the local engine.
+   and the local engine. The API's URL is recorded in the data folder while it runs, so
+   that `operator-service demo` finds it (local_service.py).
 
 Every process started here holds the data folder's lock, gets a signal when the launcher
 dies (even by SIGKILL), and runs in its own session: Ctrl-C (SIGINT) or SIGTERM reaches
@@ -257,7 +258,7 @@ class _Launcher:
         self._spawn("the reconciler", [sys.executable, "-m", "operator_service.tools.cli", "reconcile"])
         if self.with_engine:
             self._spawn("the local engine", [sys.executable, "-m", "operator_service.tools.cli", "engine"])
-        from operator_service.tools import local_service
+        from operator_service.tools import local_service  # which imports this module
 
         local_service.record(self.data_dir, self.bind)
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")
@@ -348,7 +349,7 @@ class _Launcher:
 
     def stop(self) -> None:
         """The API and the engine first (they may still write), then Postgres."""
-        from operator_service.tools import local_service
+        from operator_service.tools import local_service  # which imports this module
 
         local_service.forget(self.data_dir)
         for child in self.children:
