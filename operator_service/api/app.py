@@ -15,6 +15,7 @@ from flask_cors import CORS
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from operator_service import __version__
+from operator_service.api.admin_auth import ADMIN_HEADER
 from operator_service.api.context import EXTENSION_KEY, Services, services
 from operator_service.api.errors import json_response, register_error_handlers
 from operator_service.api.routes.admin import admin
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 BASE_URL = "/api/v1/operator"
 DOCS_URL = "/api/v1/docs"
 MAX_REQUEST_BYTES = 1024 * 1024
+ADMIN_SCHEME = "Admin"  # the security scheme the admin routes' docstrings name
 
 
 def create_app(settings: Settings | None = None, cluster: kube.Cluster | None = None) -> Flask:
@@ -120,13 +122,36 @@ def _swagger_config() -> dict:
     }
 
 
+# The top of the API docs' page: how a person calls the routes that need credentials.
+DOCS_DESCRIPTION = """Infrastructure Operator Micro-service: the Compute-to-Data API the Ocean Provider calls.
+
+**Admin routes** (`pgsqlinit`, `list`, `info`, `logs`) need the `Admin` header: press **Authorize**
+and give one of `ALLOWED_ADMINS` (`make run` sets `myAdminSecret` when it is unset).
+
+**Signed routes** (`/compute`, `/getResult`) need what the Provider sends: a `nonce` and a
+`providerSignature` over owner + jobId + nonce (jobId only when the request names one). Make
+them on the command line, with the Provider's private key, and paste both into the form:
+
+    operator-service sign --owner <owner> --job-id <jobId> --key <64 hex digits>
+
+(`.venv/bin/operator-service` in a checkout; leave out `--job-id` for `POST /compute`). It
+prints the owner, jobId, a fresh nonce and the signature. Any key is accepted while
+`SIGNATURE_REQUIRED=0`; with `SIGNATURE_REQUIRED=1`, only the keys of `ALLOWED_PROVIDERS`,
+and each nonce once. The examples are signed by a test key over an old nonce: they work as
+they are only while signatures are not enforced."""
+
+
 def _swagger_template() -> dict:
     return {
         "swagger": "2.0",
-        "info": {
-            "title": "Operator service",
-            "version": __version__,
-            "description": "Infrastructure Operator Micro-service: the Compute-to-Data API the Ocean Provider calls.",
+        "info": {"title": "Operator service", "version": __version__, "description": DOCS_DESCRIPTION},
+        "securityDefinitions": {
+            ADMIN_SCHEME: {
+                "type": "apiKey",
+                "in": "header",
+                "name": ADMIN_HEADER,
+                "description": "one of ALLOWED_ADMINS, for the admin routes",
+            }
         },
         "definitions": DEFINITIONS,
     }

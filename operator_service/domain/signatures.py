@@ -54,7 +54,7 @@ def parse_nonce(value: Any) -> Nonce:
     """The nonce as signed (str) and as seconds: ns, us, ms or s chosen by magnitude."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidRequest("Invalid nonce: it must be a positive number")
-    text = str(value)
+    text = str(value).strip()  # a nonce pasted with the spaces around it is the nonce that was signed
     if not NONCE_PATTERN.match(text):
         raise InvalidRequest("Invalid nonce: it must be a positive number")
     try:

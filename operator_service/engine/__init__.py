@@ -6,12 +6,12 @@ thread. How it works and every setting: README.md, "The local engine".
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
+from operator_service.command_line import ArgumentParser
 from operator_service.engine.lease import LeaseLost
 from operator_service.engine.runner import run_engine
 from operator_service.engine.settings import EngineConfig, load_engine_config
@@ -20,18 +20,23 @@ from operator_service.logging_setup import load_logging_settings, setup_logging
 from operator_service.store.pool import DatabaseUnavailable
 from operator_service.store.settings import load_postgres_settings
 
-__all__ = ["EngineConfig", "load_engine_config", "main", "run_engine"]
+__all__ = ["EngineConfig", "load_engine_config", "main", "parser", "run_engine"]
+
+
+def parser() -> ArgumentParser:
+    """`operator-service engine` takes no options: environment variables configure it."""
+    return ArgumentParser(
+        prog="operator-service engine",
+        description="Run the local compute engine until SIGINT or SIGTERM. It is configured by"
+        " environment variables (ENGINE_NAMESPACE, maxJobs, ramGB, ... and POSTGRES_*): see README.md,"
+        " section 'The local engine'.",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the engine with its settings from the environment: POSTGRES_*, LOG_LEVEL / LOG_CFG and its
     own (engine/settings.py). It reads none of the service's settings."""
-    parser = argparse.ArgumentParser(
-        prog="operator-service engine",
-        description="Run the local compute engine until SIGINT or SIGTERM. It is configured by"
-        " environment variables: see README.md, section 'The local engine'.",
-    )
-    parser.parse_args(argv)
+    parser().parse_args(argv)
     try:
         postgres = load_postgres_settings()
         logging_settings = load_logging_settings()

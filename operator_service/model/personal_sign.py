@@ -6,13 +6,16 @@ message; the signature is secp256k1's r ‖ s ‖ v. Pure functions over bytes a
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import coincurve
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
+from eth_utils.exceptions import ValidationError
 from sha3 import keccak_256
 
 PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
+PRIVATE_KEY_DIGITS = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def keccak(data: bytes) -> bytes:
@@ -24,9 +27,29 @@ def message_hash(message: str) -> bytes:
     return keccak(PERSONAL_SIGN_PREFIX + keccak(message.encode("utf-8")))
 
 
+def parse_private_key(text: str) -> PrivateKey:
+    """A secp256k1 private key written as 64 hex digits, 0x optional.
+
+    ValueError otherwise, with a message that says what is wrong without repeating the key.
+    """
+    digits = text.strip().removeprefix("0x")
+    if not PRIVATE_KEY_DIGITS.fullmatch(digits):
+        what = "characters" if re.search(r"[^0-9a-fA-F]", digits) else "hex digits"
+        raise ValueError(
+            f"a private key is 32 bytes written as 64 hex digits (0x optional); this one has {len(digits)} {what}"
+        )
+    try:
+        return PrivateKey(bytes.fromhex(digits))
+    except ValidationError:
+        raise ValueError(
+            "this is not a valid secp256k1 private key (it must be above 0 and below the curve order)"
+        ) from None
+
+
 def sign_message(private_key: str, message: str) -> str:
-    """The 0x-hex signature r ‖ s ‖ v (v in {0, 1}) of `message` by the hex `private_key`."""
-    key = keys.PrivateKey(bytes.fromhex(private_key.removeprefix("0x")))
+    """The 0x-hex signature r ‖ s ‖ v (v in {0, 1}) of `message` by the hex `private_key`;
+    ValueError if it is not a private key (parse_private_key)."""
+    key = parse_private_key(private_key)
     return "0x" + key.sign_msg_hash(message_hash(message)).to_bytes().hex()
 
 
@@ -37,7 +60,7 @@ def recover_signer(signature: Any, message: str) -> str:
     eth-keys' object layer and checksum formatting would double the cost of every request.
     """
     try:
-        raw = bytes.fromhex(str(signature).removeprefix("0x"))
+        raw = bytes.fromhex(str(signature).strip().removeprefix("0x"))
     except (ValueError, TypeError):
         raise ValueError("the signature is not hex") from None
     if len(raw) < 65:

@@ -6,7 +6,11 @@ operator-service migrate  create or upgrade the schema
 operator-service reconcile  settle what a crash left half-way between Postgres and Kubernetes
 operator-service engine   the local engine alone
 operator-service demo     submit a sample job to a running service and download its result
-operator-service sign     sign a message as the Provider does (for curl examples)
+operator-service sign     sign as the Provider does (for curl and the API docs' "Try it out")
+
+Every way a command fails ends in one line on stderr, never a traceback: exit code 2 for a
+wrong argument or setting, 1 for anything else, 130 for Ctrl-C. An error that is a bug of
+ours says so in that line and leaves its traceback in a file, for the report.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+import time
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from operator_service import __version__
+from operator_service.command_line import ArgumentParser
 from operator_service.config import load_settings
 from operator_service.env_vars import ConfigError
+from operator_service.tools.launcher import DEFAULT_BIND, DEFAULT_DATA_DIR
 
-DEFAULT_DATA_DIR = ".operator-data"
-DEFAULT_BIND = "127.0.0.1:8050"
 # Chosen by bench/: see README, "The HTTP server". Each worker's event loop reads every
 # request in full before one of its threads serves it, so slow or idle clients hold no
 # thread (operator_service/http_worker.py).
@@ -57,10 +65,11 @@ def _gunicorn_command(bind: str) -> list[str]:
     ]
 
 
-def migrate() -> None:
+def migrate(args: argparse.Namespace) -> int:
     from operator_service.tools.launcher import migrate_schema
 
     print(migrate_schema(load_settings().postgres))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,70 +112,197 @@ def reconcile(args: argparse.Namespace) -> int:
 
 
 def sign(args: argparse.Namespace) -> int:
-    from operator_service.domain.signatures import sign_provider_message
+    """Print a signature as the Provider makes it: of MESSAGE, or of owner + jobId + a fresh nonce."""
+    from operator_service.domain.signatures import provider_message, sign_provider_message
 
+    if (args.message is None) == (args.owner is None):
+        return _usage("sign", "give either MESSAGE, or --owner (with --job-id for a job's routes)")
+    if args.message is not None and (args.job_id is not None or args.nonce is not None):
+        return _usage("sign", "--job-id and --nonce go with --owner, not with MESSAGE")
+    source = "--key" if args.key else "PROVIDER_PRIVATE_KEY"
     key = args.key or os.environ.get("PROVIDER_PRIVATE_KEY")
     if not key:
-        print("give the Provider's private key with --key or PROVIDER_PRIVATE_KEY", file=sys.stderr)
-        return 2
-    print(sign_provider_message(key, args.message))
+        return _usage("sign", "give the Provider's private key with --key or PROVIDER_PRIVATE_KEY")
+    nonce = args.nonce or str(time.time_ns())
+    message = args.message if args.message is not None else provider_message(args.owner, args.job_id, nonce)
+    try:
+        signature = sign_provider_message(key, message)
+    except ValueError as exc:
+        return _usage("sign", f"{source}: {exc}")
+    if args.message is not None:
+        print(signature)
+        return 0
+    print(f"owner: {args.owner}")
+    if args.job_id:
+        print(f"jobId: {args.job_id}")
+    print(f"nonce: {nonce}")
+    print(f"providerSignature: {signature}")
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="operator-service", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="embedded Postgres + API + local engine")
-    run_parser.add_argument("--bind", default=os.environ.get("OPERATOR_BIND", DEFAULT_BIND))
-    run_parser.add_argument("--data-dir", default=os.environ.get("OPERATOR_DATA_DIR", DEFAULT_DATA_DIR))
-    run_parser.add_argument("--no-engine", action="store_true", help="do not start the local engine")
-    serve_parser = commands.add_parser("serve", help="the API alone, under gunicorn")
-    serve_parser.add_argument("--bind", default=os.environ.get("OPERATOR_BIND", DEFAULT_BIND))
-    commands.add_parser("migrate", help="create or upgrade the database schema")
-    commands.add_parser("reconcile", help="settle registrations a crash left half-way, until stopped")
+def _usage(command: str, message: str) -> int:
+    print(f"operator-service {command}: {message} (see operator-service {command} --help)", file=sys.stderr)
+    return 2
+
+
+BIND_HELP = "where the API listens: HOST:PORT or unix:PATH (default: OPERATOR_BIND, else %s; now %%(default)s)"
+
+
+def parser() -> ArgumentParser:
+    """The command line of every subcommand but `engine` and `demo`, which parse their own
+    (subcommand_parsers has all of them)."""
+    top = ArgumentParser(
+        prog="operator-service",
+        description="The Compute-to-Data operator service: the API the Ocean Provider calls to run compute"
+        " jobs, its database schema, its reconciler and a local engine. `operator-service COMMAND --help`"
+        " tells more about each command; README.md tells everything.",
+    )
+    top.add_argument("--version", action="version", version=f"operator-service {__version__}", help="print the version")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_parser = commands.add_parser(
+        "run",
+        help="embedded Postgres + API + reconciler + local engine: everything on one machine (make run)",
+        description="Run everything on one machine: Postgres (embedded unless POSTGRES_HOST is set), the"
+        " schema, the API under gunicorn, the reconciler and the local engine, until Ctrl-C.",
+    )
+    run_parser.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        default=os.environ.get("OPERATOR_BIND") or DEFAULT_BIND,
+        help=BIND_HELP % DEFAULT_BIND,
+    )
+    run_parser.add_argument(
+        "--data-dir",
+        metavar="FOLDER",
+        default=os.environ.get("OPERATOR_DATA_DIR") or DEFAULT_DATA_DIR,
+        help="the folder of the embedded database, the job folders and the results, locked by one launcher"
+        f" at a time (default: OPERATOR_DATA_DIR, else {DEFAULT_DATA_DIR}; now %(default)s)",
+    )
+    run_parser.add_argument(
+        "--no-engine", action="store_true", help="do not start the local engine (default: start it)"
+    )
+    serve_parser = commands.add_parser(
+        "serve",
+        help="the API alone, under gunicorn, on the configured database",
+        description="Run the API alone under gunicorn (as the image does), on the database POSTGRES_* name.",
+    )
+    serve_parser.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        default=os.environ.get("OPERATOR_BIND") or DEFAULT_BIND,
+        help=BIND_HELP % DEFAULT_BIND,
+    )
+    commands.add_parser(
+        "migrate",
+        help="create or upgrade the database schema",
+        description="Create the schema in the database POSTGRES_* name, or bring an older one up to date.",
+    )
+    commands.add_parser(
+        "reconcile",
+        help="settle registrations a crash left half-way, until stopped",
+        description="Every RECONCILE_INTERVAL seconds until SIGINT or SIGTERM, settle what a crash left"
+        " half-way between Postgres and Kubernetes (only waits when there is no cluster).",
+    )
     commands.add_parser("engine", help="the local engine alone", add_help=False)
-    commands.add_parser("demo", help="run a sample job against a running service", add_help=False)
-    sign_parser = commands.add_parser("sign", help="sign a message as the Provider does")
-    sign_parser.add_argument("message")
-    sign_parser.add_argument("--key", help="the Provider's private key (hex); default PROVIDER_PRIVATE_KEY")
-    return parser
+    commands.add_parser("demo", help="run a sample job against a running service (make demo)", add_help=False)
+    sign_parser = commands.add_parser(
+        "sign",
+        help="sign as the Provider does, for curl and the API docs",
+        description="Print a Provider signature for the signed routes: of MESSAGE (owner + jobId + nonce,"
+        " written out), or with --owner, of owner + jobId + a fresh nonce, printed with the nonce to paste"
+        " beside it.",
+    )
+    sign_parser.add_argument(
+        "message",
+        nargs="?",
+        metavar="MESSAGE",
+        help='the text to sign, e.g. "$OWNER$JOB$NONCE" (default: none; give it or --owner)',
+    )
+    sign_parser.add_argument("--owner", help="the owner (consumer address) of the request (default: none)")
+    sign_parser.add_argument("--job-id", help="the jobId of the request, for the routes about one job (default: none)")
+    sign_parser.add_argument("--nonce", help="the nonce to sign with --owner (default: the time in ns)")
+    sign_parser.add_argument("--key", help="the Provider's private key, 64 hex digits (default: PROVIDER_PRIVATE_KEY)")
+    return top
+
+
+def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand's parser, `engine` and `demo` included."""
+    from operator_service.engine import parser as engine_parser
+    from operator_service.tools.demo import parser as demo_parser
+
+    return {**_subcommands(parser()), "engine": engine_parser(), "demo": demo_parser()}
+
+
+def _subcommands(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (commands,) = (action for action in top._actions if isinstance(action, argparse._SubParsersAction))
+    return dict(commands.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("engine", "demo"):
-        return _delegate(argv[0], argv[1:])
-    args = _parser().parse_args(argv)
-    from operator_service.cluster.client import KubernetesUnavailable
-    from operator_service.tools.launcher import StartupError
-
-    try:
-        if args.command == "migrate":
-            migrate()
-            return 0
-        return {"run": run, "serve": serve, "reconcile": reconcile, "sign": sign}[args.command](args)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (StartupError, KubernetesUnavailable) as exc:
-        print(f"operator-service {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return _guarded(argv[0], lambda: _delegate(argv[0], argv[1:]))
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so that the line names its --help
+        _subcommands(top)[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": run,
+        "serve": serve,
+        "migrate": migrate,
+        "reconcile": reconcile,
+        "sign": sign,
+    }
+    return _guarded(args.command, lambda: commands[args.command](args))
 
 
 def _delegate(command: str, rest: list[str]) -> int:
+    if command == "engine":
+        from operator_service.engine import main as engine_main
+
+        return engine_main(rest)
+    from operator_service.tools.demo import main as demo_main
+
+    return demo_main(rest)
+
+
+def _guarded(command: str, call: Callable[[], int]) -> int:
+    """Run a command; every failure becomes one line on stderr and an exit code."""
+    from operator_service.cluster.client import KubernetesUnavailable
+    from operator_service.tools.launcher import StartupError
+
+    prefix = f"operator-service {command}:"
     try:
-        if command == "engine":
-            from operator_service.engine import main as engine_main
-
-            return engine_main(rest)
-        from operator_service.tools.demo import main as demo_main
-
-        return demo_main(rest)
+        return call()
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(f"{prefix} {exc}", file=sys.stderr)
         return 2
+    except (StartupError, KubernetesUnavailable) as exc:
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{prefix} {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"{prefix} {_report_bug(command, exc)}", file=sys.stderr)
+        return 1
+
+
+def _report_bug(command: str, exc: Exception) -> str:
+    """The line for an error we did not foresee; its traceback goes to a file for the bug report."""
+    summary = (str(exc).strip().splitlines() or [""])[0][:200]
+    described = f"{type(exc).__name__}: {summary}" if summary else type(exc).__name__
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix=f"operator-service-{command}-", suffix=".txt", delete=False
+        ) as report:
+            traceback.print_exception(exc, file=report)
+    except OSError:
+        return f"unexpected error ({described}); this is a bug, please report it"
+    return f"unexpected error ({described}); this is a bug: please report it with {report.name}"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ service sets SIGNATURE_REQUIRED=1 with ALLOWED_PROVIDERS).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import sys
@@ -27,6 +26,8 @@ import requests
 from eth_keys.datatypes import PrivateKey
 from eth_keys.exceptions import ValidationError
 
+from operator_service.command_line import ArgumentParser, positive_seconds
+from operator_service.tools import local_service
 from operator_service.tools.ocean_standins import AssetFile, OceanStandIns, Provider, Purchase, provider_stage
 
 API = "/api/v1/operator"
@@ -88,6 +89,8 @@ class Service:
         except requests.RequestException as exc:
             raise DemoError(
                 f"cannot reach the service at {self.url} ({exc.__class__.__name__}); is it running (make run)?"
+                " If it listens elsewhere, say where: make demo URL=http://HOST:PORT, or --url, DEMO_URL"
+                " or OPERATOR_BIND"
             ) from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -259,21 +262,34 @@ def run(url: str, environment: str | None, timeout: float, out: TextIO) -> Path:
         ocean.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="operator-service demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="http://localhost:8050", help="the service (default %(default)s)")
+def parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="operator-service demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--url",
+        help="the service, e.g. http://127.0.0.1:8050 (default: DEMO_URL, else where OPERATOR_BIND or the"
+        " running operator-service run listens, else http://127.0.0.1:8050)",
+    )
     parser.add_argument("--environment", help="the environment to use (default: the first announced)")
     parser.add_argument(
-        "--timeout", type=float, default=180.0, help="give up after this many seconds (default %(default)s)"
+        "--timeout",
+        type=positive_seconds,
+        default=180.0,
+        help="give up after this many seconds (default %(default)s)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    service = local_service.find(args.url)
+    print(f"service: {service.url} (from {service.source})")
     try:
-        target = run(args.url, args.environment, args.timeout, sys.stdout)
+        target = run(service.url, args.environment, args.timeout, sys.stdout)
     except DemoError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"operator-service demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("demo interrupted", file=sys.stderr)
+        print("operator-service demo: interrupted", file=sys.stderr)
         return 130
     print(f"result downloaded to {target}:")
     print(target.read_text(errors="replace"), end="")

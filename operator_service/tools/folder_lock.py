@@ -75,6 +75,20 @@ class FolderLock:
             self.fd = None
 
 
+def live_owner(folder: Path) -> int | None:
+    """The PID of the launcher that locked `folder` last, if it still runs; None otherwise.
+    Reads the lock file only, so it never gets in the way of a launcher taking the lock."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        holder = _holder(fd)
+    finally:
+        os.close(fd)
+    return holder if holder is not None and _alive(holder) else None
+
+
 def _try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,7 +10,8 @@ already started is stopped again:
 4. the embedded Postgres starts (unless POSTGRES_HOST is set) and the schema is migrated;
 5. the API (gunicorn) starts and is announced once it accepts connections; then the
    reconciler (`operator-service reconcile`, which only waits when there is no cluster)
-   and the local engine.
+   and the local engine. The API's URL is recorded in the data folder while it runs, so
+   that `operator-service demo` finds it (local_service.py).
 
 Every process started here holds the data folder's lock, gets a signal when the launcher
 dies (even by SIGKILL), and runs in its own session: Ctrl-C (SIGINT) or SIGTERM reaches
@@ -47,6 +48,8 @@ from operator_service.tools.processes import dies_with_parent, interruptible
 if TYPE_CHECKING:
     from operator_service.tools.embedded_db import EmbeddedPostgres
 
+DEFAULT_BIND = "127.0.0.1:8050"
+DEFAULT_DATA_DIR = ".operator-data"
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_DATABASE = "operator"
 DEFAULT_ADMIN_SECRET = "myAdminSecret"
@@ -255,6 +258,9 @@ class _Launcher:
         self._spawn("the reconciler", [sys.executable, "-m", "operator_service.tools.cli", "reconcile"])
         if self.with_engine:
             self._spawn("the local engine", [sys.executable, "-m", "operator_service.tools.cli", "engine"])
+        from operator_service.tools import local_service  # which imports this module
+
+        local_service.record(self.data_dir, self.bind)
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")
 
     def _start_database(self) -> None:
@@ -343,6 +349,9 @@ class _Launcher:
 
     def stop(self) -> None:
         """The API and the engine first (they may still write), then Postgres."""
+        from operator_service.tools import local_service  # which imports this module
+
+        local_service.forget(self.data_dir)
         for child in self.children:
             if child.process.poll() is None:
                 child.process.terminate()

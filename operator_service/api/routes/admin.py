@@ -1,6 +1,7 @@
 """Admin routes under /api/v1/operator: schema set-up and reading the cluster.
 
-All need the `Admin` header. With ALLOWED_ADMINS unset every admin request is a 401.
+All need the `Admin` header (the spec's `Admin` security scheme: the docs' Authorize button). With
+ALLOWED_ADMINS unset every admin request is a 401.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ def init_database() -> Response:
     """Create the database schema, or bring an older one up to date (idempotent).
     ---
     tags: [admin]
-    parameters:
-      - {in: header, name: Admin, type: string, required: true, description: one of ALLOWED_ADMINS}
+    security: [{Admin: []}]
     responses:
       200:
         description: "Schema up to date: {version, applied}, and duplicateRunningAgreements
@@ -64,8 +64,7 @@ def list_workflows() -> Response:
     """Names of the WorkFlow resources in every environment namespace.
     ---
     tags: [admin]
-    parameters:
-      - {in: header, name: Admin, type: string, required: true}
+    security: [{Admin: []}]
     responses:
       200: {description: Array of WorkFlow names (job ids), schema: {$ref: "#/definitions/WorkflowNames"}}
       401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
@@ -79,9 +78,9 @@ def workflow_info() -> Response:
     """The WorkFlow resource of a job.
     ---
     tags: [admin]
+    security: [{Admin: []}]
     parameters:
-      - {in: header, name: Admin, type: string, required: true}
-      - {in: query, name: jobId, type: string, maxLength: 255, required: true}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true, description: the job, x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
     responses:
       200: {description: The WorkFlow object, schema: {$ref: "#/definitions/Workflow"}}
       400: {description: jobId missing, schema: {$ref: "#/definitions/Error"}}
@@ -101,11 +100,11 @@ def pod_logs() -> Response:
     """The log of a job's pod for one component (configure, algorithm, filter, publish).
     ---
     tags: [admin]
+    security: [{Admin: []}]
     produces: [text/plain, application/json]
     parameters:
-      - {in: header, name: Admin, type: string, required: true}
-      - {in: query, name: jobId, type: string, maxLength: 255, required: true}
-      - {in: query, name: component, type: string, required: true, enum: [configure, algorithm, filter, publish]}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true, description: the job, x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: component, type: string, required: true, enum: [configure, algorithm, filter, publish], description: the pod of the job, x-example: algorithm}
     responses:
       200: {description: The log text, schema: {type: string}}
       400: {description: jobId or component missing or invalid, schema: {$ref: "#/definitions/Error"}}

@@ -31,6 +31,10 @@ def _statuses(rows: list[tuple]) -> Response:
 @operator.route("/compute", methods=["POST"])
 def start_compute_job() -> Response:
     """Create a compute job: registered in Postgres (status 1) and, with a cluster, as a WorkFlow.
+
+    Signed by the Provider over owner + nonce. To try it here, run
+    `operator-service sign --owner <owner> --key <Provider key>` and paste the nonce and
+    providerSignature it prints into the body, and a new agreementId (see the top of the page).
     ---
     tags: [operation]
     consumes: [application/json]
@@ -45,10 +49,27 @@ def start_compute_job() -> Response:
             workflow: {type: object, description: "{stages: [one stage with algorithm, compute, input, output]}"}
             agreementId: {type: string, maxLength: 255, description: order transaction id; one running job per agreementId}
             owner: {type: string, maxLength: 255, description: consumer address}
-            providerSignature: {type: string, maxLength: 1024, description: "Provider signature of owner + nonce"}
+            providerSignature: {type: string, maxLength: 1024, description: "Provider signature of owner + nonce: operator-service sign --owner <owner> prints one"}
             environment: {type: string, maxLength: 255, description: compute environment id (engine namespace)}
-            nonce: {type: string, maxLength: 100, description: "time-based nonce (s, ms, us or ns); each used once"}
+            nonce: {type: string, maxLength: 100, description: "time-based nonce (s, ms, us or ns); each used once; the one that was signed"}
             chainId: {type: integer, description: copied into workflow.chainId}
+          example:
+            workflow:
+              stages:
+                - index: 0
+                  input: []
+                  algorithm:
+                    id: ""
+                    rawcode: "print('hello from the algorithm')"
+                    container: {entrypoint: "python3 $ALGO", image: python, tag: "3.11", checksum: ""}
+                  compute: {Instances: 1, namespace: ocean-compute, maxtime: 60}
+                  output: {}
+            agreementId: "0x7d3f4e1a9b2c8d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e"
+            owner: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"
+            providerSignature: "0x9669113f40a9ee3dd011d9a88fdb79e7ac90fa912c66ca66e632dbc615acb97911e14155a12ed23622a35a752ad355dbb26cfb07d187c9e48382cb836e420a9c00"
+            environment: ocean-compute
+            nonce: "1764633600000000000"
+            chainId: 8996
     responses:
       200: {description: "Array with the new job's status object", schema: {$ref: "#/definitions/StatusObjects"}}
       400: {description: "Invalid request, e.g. payload seems empty., Missing stages, Environment invalid or does not exist, `agreementId` already in use for other job., a text over its length limit", schema: {$ref: "#/definitions/Error"}}
@@ -79,14 +100,18 @@ def stop_compute_job() -> Response:
 
     An annotation the cluster did not take is retried by the reconciler until it lands
     (and by a repeated PUT): the stop is recorded either way, and the 503 says so.
+
+    Signed by the Provider over owner + jobId + nonce (jobId only when given). To try it here, run
+    `operator-service sign --owner <owner> --job-id <jobId> --key <Provider key>` and paste the nonce
+    and providerSignature it prints (see the top of the page).
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address}
-      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
-      - {in: query, name: jobId, type: string, maxLength: 255}
-      - {in: query, name: agreementId, type: string, maxLength: 255}
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address, x-example: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce, as operator-service sign prints it", x-example: "0x4368eda6800747977cd69b00c1aadcd7439b7c2321b242e38cf441d46c98ec54621acfd00232402d7427fa2ed0144cc7d66c308f64e60449ac1909dbe937693300"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true, description: the nonce that was signed, x-example: "1764633600000000000"}
+      - {in: query, name: jobId, type: string, maxLength: 255, description: the job (part of the signed message), x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: agreementId, type: string, maxLength: 255, description: "the order's agreementId (not signed); clear it to match by jobId alone", x-example: "0x7d3f4e1a9b2c8d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e"}
     responses:
       200: {description: Array of status objects of the matching jobs, schema: {$ref: "#/definitions/StatusObjects"}}
       400: {description: "payload seems empty., \\"owner\\" is required in the call to PUT:/compute, Failed to recover address", schema: {$ref: "#/definitions/Error"}}
@@ -101,14 +126,18 @@ def stop_compute_job() -> Response:
 @operator.route("/compute", methods=["DELETE"])
 def delete_compute_job() -> Response:
     """Delete jobs: their WorkFlows are deleted, removed=1, and a stop is requested if still running.
+
+    Signed by the Provider over owner + jobId + nonce (jobId only when given). To try it here, run
+    `operator-service sign --owner <owner> --job-id <jobId> --key <Provider key>` and paste the nonce
+    and providerSignature it prints (see the top of the page).
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address}
-      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
-      - {in: query, name: jobId, type: string, maxLength: 255}
-      - {in: query, name: agreementId, type: string, maxLength: 255}
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address, x-example: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce, as operator-service sign prints it", x-example: "0x4368eda6800747977cd69b00c1aadcd7439b7c2321b242e38cf441d46c98ec54621acfd00232402d7427fa2ed0144cc7d66c308f64e60449ac1909dbe937693300"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true, description: the nonce that was signed, x-example: "1764633600000000000"}
+      - {in: query, name: jobId, type: string, maxLength: 255, description: the job (part of the signed message), x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: agreementId, type: string, maxLength: 255, description: "the order's agreementId (not signed); clear it to match by jobId alone", x-example: "0x7d3f4e1a9b2c8d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e"}
     responses:
       200: {description: Array of status objects of the deleted jobs, schema: {$ref: "#/definitions/StatusObjects"}}
       400: {description: Invalid request, schema: {$ref: "#/definitions/Error"}}
@@ -123,14 +152,18 @@ def delete_compute_job() -> Response:
 @operator.route("/compute", methods=["GET"])
 def get_compute_job_status() -> Response:
     """Status of the jobs matching agreementId, jobId and owner (AND-ed), newest first.
+
+    Signed by the Provider over owner + jobId + nonce (jobId only when given). To try it here, run
+    `operator-service sign --owner <owner> --job-id <jobId> --key <Provider key>` and paste the nonce
+    and providerSignature it prints (see the top of the page).
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: owner, type: string, maxLength: 255, description: consumer address}
-      - {in: query, name: jobId, type: string, maxLength: 255}
-      - {in: query, name: agreementId, type: string, maxLength: 255}
-      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
+      - {in: query, name: owner, type: string, maxLength: 255, description: consumer address, x-example: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"}
+      - {in: query, name: jobId, type: string, maxLength: 255, description: the job (part of the signed message), x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: agreementId, type: string, maxLength: 255, description: "the order's agreementId (not signed); clear it to match by jobId alone", x-example: "0x7d3f4e1a9b2c8d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e"}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce, as operator-service sign prints it", x-example: "0x4368eda6800747977cd69b00c1aadcd7439b7c2321b242e38cf441d46c98ec54621acfd00232402d7427fa2ed0144cc7d66c308f64e60449ac1909dbe937693300"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true, description: the nonce that was signed, x-example: "1764633600000000000"}
     responses:
       200:
         description: "Array of status objects: agreementId, jobId, owner, status, statusText, dateCreated, dateFinished, results, stopreq, removed, algoDID, inputDID"
@@ -180,16 +213,20 @@ def get_running_jobs() -> Response:
 @operator.route("/getResult", methods=["GET"])
 def get_result() -> Response:
     """Stream one result file of a job (index into its outputs, logs included).
+
+    Signed by the Provider over owner + jobId + nonce (jobId only when given). To try it here, run
+    `operator-service sign --owner <owner> --job-id <jobId> --key <Provider key>` and paste the nonce
+    and providerSignature it prints (see the top of the page).
     ---
     tags: [operation]
     produces: [application/octet-stream, application/json, "*/*"]
     parameters:
-      - {in: query, name: index, type: integer, required: true}
-      - {in: query, name: jobId, type: string, maxLength: 255, required: true}
-      - {in: query, name: owner, type: string, maxLength: 255, required: true}
-      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce"}
-      - {in: query, name: nonce, type: string, maxLength: 100, required: true}
-      - {in: header, name: Range, type: string, description: "forwarded to http(s) storage; for a local (file://) result, one byte range is answered with 206, several are ignored"}
+      - {in: query, name: index, type: integer, required: true, description: "position in the job's results (GET /compute lists them)", x-example: 0}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true, description: the job (part of the signed message), x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address, x-example: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce, as operator-service sign prints it", x-example: "0x4368eda6800747977cd69b00c1aadcd7439b7c2321b242e38cf441d46c98ec54621acfd00232402d7427fa2ed0144cc7d66c308f64e60449ac1909dbe937693300"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true, description: the nonce that was signed, x-example: "1764633600000000000"}
+      - {in: header, name: Range, type: string, description: "a part of the file: forwarded to http(s) storage; for a local (file://) result, one byte range is answered with 206, several are ignored", x-example: "bytes=0-1023"}
     responses:
       200: {description: The file, schema: {type: file}}
       206: {description: "Part of the file (with Range)", schema: {type: file}}
@@ -232,7 +269,7 @@ def get_environments() -> Response:
     ---
     tags: [operation]
     parameters:
-      - {in: query, name: chainId, type: integer, description: only environments that allow this chain}
+      - {in: query, name: chainId, type: integer, description: only environments that allow this chain, x-example: 8996}
     responses:
       200:
         description: "Array of environment documents (id, cpuNumber, ramGB, diskGB, maxJobs, currentJobs, ..., lastSeen)"
