@@ -288,24 +288,20 @@ def test_a_remote_file_over_the_size_limit_ends_the_job(client, db, fake_ocean, 
     )
 
 
-@pytest.mark.parametrize("slow", ["trickle", "hang"])
-def test_a_slow_provider_ends_the_job_at_the_fetch_time_limit(client, db, fake_ocean, start_engine, slow):
+def test_a_slow_provider_ends_the_job_at_the_fetch_time_limit(client, db, fake_ocean, start_engine):
+    """A Provider that answers but trickles the file (a silent one is the unit tests' other case)."""
     start_engine(fetch_timeout=5.0)
     consumer = consumer_address(client)
     fake_ocean.provider.allow_compute_consumer(consumer)
     dataset = buy(fake_ocean, consumer, [FakeFile(b"z" * 32 * 1024)])
     algorithm = buy(fake_ocean, consumer, [FakeFile(REPORT)], kind="algorithm")
-    if slow == "trickle":
-        fake_ocean.provider.trickle(chunk=256, pause=0.5)  # 64 s for the whole file
-    else:
-        fake_ocean.provider.hang_downloads()
+    fake_ocean.provider.trickle(chunk=256, pause=0.5)  # 64 s for the whole file
 
     job_id = submit_as_provider(client, fake_ocean, provider_stage(fake_ocean, [dataset], algorithm))
     row = wait_finished(db, job_id, FINISH_SECONDS)
 
     assert row["status"] == 31
     assert re.search(
-        f"Input 0 failed: file 0 of {dataset.asset.did}: .*/api/services/download:"
-        " (not complete after 5 s|nothing received for 5 s)",
+        f"Input 0 failed: file 0 of {dataset.asset.did}: .*/api/services/download: not complete after 5 s",
         configure_log(client, fake_ocean, job_id),
     )
