@@ -9,15 +9,19 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg2
 import pytest
 from eth_keys import keys
+from flask import Flask
 
 from operator_service.api.app import create_app
+from operator_service.cluster import client as kube
 from operator_service.config import Settings, load_settings
 from operator_service.domain.signatures import provider_message, sign_provider_message
 from operator_service.store import migrations
@@ -25,7 +29,13 @@ from operator_service.store.pool import Database
 from operator_service.tools.embedded_db import EmbeddedPostgres
 from tests.ocean_engine import OceanEngine
 
-pytest_plugins = ["tests.fake_kube", "tests.engine_support", "tests.fake_ocean"]
+pytest_plugins = [
+    "tests.fake_kube",
+    "tests.engine_support",
+    "tests.fake_ocean",
+    "tests.launcher_support",
+    "tests.stub_http",
+]
 
 T = TypeVar("T")
 
@@ -91,10 +101,55 @@ def db(session_db) -> Database:
 
 
 @pytest.fixture
-def app(settings, db):
-    application = create_app(settings)
-    yield application
-    application.extensions["operator_service"].close()
+def fresh_database(base_env) -> Iterator[Settings]:
+    """An empty database on the test server, dropped afterwards."""
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    admin_dsn = load_settings({**base_env, "POSTGRES_DB": "postgres"}).postgres.dsn_kwargs()
+    conn = psycopg2.connect(**admin_dsn)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    settings = load_settings({**base_env, "POSTGRES_DB": name})
+    yield settings
+    conn.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def connect_cluster() -> Iterator[Callable[..., kube.Cluster | None]]:
+    """kube.connect; every cluster it made is closed after the test."""
+    made: list[kube.Cluster] = []
+
+    def connect(mode: str, **options: Any) -> kube.Cluster | None:
+        cluster = kube.connect(mode, **options)
+        if cluster is not None:
+            made.append(cluster)
+        return cluster
+
+    yield connect
+    for cluster in made:
+        cluster.close()
+
+
+@pytest.fixture
+def make_app(make_settings, connect_cluster) -> Iterator[Callable[..., Flask]]:
+    """Build apps: from `settings`, else from the test settings with `overrides`; with `cluster`, else
+    with the one KUBERNETES says (through connect_cluster). Whatever each opened (its pool, its
+    cluster client) is closed after the test."""
+    made: list[Flask] = []
+
+    def make(settings: Settings | None = None, cluster: kube.Cluster | None = None, **overrides: str) -> Flask:
+        settings = settings or make_settings(**overrides)
+        made.append(create_app(settings, cluster or connect_cluster(settings.kubernetes)))
+        return made[-1]
+
+    yield make
+    for application in made:
+        application.extensions["operator_service"].close()
+
+
+@pytest.fixture
+def app(settings, db, make_app) -> Flask:
+    return make_app(settings)
 
 
 @pytest.fixture
@@ -103,13 +158,11 @@ def client(app):
 
 
 @pytest.fixture
-def cluster_app(make_settings, db, kubeconfig, monkeypatch):
+def cluster_app(make_app, db, kubeconfig, monkeypatch) -> Flask:
     """The app with KUBERNETES=on, talking to the fake API server through a kubeconfig."""
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    application = create_app(make_settings(KUBERNETES="on", REGISTRATION_GRACE="0.01"))
-    yield application
-    application.extensions["operator_service"].close()
+    return make_app(KUBERNETES="on", REGISTRATION_GRACE="0.01")
 
 
 @pytest.fixture

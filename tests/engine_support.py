@@ -13,11 +13,10 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,20 @@ import pytest
 from operator_service.engine import EngineConfig, run_engine, volumes
 from operator_service.engine.sandbox.uids import processes_of
 from tests.conftest import OWNER
+from tests.waiting import wait_for
 
 COMPUTE = "/api/v1/operator/compute"
 RESULT = "/api/v1/operator/getResult"
 SAMPLE = b"alpha\nbeta\ngamma\n"
 
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+# Records its uid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
+SLEEPER = """
+import os, time
+with open(os.path.join(os.environ["OUTPUTS"], "runs.txt"), "a") as out:
+    out.write(f"{os.getuid()}\\n")
+print("started", flush=True)
+time.sleep(60)
+"""
 
 
 def job_row(db, job_id: str) -> dict:
@@ -108,16 +106,12 @@ class Inputs(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def inputs() -> Iterator[str]:
+def inputs(http_stub) -> Iterator[str]:
     """Base URL of an HTTP server on 127.0.0.1 serving Inputs.files; Inputs.gate holds requests."""
     Inputs.files = {"/sample.txt": SAMPLE}
     Inputs.gate.set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Inputs)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield http_stub(Inputs)
     Inputs.gate.set()
-    server.shutdown()
-    server.server_close()
 
 
 @dataclass

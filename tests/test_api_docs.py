@@ -149,34 +149,25 @@ def sign_on_the_command_line(owner: str, job_id: str | None = None) -> dict[str,
     return dict(line.split(": ", 1) for line in result.stdout.splitlines())
 
 
-def test_what_sign_prints_pasted_into_the_form_is_accepted_with_signatures_enforced(
-    spec, make_settings, db, engine
-) -> None:
-    from operator_service.api.app import create_app
-
+def test_what_sign_prints_pasted_into_the_form_is_accepted_with_signatures_enforced(spec, make_app, db, engine) -> None:
     address = keys.PrivateKey(bytes.fromhex(KEY[2:])).public_key.to_checksum_address()
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=f'["{address}"]'))
-    try:
-        client = app.test_client()
-        engine.announce()
-        body = dict(operations(spec)[("POST", f"{API}/compute")]["parameters"][0]["schema"]["example"])
-        refused = client.post(f"{API}/compute", json=body)
-        assert refused.status_code == 401, "the example's test key is not an allowed Provider"
+    app = make_app(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=f'["{address}"]')
+    client = app.test_client()
+    engine.announce()
+    body = dict(operations(spec)[("POST", f"{API}/compute")]["parameters"][0]["schema"]["example"])
+    refused = client.post(f"{API}/compute", json=body)
+    assert refused.status_code == 401, "the example's test key is not an allowed Provider"
 
-        printed = sign_on_the_command_line(OWNER)
-        # pasted with the blanks a copy from a terminal may bring
-        body.update(owner=OWNER, nonce=f" {printed['nonce']} ", providerSignature=f"{printed['providerSignature']}\n")
-        created = client.post(f"{API}/compute", json=body)
-        assert created.status_code == 200, created.get_json()
-        job_id = created.get_json()[0]["jobId"]
+    printed = sign_on_the_command_line(OWNER)
+    # pasted with the blanks a copy from a terminal may bring
+    body.update(owner=OWNER, nonce=f" {printed['nonce']} ", providerSignature=f"{printed['providerSignature']}\n")
+    created = client.post(f"{API}/compute", json=body)
+    assert created.status_code == 200, created.get_json()
+    job_id = created.get_json()[0]["jobId"]
 
-        printed = sign_on_the_command_line(OWNER, job_id)
-        query = {"owner": OWNER, "jobId": job_id, "nonce": printed["nonce"]}
-        status = client.get(f"{API}/compute", query_string={**query, "providerSignature": printed["providerSignature"]})
-        assert status.status_code == 200 and status.get_json()[0]["jobId"] == job_id
-        replayed = client.get(
-            f"{API}/compute", query_string={**query, "providerSignature": printed["providerSignature"]}
-        )
-        assert replayed.status_code == 401, "each nonce once"
-    finally:
-        app.extensions["operator_service"].close()
+    printed = sign_on_the_command_line(OWNER, job_id)
+    query = {"owner": OWNER, "jobId": job_id, "nonce": printed["nonce"]}
+    status = client.get(f"{API}/compute", query_string={**query, "providerSignature": printed["providerSignature"]})
+    assert status.status_code == 200 and status.get_json()[0]["jobId"] == job_id
+    replayed = client.get(f"{API}/compute", query_string={**query, "providerSignature": printed["providerSignature"]})
+    assert replayed.status_code == 401, "each nonce once"

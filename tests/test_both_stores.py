@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.cluster.workflows import STOP_ANNOTATION
 from operator_service.domain.reconciler import reconcile
 from tests.conftest import OWNER, compute_body
@@ -42,13 +41,11 @@ QUEUE_STEP_FAILURES = {
 
 
 @pytest.fixture
-def cluster_client(make_settings, db, kubeconfig, monkeypatch):
+def cluster_client(make_app, db, kubeconfig, monkeypatch):
     """The app with a cluster, statements limited to 1 s so that a timeout is quick to provoke."""
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    app = create_app(make_settings(KUBERNETES="on", POSTGRES_TIMEOUT="1"))
-    yield app
-    app.extensions["operator_service"].close()
+    return make_app(KUBERNETES="on", POSTGRES_TIMEOUT="1")
 
 
 def _post(app, provider, engine, agreement_id: str = "0x1"):

@@ -25,7 +25,6 @@ from operator_service.model.personal_sign import recover_signer
 from operator_service.tools import cli, local_service
 from operator_service.tools.embedded_db import free_port
 from operator_service.tools.folder_lock import LOCK_FILE
-from tests.test_launcher import launch, launcher_env  # noqa: F401 (fixtures)
 
 KEY = "0x5d75837394b078ce97bc289fa8d75e21000573520bfa7784a9d28ccaae602bf8"
 NOT_HEX = "0xkey-" + "z" * 60
@@ -248,7 +247,7 @@ def test_a_url_recorded_by_a_launcher_that_is_gone_is_not_used(tmp_path) -> None
     assert local_service.find(None, {"OPERATOR_DATA_DIR": str(tmp_path)}).url == "http://127.0.0.1:8050"
 
 
-def test_the_demo_finds_a_service_started_with_bind_and_no_variable(launch) -> None:  # noqa: F811
+def test_the_demo_finds_a_service_started_with_bind_and_no_variable(launch) -> None:
     """`operator-service run --bind` with no OPERATOR_BIND: the demo, given nothing, reaches it."""
     port = free_port()
     run = launch("--no-engine", "--bind", f"127.0.0.1:{port}")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.config import load_settings
 from operator_service.store import migrations
 from operator_service.store.pool import Database
@@ -64,9 +63,9 @@ def _answer_within(call: Callable[[], object], seconds: float) -> object | None:
     return result[0] if result else None
 
 
-def test_a_stopped_database_costs_a_request_seconds_then_a_503(stoppable):
+def test_a_stopped_database_costs_a_request_seconds_then_a_503(stoppable, make_app):
     server, settings = stoppable
-    app = create_app(settings)
+    app = make_app(settings)
     assert app.test_client().get(RUNNING).status_code == 200  # the pool now holds an open connection
     frozen = _server_processes(server.pid)
     for pid in frozen:
@@ -89,4 +88,3 @@ def test_a_stopped_database_costs_a_request_seconds_then_a_503(stoppable):
     while app.test_client().get(RUNNING).status_code != 200:
         assert time.monotonic() < deadline, "the service did not recover once the database ran again"
         time.sleep(0.2)
-    app.extensions["operator_service"].close()

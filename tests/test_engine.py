@@ -18,6 +18,7 @@ from operator_service.tools.embedded_db import free_port
 from tests.conftest import OWNER
 from tests.engine_support import (
     COMPUTE,
+    SLEEPER,
     Inputs,
     get_result,
     job_row,
@@ -44,15 +45,6 @@ for did in json.loads(os.environ["DIDS"]):
 with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
     out.write(f"{total} lines\\n")
 print("counted", total)
-"""
-
-# Records its uid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
-SLEEPER = """
-import os, time
-with open(os.path.join(os.environ["OUTPUTS"], "runs.txt"), "a") as out:
-    out.write(f"{os.getuid()}\\n")
-print("started", flush=True)
-time.sleep(60)
 """
 
 FAILING = """

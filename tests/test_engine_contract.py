@@ -8,8 +8,7 @@ The API must follow every step.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlparse
 
 import pytest
@@ -39,12 +38,8 @@ class Gateway(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def gateway():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/ipfs"
-    server.shutdown()
-    server.server_close()
+def gateway(http_stub) -> str:
+    return http_stub(Gateway) + "/ipfs"
 
 
 @pytest.fixture

@@ -18,9 +18,12 @@ from tests.engine_support import job_row
 @pytest.fixture
 def service_url(app) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
+    thread.join()
 
 
 def submitted_job(shown: str) -> str:

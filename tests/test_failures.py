@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.config import load_settings
 from operator_service.store import migrations
 from operator_service.store.pool import Database
@@ -33,10 +32,10 @@ def own_server(base_env):
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, provider):
+def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, provider, make_app):
     """The original answered 200 [] with the database down."""
     server, settings = own_server
-    app = create_app(settings)
+    app = make_app(settings)
     client = app.test_client()
     engine = OceanEngine(server.dsn_kwargs("outage"))
     engine.announce()
@@ -80,10 +79,10 @@ def test_concurrent_posts_with_one_agreement_create_one_job(app, engine, provide
         assert cur.fetchone()[0] == 1
 
 
-def test_secrets_never_reach_the_logs(make_settings, db, engine, provider, caplog):
+def test_secrets_never_reach_the_logs(make_app, db, engine, provider, caplog):
     """The original logged the Admin header, signatures and payloads."""
     caplog.set_level(logging.DEBUG)
-    client = create_app(make_settings(LOG_LEVEL="DEBUG")).test_client()
+    client = make_app(LOG_LEVEL="DEBUG").test_client()
     engine.announce()
     body = compute_body()
     body.update(provider.signed(OWNER))

@@ -37,12 +37,10 @@ def fuzz_provider() -> Provider:
 
 
 @pytest.fixture
-def fuzzed_app(make_settings, db, engine, fuzz_provider):
+def fuzzed_app(make_app, db, engine, fuzz_provider):
     """The service with an announced environment and the fuzz Provider listed (its nonces guarded)."""
     engine.announce()
-    app = create_app(make_settings(ALLOWED_PROVIDERS=f'["{fuzz_provider.address}"]'))
-    yield app
-    app.extensions["operator_service"].close()
+    return make_app(ALLOWED_PROVIDERS=f'["{fuzz_provider.address}"]')
 
 
 def _spec() -> dict:

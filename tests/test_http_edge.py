@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
-import psycopg2
 import pytest
 
-from operator_service.api.app import create_app
-from operator_service.config import load_settings
 from operator_service.store import migrations
 from operator_service.tools.embedded_db import free_port
 
 COMPUTE = "/api/v1/operator/compute"
 ORIGIN = "https://market.example"
-
-
-def _app(make_settings, **overrides):
-    return create_app(make_settings(**overrides))
 
 
 def _readiness_becomes(client, status: int, deadline: float = 15.0):
@@ -59,14 +51,14 @@ def test_a_browser_preflight_for_a_signed_post_is_allowed(client):
     assert response.headers["Access-Control-Allow-Headers"].lower() == "content-type"
 
 
-def test_cors_origins_lists_the_origins_allowed(make_settings, db):
-    client = _app(make_settings, CORS_ORIGINS=f'["{ORIGIN}"]').test_client()
+def test_cors_origins_lists_the_origins_allowed(make_app, db):
+    client = make_app(CORS_ORIGINS=f'["{ORIGIN}"]').test_client()
     assert client.get("/", headers={"Origin": ORIGIN}).headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "Access-Control-Allow-Origin" not in client.get("/", headers={"Origin": "https://other.example"}).headers
 
 
-def test_an_empty_cors_origins_list_sends_no_cors_headers(make_settings, db):
-    client = _app(make_settings, CORS_ORIGINS="[]").test_client()
+def test_an_empty_cors_origins_list_sends_no_cors_headers(make_app, db):
+    client = make_app(CORS_ORIGINS="[]").test_client()
     response = client.get("/", headers={"Origin": ORIGIN})
     assert response.status_code == 200
     assert not [name for name, _ in response.headers if name.startswith("Access-Control-")]
@@ -84,9 +76,9 @@ def test_liveness_and_readiness_need_no_credentials(client):
     }
 
 
-def test_with_the_database_down_the_service_is_alive_but_not_ready(make_settings, db):
+def test_with_the_database_down_the_service_is_alive_but_not_ready(make_app, db):
     """GET / answered 200 with the database down, so a probe on it could not tell."""
-    client = _app(make_settings, POSTGRES_HOST="127.0.0.1", POSTGRES_PORT=str(free_port())).test_client()
+    client = make_app(POSTGRES_HOST="127.0.0.1", POSTGRES_PORT=str(free_port())).test_client()
     assert client.get("/livez").status_code == 200
     assert client.get("/").status_code == 200
     ready = client.get("/readyz")
@@ -95,19 +87,8 @@ def test_with_the_database_down_the_service_is_alive_but_not_ready(make_settings
     assert ready.get_json()["schemaVersion"] is None
 
 
-@pytest.fixture
-def empty_database(base_env):
-    name = f"probe_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(**load_settings({**base_env, "POSTGRES_DB": "postgres"}).postgres.dsn_kwargs())
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    yield load_settings({**base_env, "POSTGRES_DB": name})
-    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
-
-
-def test_a_schema_not_yet_migrated_is_not_ready_until_pgsqlinit(empty_database, admin_headers):
-    app = create_app(empty_database)
+def test_a_schema_not_yet_migrated_is_not_ready_until_pgsqlinit(fresh_database, admin_headers, make_app):
+    app = make_app(fresh_database)
     client = app.test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
@@ -115,7 +96,6 @@ def test_a_schema_not_yet_migrated_is_not_ready_until_pgsqlinit(empty_database, 
     assert "pgsqlinit" in ready.get_json()["error"]
     assert client.post("/api/v1/operator/pgsqlinit", headers=admin_headers).status_code == 200
     assert _readiness_becomes(client, 200).get_json()["schemaVersion"] == migrations.LATEST_VERSION
-    app.extensions["operator_service"].close()
 
 
 def test_with_a_cluster_readiness_also_asks_the_cluster(cluster_app, fake_kube):
@@ -139,12 +119,10 @@ def test_readiness_is_checked_at_most_once_a_second_however_often_it_is_asked(cl
 
 
 # --- unsigned mode -------------------------------------------------------------------------------
-def test_get_root_says_whether_signatures_are_enforced(make_settings, db):
-    unsigned = _app(make_settings).test_client().get("/").get_json()
+def test_get_root_says_whether_signatures_are_enforced(make_app, db):
+    unsigned = make_app().test_client().get("/").get_json()
     assert unsigned["signatures"].startswith("not enforced")
-    signed = (
-        _app(make_settings, SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0xabc"]').test_client().get("/").get_json()
-    )
+    signed = make_app(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0xabc"]').test_client().get("/").get_json()
     assert signed["signatures"].startswith("enforced")
     assert {key for key in unsigned if key != "signatures"} == {
         "address",
@@ -156,11 +134,11 @@ def test_get_root_says_whether_signatures_are_enforced(make_settings, db):
     }
 
 
-def test_unsigned_mode_is_logged_at_start_up(make_settings, db, caplog):
+def test_unsigned_mode_is_logged_at_start_up(make_app, db, caplog):
     with caplog.at_level(logging.WARNING, logger="operator_service.api.app"):
-        _app(make_settings)
+        make_app()
     assert any("NOT enforced" in record.getMessage() for record in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="operator_service.api.app"):
-        _app(make_settings, SIGNATURE_REQUIRED="1")
+        make_app(SIGNATURE_REQUIRED="1")
     assert not any("NOT enforced" in record.getMessage() for record in caplog.records)

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,37 +18,12 @@ from operator_service.cluster import client as kube
 from operator_service.cluster import workflows
 from operator_service.model.workflow import JobDocument
 from tests.fake_kube import FakeKubernetes
+from tests.kube_samples import JOB, SAMPLE_WORKFLOW, workflow_body
+from tests.kube_samples import NAMESPACE as NS
 
-NS = "ocean-compute"
 Unavailable = kube.KubernetesUnavailable
 WORKFLOWS = f"/apis/oceanprotocol.com/v1alpha/namespaces/{NS}/workflows"
-JOB = "0123456789abcdef0123456789abcdef"
 CREATE_FAILED = f"^Kubernetes unavailable: create WorkFlow {JOB} in {NS} failed: "
-
-
-SAMPLE_WORKFLOW = {
-    "stages": [
-        {
-            "index": 0,
-            "input": [{"index": 0, "id": "did:op:1234", "remote": {"txId": "0xabc"}}],
-            "algorithm": {
-                "id": "did:op:algo",
-                "rawcode": "print('héllo')",
-                "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
-            },
-            "compute": {"Instances": 1, "maxtime": 3600},
-            "output": {"metadataUri": "https://aquarius", "publishOutput": False},
-        }
-    ],
-    "chainId": 8996,
-}
-
-
-def workflow_body(job_id: str = JOB, namespace: str = NS, **labels: str) -> dict:
-    """A WorkFlow as the service builds it, with extra labels."""
-    body = workflows.workflow_body(job_id, namespace, SAMPLE_WORKFLOW, secret="a-job-secret")
-    body["metadata"]["labels"].update(labels)
-    return body
 
 
 def test_a_job_s_workflow_body_names_labels_and_carries_the_workflow():
@@ -69,16 +45,21 @@ def no_ambient_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
 
 
-def connect_to(kubeconfig: str, monkeypatch: pytest.MonkeyPatch, timeout: float = 1.0) -> kube.Cluster:
+def connect_to(
+    connect_cluster: Callable[..., kube.Cluster | None],
+    kubeconfig: str,
+    monkeypatch: pytest.MonkeyPatch,
+    timeout: float = 1.0,
+) -> kube.Cluster:
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    cluster = kube.connect("auto", timeout=timeout)
+    cluster = connect_cluster("auto", timeout=timeout)
     assert cluster is not None
     return cluster
 
 
 @pytest.fixture
-def cluster(kubeconfig: str, monkeypatch: pytest.MonkeyPatch) -> kube.Cluster:
-    return connect_to(kubeconfig, monkeypatch)
+def cluster(connect_cluster, kubeconfig: str, monkeypatch: pytest.MonkeyPatch) -> kube.Cluster:
+    return connect_to(connect_cluster, kubeconfig, monkeypatch)
 
 
 # --- round trips -------------------------------------------------------------------------------
@@ -201,8 +182,8 @@ def test_client_and_permission_errors_are_not_retried(status, populated, fake_ku
     assert fake_kube.count("GET", f"{WORKFLOWS}$") == 1
 
 
-def test_a_wrong_token_is_unavailable(fake_kube, tmp_path, monkeypatch):
-    cluster = connect_to(fake_kube.write_kubeconfig(tmp_path / "wrong", token="wrong"), monkeypatch)
+def test_a_wrong_token_is_unavailable(fake_kube, tmp_path, monkeypatch, connect_cluster):
+    cluster = connect_to(connect_cluster, fake_kube.write_kubeconfig(tmp_path / "wrong", token="wrong"), monkeypatch)
     with pytest.raises(Unavailable, match="failed: 401 Unauthorized"):
         cluster.list_workflows(NS)
     assert fake_kube.count("GET", f"{WORKFLOWS}$") == 1
@@ -231,8 +212,8 @@ def test_create_whose_reply_was_lost_still_succeeds(cluster, fake_kube):
     assert fake_kube.count("POST", WORKFLOWS) == 1
 
 
-def test_create_that_times_out_is_unavailable(kubeconfig, fake_kube, monkeypatch):
-    cluster = connect_to(kubeconfig, monkeypatch, timeout=0.3)
+def test_create_that_times_out_is_unavailable(kubeconfig, fake_kube, monkeypatch, connect_cluster):
+    cluster = connect_to(connect_cluster, kubeconfig, monkeypatch, timeout=0.3)
     fake_kube.inject_delay("POST", f"{WORKFLOWS}$", seconds=5)
     started = time.monotonic()
     with pytest.raises(Unavailable, match=r"^Kubernetes unavailable: create .* no answer within 0\.3 s"):
@@ -247,8 +228,8 @@ def test_delete_whose_reply_was_lost_reports_the_deletion(populated, fake_kube):
     assert fake_kube.objects() == []
 
 
-def test_a_slow_answer_is_retried_then_unavailable(kubeconfig, fake_kube, monkeypatch):
-    cluster = connect_to(kubeconfig, monkeypatch, timeout=0.3)
+def test_a_slow_answer_is_retried_then_unavailable(kubeconfig, fake_kube, monkeypatch, connect_cluster):
+    cluster = connect_to(connect_cluster, kubeconfig, monkeypatch, timeout=0.3)
     cluster.create_workflow(workflow_body())
     fake_kube.inject_delay("GET", f"{WORKFLOWS}/{JOB}$", seconds=5, times=1)
     assert cluster.get_workflow(NS, JOB) is not None
@@ -340,34 +321,34 @@ def test_the_requests_made_use_exactly_the_verbs_in_rbac_verbs(populated, fake_k
 
 
 # --- connect -----------------------------------------------------------------------------------
-def test_connect_off_is_none(kubeconfig, monkeypatch, fake_kube):
+def test_connect_off_is_none(kubeconfig, monkeypatch, fake_kube, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    assert kube.connect("off") is None
+    assert connect_cluster("off") is None
     assert fake_kube.requests == []
 
 
-def test_connect_rejects_an_unknown_mode():
+def test_connect_rejects_an_unknown_mode(connect_cluster):
     with pytest.raises(ValueError, match="auto, on, off"):
-        kube.connect("maybe")
+        connect_cluster("maybe")
 
 
-def test_connect_auto_without_any_config_is_none(tmp_path, monkeypatch, caplog):
+def test_connect_auto_without_any_config_is_none(tmp_path, monkeypatch, caplog, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "does-not-exist"))
     with caplog.at_level(logging.INFO, logger="operator_service.cluster.client"):
-        assert kube.connect("auto") is None
+        assert connect_cluster("auto") is None
     assert "running without Kubernetes" in caplog.text
 
 
-def test_connect_on_without_any_config_is_unavailable(tmp_path, monkeypatch):
+def test_connect_on_without_any_config_is_unavailable(tmp_path, monkeypatch, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "does-not-exist"))
     with pytest.raises(Unavailable, match="^Kubernetes unavailable: KUBERNETES=on"):
-        kube.connect("on")
+        connect_cluster("on")
 
 
-def test_connect_auto_uses_kubeconfig_and_logs_no_token(kubeconfig, monkeypatch, caplog, fake_kube):
+def test_connect_auto_uses_kubeconfig_and_logs_no_token(kubeconfig, monkeypatch, caplog, fake_kube, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     with caplog.at_level(logging.DEBUG, logger="operator_service.cluster.client"):
-        cluster = kube.connect("auto")
+        cluster = connect_cluster("auto")
     assert cluster is not None
     assert cluster.source == f"kubeconfig:{kubeconfig}"
     assert cluster.create_workflow(workflow_body())["metadata"]["name"] == JOB
@@ -375,58 +356,62 @@ def test_connect_auto_uses_kubeconfig_and_logs_no_token(kubeconfig, monkeypatch,
     assert fake_kube.token not in caplog.text
 
 
-def test_connect_auto_reads_the_home_kubeconfig(fake_kube, monkeypatch, tmp_path):
+def test_connect_auto_reads_the_home_kubeconfig(fake_kube, monkeypatch, tmp_path, connect_cluster):
     (tmp_path / ".kube").mkdir()
     path = fake_kube.write_kubeconfig(tmp_path / ".kube" / "config")
     monkeypatch.setenv("HOME", str(tmp_path))
-    cluster = kube.connect("auto")
+    cluster = connect_cluster("auto")
     assert cluster is not None and cluster.source == f"kubeconfig:{path}"
     assert cluster.list_workflows(NS) == []
 
 
-def test_connect_skips_missing_entries_of_a_kubeconfig_path_list(kubeconfig, tmp_path, monkeypatch):
+def test_connect_skips_missing_entries_of_a_kubeconfig_path_list(kubeconfig, tmp_path, monkeypatch, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(tmp_path / "missing"), kubeconfig]))
-    cluster = kube.connect("auto")
+    cluster = connect_cluster("auto")
     assert cluster is not None and cluster.source == f"kubeconfig:{kubeconfig}"
     assert cluster.list_workflows(NS) == []
 
 
-def test_connect_falls_back_to_kubeconfig_when_in_cluster_config_is_incomplete(kubeconfig, monkeypatch):
+def test_connect_falls_back_to_kubeconfig_when_in_cluster_config_is_incomplete(
+    kubeconfig, monkeypatch, connect_cluster
+):
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # no service-account token file here
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    cluster = kube.connect("auto")
+    cluster = connect_cluster("auto")
     assert cluster is not None and cluster.source.startswith("kubeconfig:")
 
 
-def test_connect_on_probes_the_server(kubeconfig, monkeypatch, fake_kube):
+def test_connect_on_probes_the_server(kubeconfig, monkeypatch, fake_kube, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    assert kube.connect("on") is not None
+    assert connect_cluster("on") is not None
     assert fake_kube.requests == [("GET", "/version/")]
 
 
-def test_connect_on_with_a_silent_server_is_unavailable(kubeconfig, monkeypatch, fake_kube):
+def test_connect_on_with_a_silent_server_is_unavailable(kubeconfig, monkeypatch, fake_kube, connect_cluster):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     fake_kube.down()
     with pytest.raises(Unavailable, match="^Kubernetes unavailable: GET /version failed"):
-        kube.connect("on", retries=0)
-    assert kube.connect("auto") is not None  # auto does not probe
+        connect_cluster("on", retries=0)
+    assert connect_cluster("auto") is not None  # auto does not probe
 
 
-def test_a_broken_kubeconfig_is_ignored_by_auto_and_fatal_for_on(tmp_path, monkeypatch):
+def test_a_broken_kubeconfig_is_ignored_by_auto_and_fatal_for_on(tmp_path, monkeypatch, connect_cluster):
     broken = tmp_path / "broken"
     broken.write_text("apiVersion: v1\nkind: Config\nclusters: [\n")
     monkeypatch.setenv("KUBECONFIG", str(broken))
-    assert kube.connect("auto") is None
+    assert connect_cluster("auto") is None
     with pytest.raises(Unavailable, match=f"kubeconfig {broken} is unusable"):
-        kube.connect("on")
+        connect_cluster("on")
 
 
-def test_clusters_from_different_kubeconfigs_stay_separate(kubeconfig, fake_kube, tmp_path, monkeypatch):
+def test_clusters_from_different_kubeconfigs_stay_separate(
+    kubeconfig, fake_kube, tmp_path, monkeypatch, connect_cluster
+):
     second = FakeKubernetes(token="second-token").start()
     try:
-        first_cluster = connect_to(kubeconfig, monkeypatch)
-        second_cluster = connect_to(second.write_kubeconfig(tmp_path / "second"), monkeypatch)
+        first_cluster = connect_to(connect_cluster, kubeconfig, monkeypatch)
+        second_cluster = connect_to(connect_cluster, second.write_kubeconfig(tmp_path / "second"), monkeypatch)
         first_cluster.create_workflow(workflow_body())
         assert second_cluster.get_workflow(NS, JOB) is None
         assert [o["metadata"]["name"] for o in fake_kube.objects()] == [JOB]

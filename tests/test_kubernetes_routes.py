@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.cluster.client import connect
 from operator_service.cluster.workflows import STOP_ANNOTATION
 from operator_service.config import load_settings
@@ -125,13 +124,13 @@ def own_server(base_env):
 
 
 def test_database_dying_after_the_create_is_settled_by_the_reconciler(
-    own_server, base_env, provider, fake_kube, kubeconfig, monkeypatch
+    own_server, base_env, provider, fake_kube, kubeconfig, monkeypatch, make_app
 ):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     settings = load_settings({**base_env, **own_server.env("outage"), "KUBERNETES": "on"})
     db = Database(settings.postgres)
     migrations.upgrade(db)
-    client = create_app(settings).test_client()
+    client = make_app(settings).test_client()
     engine = OceanEngine(own_server.dsn_kwargs("outage"))
     stopped = threading.Event()
     fake_kube.hold("POST", CREATE, stopped)  # the create is answered once the database is down
@@ -273,15 +272,13 @@ def test_root_shows_the_kubernetes_source(client, kubeconfig):
     assert client.get("/").get_json()["kubernetes"] == f"on: kubeconfig:{kubeconfig}"
 
 
-def test_without_kubernetes_the_service_starts_and_posts_work(
-    make_settings, db, provider, engine, tmp_path, monkeypatch
-):
+def test_without_kubernetes_the_service_starts_and_posts_work(make_app, db, provider, engine, tmp_path, monkeypatch):
     """KUBERNETES=off with no kubeconfig at all: POST works on the database alone, /list is a 503."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     for mode in ("off", "auto"):
-        client = create_app(make_settings(KUBERNETES=mode)).test_client()
+        client = make_app(KUBERNETES=mode).test_client()
         response, _ = _post(client, provider, engine, agreement_id=f"0x{mode}")
         assert response.status_code == 200
         listed = client.get("/api/v1/operator/list", headers=ADMIN)

@@ -16,9 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -29,11 +28,11 @@ from operator_service.engine.sandbox.uids import processes_of
 from operator_service.tools.embedded_db import free_port
 from operator_service.tools.folder_lock import FolderLock
 from tests.conftest import OWNER, Provider, compute_body
-from tests.engine_support import workflow
+from tests.engine_support import SLEEPER, workflow
+from tests.launcher_support import START_SECONDS, Launch, running
 from tests.ocean_engine import OceanEngine
-from tests.test_engine import SLEEPER
+from tests.waiting import wait_for
 
-START_SECONDS = 120.0
 COMPUTE = "/api/v1/operator/compute"
 
 # Writes its result only after a while, so that the database can die while it runs.
@@ -45,156 +44,7 @@ with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
 """
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = START_SECONDS) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-class Launch:
-    """One `operator-service run` subprocess; its output is collected line by line."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()):
-        self.data_dir = data_dir
-        self.env = env
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "operator_service.tools.cli", "run", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self._readers = [
-            threading.Thread(target=_collect, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.env['OPERATOR_BIND']}"
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.stdout + self.stderr)
-
-    def wait_for_output(self, text: str, timeout: float = START_SECONDS) -> None:
-        wait_for(lambda: text in self.output or self.process.poll() is not None, f"{text!r} from the launcher", timeout)
-        assert text in self.output, f"the launcher exited with {self.process.returncode}:\n{self.output}"
-
-    def wait_ready(self) -> None:
-        self.wait_for_output("operator-service on http://")
-
-    def exit_code(self, timeout: float = START_SECONDS) -> int:
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"the launcher still ran after {timeout:g} s:\n{self.output}") from None
-        for reader in self._readers:  # the output ends when every process that shared it has ended
-            reader.join(START_SECONDS)
-        return code
-
-    def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.exit_code()
-
-    def postmaster(self) -> int:
-        return int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-
-    def connect(self):
-        password = (self.data_dir / "postgres" / "operator-password").read_text().strip()
-        return psycopg2.connect(
-            host="127.0.0.1",
-            port=int(self.env["POSTGRES_PORT"]),
-            user="postgres",
-            password=password,
-            dbname="operator",
-            connect_timeout=5,
-        )
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        conn = self.connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql, params or None)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
-
-    def end(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _running(pid: int) -> bool:
-    """Running (a zombie nobody reaped yet counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _collect(stream, lines: list[str]) -> None:
-    for line in stream:
-        lines.append(line.rstrip("\n"))
-
-
-@pytest.fixture
-def launcher_env() -> dict[str, str]:
-    """The environment of a launcher with its own ports, no cluster, a quick engine."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("POSTGRES_", "OPERATOR_", "ENGINE_", "KUBE"))
-    }
-    env.update(
-        {
-            "OPERATOR_BIND": f"127.0.0.1:{free_port()}",
-            "POSTGRES_PORT": str(free_port()),
-            "KUBERNETES": "off",
-            "ALLOWED_ADMINS": '["launcher-test"]',
-            "ENGINE_POLL_SECONDS": "0.2",
-            "ENGINE_USE_DOCKER": "off",
-            "OPERATOR_WORKERS": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-@pytest.fixture
-def launch(launcher_env) -> Iterator[Callable[..., Launch]]:
-    """Start launchers (by default all on one new data folder); every one is ended afterwards."""
-    started: list[Launch] = []
-    folder = Path(tempfile.mkdtemp(prefix="operator-launcher-"))
-
-    def start(*args: str, data_dir: Path | None = None, **env: str) -> Launch:
-        target = data_dir or folder / "data"
-        run = Launch(target, {**launcher_env, "OPERATOR_DATA_DIR": str(target), **env}, args)
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        run.end()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _nothing_left_running(data_dir: Path) -> None:
+def _nothing_leftrunning(data_dir: Path) -> None:
     """Every process the launcher started held the folder's lock: it is free only when all ended."""
     if not data_dir.exists():
         return
@@ -250,13 +100,17 @@ def test_every_acknowledged_job_survives_a_database_killed_under_load(launch, pr
     for client in clients:
         client.start()
     try:
-        wait_for(lambda: len(acknowledged) >= 100, "100 acknowledged POSTs")
+        wait_for(lambda: len(acknowledged) >= 100, "100 acknowledged POSTs", timeout=START_SECONDS)
         postmaster = run.postmaster()
         os.kill(postmaster, signal.SIGKILL)
         run.wait_for_output("embedded Postgres was killed by SIGKILL; restarting it")
         run.wait_for_output("embedded Postgres restarted")
         after_restart = len(acknowledged)
-        wait_for(lambda: len(acknowledged) >= after_restart + 100, "100 more acknowledged POSTs after the restart")
+        wait_for(
+            lambda: len(acknowledged) >= after_restart + 100,
+            "100 more acknowledged POSTs after the restart",
+            timeout=START_SECONDS,
+        )
     finally:
         stop.set()
         for client in clients:
@@ -280,6 +134,7 @@ def test_the_engine_keeps_its_jobs_when_the_database_is_restarted(launch, provid
     wait_for(
         lambda: requests.get(run.url + "/api/v1/operator/environments", timeout=10).json(),
         "the local engine to announce its environment",
+        timeout=START_SECONDS,
     )
     body = {
         **compute_body(agreement_id=uuid.uuid4().hex),
@@ -288,11 +143,13 @@ def test_the_engine_keeps_its_jobs_when_the_database_is_restarted(launch, provid
     response = _signed_post(run, provider, body)
     assert response.status_code == 200, response.text
     job_id = response.json()[0]["jobId"]
-    wait_for(lambda: (_job(run, job_id) or (0,))[0] == 40, "the algorithm to run")
+    wait_for(lambda: (_job(run, job_id) or (0,))[0] == 40, "the algorithm to run", timeout=START_SECONDS)
 
     os.kill(run.postmaster(), signal.SIGKILL)
     run.wait_for_output("embedded Postgres restarted")
-    status, _, outputs = wait_for(lambda: (row := _job(run, job_id)) and row[1] and row, "the job to finish")
+    status, _, outputs = wait_for(
+        lambda: (row := _job(run, job_id)) and row[1] and row, "the job to finish", timeout=START_SECONDS
+    )
     assert status == 70
     assert '"filename": "result.txt"' in outputs
     query = {"owner": OWNER, "jobId": job_id, **provider.signed(OWNER, job_id)}
@@ -316,7 +173,7 @@ def test_a_second_launcher_on_the_same_data_folder_exits_at_once_and_touches_not
     for port in (second.env["POSTGRES_PORT"], second.env["OPERATOR_BIND"].rsplit(":", 1)[1]):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", int(port)))  # nothing of the second one listens
-    assert first.postmaster() == postmaster and _running(postmaster)
+    assert first.postmaster() == postmaster and running(postmaster)
     assert (first.data_dir / "launcher.lock").read_text() == lock_text
     assert requests.get(first.url + "/api/v1/operator/runningjobs", timeout=30).status_code == 200
     assert first.process.poll() is None
@@ -328,6 +185,7 @@ def test_after_a_kill_9_of_the_launcher_the_next_one_resumes_the_jobs(launch, pr
     wait_for(
         lambda: requests.get(first.url + "/api/v1/operator/environments", timeout=10).json(),
         "the local engine to announce its environment",
+        timeout=START_SECONDS,
     )
     body = {
         **compute_body(agreement_id=uuid.uuid4().hex),
@@ -335,13 +193,17 @@ def test_after_a_kill_9_of_the_launcher_the_next_one_resumes_the_jobs(launch, pr
     }
     job_id = _signed_post(first, provider, body).json()[0]["jobId"]
     runs = first.data_dir / "jobs" / job_id / "data" / "outputs" / "runs.txt"
-    uid = int(wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start"))
+    uid = int(
+        wait_for(lambda: runs.exists() and runs.read_text().strip(), "the algorithm to start", timeout=START_SECONDS)
+    )
 
     first.process.kill()
     first.process.wait()
     second = launch(data_dir=first.data_dir)
     second.wait_ready()
-    status, _, _ = wait_for(lambda: (row := _job(second, job_id)) and row[1] and row, "the job to finish")
+    status, _, _ = wait_for(
+        lambda: (row := _job(second, job_id)) and row[1] and row, "the job to finish", timeout=START_SECONDS
+    )
     assert status == 70
     assert processes_of(uid) == [], "nothing of the interrupted algorithm still runs"
     published = Path(second.data_dir / "results" / job_id / "outputs" / "runs.txt").read_text().split()
@@ -355,8 +217,8 @@ def test_ctrl_c_stops_everything(launch):
     run.wait_ready()
     postmaster = run.postmaster()
     assert run.interrupt() == 0
-    _nothing_left_running(run.data_dir)
-    assert not _running(postmaster)
+    _nothing_leftrunning(run.data_dir)
+    assert not running(postmaster)
     assert "Traceback" not in run.output
 
 
@@ -373,7 +235,7 @@ def test_ctrl_c_interrupts_a_start_that_waits_for_the_database(launch):
         finally:
             connection.close()
     assert run.stderr == ["interrupted during start-up; stopping"]
-    _nothing_left_running(run.data_dir)
+    _nothing_leftrunning(run.data_dir)
 
 
 class Listener:
@@ -449,13 +311,13 @@ START_UP_ERRORS = [
 
 
 @pytest.mark.parametrize("name, env, code, text", START_UP_ERRORS, ids=[case[0] for case in START_UP_ERRORS])
-def test_a_start_up_error_is_one_line_and_leaves_nothing_running(launch, listener, settings, name, env, code, text):
+def test_a_start_up_error_is_one_line_and_leaves_nothingrunning(launch, listener, settings, name, env, code, text):
     run = launch(**env(listener.port, settings.postgres))
     assert run.exit_code() == code
     assert len(run.stderr) == 1, run.output
     assert text in run.stderr[0]
     assert "Traceback" not in run.output
-    _nothing_left_running(run.data_dir)
+    _nothing_leftrunning(run.data_dir)
     assert not (run.data_dir / "postgres" / "postmaster.pid").exists()
 
 
@@ -487,7 +349,7 @@ def test_an_api_that_dies_at_start_up_stops_the_database_again(launcher_env):
             "the API (gunicorn) exited at start-up with code 3; its own messages are above"
         ]
         assert "embedded Postgres on 127.0.0.1" in result.stdout, "the database had been started"
-        _nothing_left_running(folder)
+        _nothing_leftrunning(folder)
         assert not (folder / "postgres" / "postmaster.pid").exists()
     finally:
         shutil.rmtree(folder, ignore_errors=True)

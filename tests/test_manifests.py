@@ -24,6 +24,7 @@ from kubernetes_validate.utils import all_versions
 from operator_service.cluster import client as kube
 from operator_service.domain.results import url_allowed
 from tests import fake_kube
+from tests.kube_samples import workflow_body
 from tests.kustomize import (
     K8S,
     OVERLAYS,
@@ -34,7 +35,6 @@ from tests.kustomize import (
     rendered,
     secrets_from_script,
 )
-from tests.test_kube import workflow_body
 
 SERVICE_NS = "ocean-operator"
 COMPUTE_NS = "ocean-compute"

@@ -15,6 +15,7 @@ from operator_service.engine import EngineConfig, run_engine
 from operator_service.engine import queries as engine_queries
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from tests.engine_support import (
+    SLEEPER,
     job_row,
     read_published,
     running_as,
@@ -23,7 +24,6 @@ from tests.engine_support import (
     wait_for,
     wait_status,
 )
-from tests.test_engine import SLEEPER
 
 
 class EngineThread:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.kustomize import KubectlUnusable, kubectl
+from tests.readme_support import copy_checkout, git, readme_steps
 
-ROOT = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "cluster_standins.py"
 # Images a cluster pulls from public registries: Ocean's engine and the trial database's.
 PUBLIC_REPOSITORIES = ("oceanprotocol/operator-engine", "postgres")
@@ -31,38 +29,10 @@ SERVICE = "Deployment/ocean-operator/operator-service"
 DATABASE_PASSWORD = "the database user's password"
 
 
-def readme_steps(name: str) -> str:
-    """The shell block the README marks `<!-- kubernetes-steps: NAME -->`."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(rf"<!-- kubernetes-steps: {name} -->\n```sh\n(.*?)```", readme, re.DOTALL)
-    assert len(blocks) == 1, f"README.md should mark one block kubernetes-steps: {name}"
-    return blocks[0]
-
-
-def git(checkout: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    return subprocess.run(["git", *args], cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """What a clone of this working tree would hold: tracked files and new ones not ignored."""
-    files = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    copy = tmp_path / "operator-service"
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
-    git(copy, "init", "-q")
-    git(copy, "add", "-A")
-    git(copy, "commit", "-q", "-m", "copy")
-    return copy
+    return copy_checkout(tmp_path / "operator-service")
 
 
 @pytest.fixture
@@ -121,7 +91,7 @@ def in_order(log: list[str], *steps: str) -> bool:
 
 
 def test_the_trial_steps_deploy_the_image_built_here_and_can_be_run_again(checkout, tools) -> None:
-    steps = readme_steps("trial")
+    steps = readme_steps("kubernetes", "trial")
     first = run_steps(steps, checkout, tools)
     (image,) = first["built"]
     assert first["built"][image] == str(checkout)  # from the Dockerfile at the top of the checkout
@@ -147,7 +117,7 @@ def test_the_trial_steps_deploy_the_image_built_here_and_can_be_run_again(checko
 
 
 def test_the_production_steps_push_set_and_deploy_the_image_and_can_be_run_again(checkout, tools) -> None:
-    steps = readme_steps("production")
+    steps = readme_steps("kubernetes", "production")
     commit = git(checkout, "rev-parse", "--short", "HEAD").strip()
     first = run_steps(steps, checkout, tools, stdin=DATABASE_PASSWORD + "\n")
     image = f"registry.example.com/team/operator-service:{commit}"
@@ -173,7 +143,7 @@ def test_the_production_steps_push_set_and_deploy_the_image_and_can_be_run_again
 
 def test_a_rollout_of_an_image_never_loaded_or_pushed_fails(checkout, tools) -> None:
     """The check above can fail: without `kind load` the cluster could not run the image."""
-    steps = readme_steps("trial")
+    steps = readme_steps("kubernetes", "trial")
     without_load = "\n".join(line for line in steps.splitlines() if not line.startswith("kind load"))
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", without_load],
@@ -188,7 +158,7 @@ def test_a_rollout_of_an_image_never_loaded_or_pushed_fails(checkout, tools) -> 
 
 
 def test_a_rollout_without_the_secrets_fails(checkout, tools) -> None:
-    steps = readme_steps("trial")
+    steps = readme_steps("kubernetes", "trial")
     without_secrets = "\n".join(line for line in steps.splitlines() if not line.startswith("k8s/secrets.sh"))
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", without_secrets],

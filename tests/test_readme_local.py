@@ -34,20 +34,11 @@ import requests
 
 from operator_service.tools.embedded_db import free_port
 from operator_service.tools.folder_lock import FolderLock
-from tests.test_readme_kubernetes import git
+from tests.readme_support import copy_checkout, git, readme_steps
 
-ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 180.0
 STEP_SECONDS = 300
 JOB_ID = re.compile(r"^job ([0-9a-f]{32})$", re.MULTILINE)
-
-
-def readme_steps(name: str) -> str:
-    """The shell block the README marks `<!-- local-steps: NAME -->`."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(rf"<!-- local-steps: {name} -->\n```sh\n(.*?)```", readme, re.DOTALL)
-    assert len(blocks) == 1, f"README.md should mark one block local-steps: {name}"
-    return blocks[0]
 
 
 @pytest.fixture
@@ -61,15 +52,7 @@ def workspace() -> Iterator[Path]:
 @pytest.fixture
 def checkout(workspace) -> Path:
     """What a clone of this working tree holds, with this checkout's virtualenv made ready."""
-    files = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    copy = workspace / "operator-service"
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
-    git(copy, "init", "-q")
-    git(copy, "add", "-A")
-    git(copy, "commit", "-q", "-m", "copy")
+    copy = copy_checkout(workspace / "operator-service")
     venv = copy / ".venv"
     venv.mkdir()
     (venv / "bin").symlink_to(Path(sys.executable).parent)
@@ -217,12 +200,13 @@ def test_the_local_steps_work_as_written_and_twice(workspace, checkout) -> None:
         service.wait_until(lambda: _announced(url), "announced environment")
 
         script = "".join(
-            f"echo '=== {name}'\n{readme_steps(name)}" for name in ("start-a-job", "follow-the-job", "other-routes")
+            f"echo '=== {name}'\n{readme_steps('local', name)}"
+            for name in ("start-a-job", "follow-the-job", "other-routes")
         )
         jobs = [check_round_trip(run_steps(script, checkout, env)) for _ in range(2)]
         assert jobs[0] != jobs[1]
 
-        demo = readme_steps("demo").split("#")[0].strip()
+        demo = readme_steps("local", "demo").split("#")[0].strip()
         assert demo == "make demo"
         first = run_steps(demo, checkout, env)
         assert f"service: {url} (from OPERATOR_BIND)" in first

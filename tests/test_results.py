@@ -2,80 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.config import load_settings
 from operator_service.domain.results import url_allowed
 from operator_service.env_vars import ConfigError
-from tests.conftest import OWNER
+from tests.conftest import OWNER, Provider, compute_body
+from tests.stub_http import STORED, Storage, allowing
 
 RESULT = "/api/v1/operator/getResult"
-PAYLOAD = b"line one\nline two\n"
-
-
-class Storage(BaseHTTPRequestHandler):
-    """An upstream result store (IPFS gateway, S3) that records the headers it gets."""
-
-    seen: list[dict] = []
-
-    def do_GET(self) -> None:
-        Storage.seen.append({"path": self.path, **dict(self.headers)})
-        if self.path.startswith("/redirect/"):
-            self.send_response(302)
-            self.send_header("Location", self.path.removeprefix("/redirect/"))
-            self.end_headers()
-            return
-        if self.path.startswith("/slow"):
-            threading.Event().wait(2)
-        if self.path.startswith("/missing"):
-            self.send_response(404)
-            self.end_headers()
-            self.wfile.write(b"not here")
-            return
-        body = PAYLOAD[:4] if "Range" in self.headers else PAYLOAD
-        self.send_response(206 if "Range" in self.headers else 200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        if self.path.startswith("/named"):
-            self.send_header("Content-Disposition", 'attachment; filename="renamed.txt"')
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def _serve() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Storage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
-@pytest.fixture
-def storage() -> Iterator[str]:
-    Storage.seen = []
-    server, url = _serve()
-    yield url
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
 def settings(make_settings, storage):
     """The operator lets the service fetch results from the storage server (and nothing else)."""
     return make_settings(**allowing(storage))
-
-
-def allowing(*prefixes: str) -> dict[str, str]:
-    return {"RESULT_URL_PREFIXES": json.dumps([prefix + "/" for prefix in prefixes])}
 
 
 @pytest.fixture
@@ -85,7 +29,7 @@ def finished_job(submit, engine):
 
     def publish(*urls: str) -> str:
         outputs = [
-            {"filename": url.rsplit("/", 1)[-1], "filesize": len(PAYLOAD), "url": url, "type": "output"} for url in urls
+            {"filename": url.rsplit("/", 1)[-1], "filesize": len(STORED), "url": url, "type": "output"} for url in urls
         ]
         engine.publish(job["jobId"], outputs)
         return job["jobId"]
@@ -101,7 +45,7 @@ def test_streams_the_file_with_its_name(client, provider, finished_job, storage)
     job_id = finished_job(f"{storage}/result.txt")
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert response.status_code == 200
-    assert response.data == PAYLOAD
+    assert response.data == STORED
     assert response.headers["Content-Disposition"] == "attachment;filename=result.txt"
     assert response.headers["Access-Control-Expose-Headers"] == "Content-Disposition"
 
@@ -116,16 +60,16 @@ def test_owner_is_compared_case_insensitively(client, provider, finished_job, st
     """The original compared the owner case-sensitively."""
     job_id = finished_job(f"{storage}/result.txt")
     response = client.get(RESULT, query_string=_query(provider, job_id, owner=OWNER.lower()))
-    assert response.status_code == 200 and response.data == PAYLOAD
+    assert response.status_code == 200 and response.data == STORED
 
 
-def test_range_and_storage_credentials_are_forwarded(make_settings, db, provider, finished_job, storage):
+def test_range_and_storage_credentials_are_forwarded(make_settings, db, provider, finished_job, storage, make_app):
     job_id = finished_job(f"{storage}/result.txt")
     settings = make_settings(**{"X-API-KEY": "ipfs-key", "CLIENT-ID": "ipfs-client"}, **allowing(storage))
-    client = create_app(settings).test_client()
+    client = make_app(settings).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id), headers={"Range": "bytes=0-3"})
     assert response.status_code == 206
-    assert response.data == PAYLOAD[:4]
+    assert response.data == STORED[:4]
     assert response.headers["Range"] == "bytes=0-3"
     sent = Storage.seen[-1]
     assert (sent["Range"], sent["X-API-KEY"], sent["CLIENT-ID"]) == ("bytes=0-3", "ipfs-key", "ipfs-client")
@@ -176,14 +120,12 @@ def test_required_parameters(client, provider):
 
 
 def test_only_the_creating_provider_gets_results_when_signatures_are_required(
-    make_settings, db, provider, engine, storage
+    make_settings, db, provider, engine, storage, make_app
 ):
     """The original's provider check was dead code."""
-    from tests.conftest import Provider, compute_body
-
     other = Provider("0x" + "11" * 32)
     allowed = f'["{provider.address}", "{other.address}"]'
-    client = create_app(
+    client = make_app(
         make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed, **allowing(storage))
     ).test_client()
     engine.announce()
@@ -205,18 +147,18 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_refused_storage_is_a_502(make_settings, db, provider, finished_job):
+def test_refused_storage_is_a_502(make_app, db, provider, finished_job):
     closed = f"http://127.0.0.1:{_closed_port()}"
     job_id = finished_job(f"{closed}/result.txt")
-    client = create_app(make_settings(**allowing(closed))).test_client()
+    client = make_app(**allowing(closed)).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert response.status_code == 502
     assert response.get_json()["error"].startswith("Result storage unreachable")
 
 
-def test_slow_storage_is_a_504(make_settings, db, provider, finished_job, storage):
+def test_slow_storage_is_a_504(make_app, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/slow.txt")
-    client = create_app(make_settings(RESULT_TIMEOUT="0.5", **allowing(storage))).test_client()
+    client = make_app(RESULT_TIMEOUT="0.5", **allowing(storage)).test_client()
     response = client.get(RESULT, query_string=_query(provider, job_id))
     assert (response.status_code, response.get_json()) == (504, {"error": "Result storage did not answer in time"})
 
@@ -224,11 +166,11 @@ def test_slow_storage_is_a_504(make_settings, db, provider, finished_job, storag
 def test_local_files_are_served_from_the_results_folder_only(client, provider, finished_job, results_dir, tmp_path):
     inside = results_dir / "job" / "outputs" / "result.txt"
     inside.parent.mkdir(parents=True)
-    inside.write_bytes(PAYLOAD)
+    inside.write_bytes(STORED)
     outside = tmp_path / "secret.txt"
     outside.write_text("password")
     job_id = finished_job(inside.as_uri(), outside.as_uri(), f"file://{results_dir}/../{outside.name}", "ftp://x/y")
-    assert client.get(RESULT, query_string=_query(provider, job_id, 0)).data == PAYLOAD
+    assert client.get(RESULT, query_string=_query(provider, job_id, 0)).data == STORED
     for index in (1, 2, 3):
         response = client.get(RESULT, query_string=_query(provider, job_id, index))
         assert response.status_code == 403, index
@@ -257,22 +199,18 @@ def test_a_link_planted_in_the_results_folder_is_never_followed(client, provider
     assert not any(b"password" in answer.data for answer in answers)
 
 
-def test_results_are_fetched_only_from_the_configured_storage(make_settings, db, provider, finished_job, storage):
-    other_server, other = _serve()
-    try:
-        urls = [
-            f"{other}/result.txt",
-            f"{storage}/redirect/{other}/result.txt",
-            f"{storage}/redirect/{storage}/result.txt",
-        ]
-        job_id = finished_job(*urls)
-        client = create_app(make_settings(**allowing(storage))).test_client()
-        answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
-    finally:
-        other_server.shutdown()
-        other_server.server_close()
+def test_results_are_fetched_only_from_the_configured_storage(make_app, db, provider, finished_job, storage, http_stub):
+    other = http_stub(Storage)
+    urls = [
+        f"{other}/result.txt",
+        f"{storage}/redirect/{other}/result.txt",
+        f"{storage}/redirect/{storage}/result.txt",
+    ]
+    job_id = finished_job(*urls)
+    client = make_app(**allowing(storage)).test_client()
+    answers = [client.get(RESULT, query_string=_query(provider, job_id, index)) for index in range(len(urls))]
     assert [answer.status_code for answer in answers] == [403, 403, 200]
-    assert answers[2].data == PAYLOAD, "a redirect within the configured storage is followed"
+    assert answers[2].data == STORED, "a redirect within the configured storage is followed"
     assert "RESULT_URL_PREFIXES" in answers[0].get_json()["error"]
     assert [seen["path"] for seen in Storage.seen] == [
         f"/redirect/{other}/result.txt",
@@ -281,9 +219,9 @@ def test_results_are_fetched_only_from_the_configured_storage(make_settings, db,
     ], "the other server never saw a request"
 
 
-def test_by_default_no_http_storage_is_fetched(make_settings, db, provider, finished_job, storage):
+def test_by_default_no_http_storage_is_fetched(make_app, db, provider, finished_job, storage):
     job_id = finished_job(f"{storage}/result.txt")
-    client = create_app(make_settings()).test_client()
+    client = make_app().test_client()
     assert client.get(RESULT, query_string=_query(provider, job_id)).status_code == 403
     assert Storage.seen == []
 

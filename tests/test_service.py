@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg2
-import pytest
 
 from operator_service import __version__
-from operator_service.api.app import create_app
-from operator_service.config import load_settings
 from operator_service.store import migrations
 from operator_service.store.pool import Database
+from tests.original_schema import ORIGINAL_HEAD_SCHEMA
 
 INIT = "/api/v1/operator/pgsqlinit"
 ALL_VERSIONS = [version for version, _, _ in migrations.MIGRATIONS]
 
 
-def test_root_reports_the_installed_version_and_operator_settings(make_settings, db):
+def test_root_reports_the_installed_version_and_operator_settings(make_settings, db, make_app):
     """The original read a relative .bumpversion.cfg on every call."""
     settings = make_settings(OPERATOR_ADDRESS="0xabc", ALGO_POD_TIMEOUT="3600", STORAGE_EXPIRY="60")
-    body = create_app(settings).test_client().get("/").get_json()
+    body = make_app(settings).test_client().get("/").get_json()
     assert body["software"] == "Operator service"
     assert body["version"] == __version__
     assert (body["address"], body["algoTimeLimit"], body["storageExpiry"]) == ("0xabc", "3600", "60")
@@ -91,24 +88,10 @@ def test_admin_secret_is_compared_case_insensitively(client):
     assert client.post(INIT, headers={"Admin": "TEST-ADMIN-SECRET"}).status_code == 200
 
 
-def test_without_allowed_admins_admin_routes_answer_401(make_settings, db):
+def test_without_allowed_admins_admin_routes_answer_401(make_app, db):
     """The original answered 500 when ALLOWED_ADMINS was unset."""
-    client = create_app(make_settings(ALLOWED_ADMINS="")).test_client()
+    client = make_app(ALLOWED_ADMINS="").test_client()
     assert client.post(INIT, headers={"Admin": "anything"}).status_code == 401
-
-
-@pytest.fixture
-def fresh_database(base_env):
-    """An empty database on the test server, dropped afterwards."""
-    name = f"fresh_{uuid.uuid4().hex[:8]}"
-    admin_dsn = load_settings({**base_env, "POSTGRES_DB": "postgres"}).postgres.dsn_kwargs()
-    conn = psycopg2.connect(**admin_dsn)
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    settings = load_settings({**base_env, "POSTGRES_DB": name})
-    yield settings
-    conn.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    conn.close()
 
 
 def _schema(settings) -> dict:
@@ -126,9 +109,9 @@ def _schema(settings) -> dict:
         conn.close()
 
 
-def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers):
+def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers, make_app):
     """The original never committed did, chainid and indx_owner_jobs."""
-    client = create_app(fresh_database).test_client()
+    client = make_app(fresh_database).test_client()
     response = client.post(INIT, headers=admin_headers)
     assert response.get_json() == {"version": migrations.LATEST_VERSION, "applied": ALL_VERSIONS}
     schema = _schema(fresh_database)
@@ -139,35 +122,21 @@ def test_pgsqlinit_commits_the_whole_schema(fresh_database, admin_headers):
     assert schema["announce"] == 1
 
 
-def test_pgsqlinit_is_idempotent(fresh_database, admin_headers):
-    client = create_app(fresh_database).test_client()
+def test_pgsqlinit_is_idempotent(fresh_database, admin_headers, make_app):
+    client = make_app(fresh_database).test_client()
     client.post(INIT, headers=admin_headers)
     again = client.post(INIT, headers=admin_headers)
     assert again.get_json() == {"version": migrations.LATEST_VERSION, "applied": []}
 
 
-ORIGINAL_HEAD_SCHEMA = """
-CREATE TABLE jobs (agreementId varchar(255) NOT NULL, workflowId varchar(255) NOT NULL, owner varchar(255),
-  status int, statusText varchar(255), laststatusupdate timestamp without time zone default NOW(),
-  dateCreated timestamp without time zone default NOW(), dateFinished timestamp without time zone default NULL,
-  configlogURL text, publishlogURL text, algologURL text, outputsURL text, ddo text, namespace varchar(255),
-  stopreq smallint default 0, removed smallint default 0, workflow text, provider varchar(255));
-CREATE UNIQUE INDEX uniq_agreementId_workflowId ON jobs (agreementId, workflowId);
-CREATE TABLE envs (namespace varchar(255) NOT NULL, status text, lastping timestamp without time zone default NOW());
-CREATE UNIQUE INDEX unique_namespace ON envs (namespace);
-CREATE TABLE nonces (provider varchar(255) NOT NULL, nonce varchar(255));
-INSERT INTO jobs (agreementId, workflowId, owner, status, statusText, workflow, namespace)
-  VALUES ('0xold', 'oldjob', '0xowner', 70, 'Job finished', '{}', 'ocean-compute');
-INSERT INTO nonces VALUES ('0xprovider', '1693400000.5');
-"""
-
-
-def test_pgsqlinit_upgrades_a_database_of_the_original_service(fresh_database, admin_headers, provider, engine):
+def test_pgsqlinit_upgrades_a_database_of_the_original_service(
+    fresh_database, admin_headers, provider, engine, make_app
+):
     conn = psycopg2.connect(**fresh_database.postgres.dsn_kwargs())
     with conn, conn.cursor() as cur:
         cur.execute(ORIGINAL_HEAD_SCHEMA)
     conn.close()
-    client = create_app(fresh_database).test_client()
+    client = make_app(fresh_database).test_client()
     assert client.post(INIT, headers=admin_headers).get_json()["applied"] == ALL_VERSIONS
     assert {"did", "chainid"} <= _schema(fresh_database)["columns"]
     query = {"jobId": "oldjob", "owner": "0xowner", **provider.signed("0xowner", "oldjob")}

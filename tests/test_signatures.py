@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.api.errors import STATUS_OF_DOMAIN_ERROR
 from operator_service.domain.errors import InvalidRequest
 from operator_service.domain.signatures import parse_nonce, recover_address, sign_provider_message
@@ -132,9 +131,9 @@ def test_a_nonce_far_in_the_future_is_refused(client, provider):
     assert _get(client, provider, str(time.time_ns())).status_code == 200
 
 
-def test_nonces_are_per_provider(make_settings, db, provider):
+def test_nonces_are_per_provider(make_app, db, provider):
     other = Provider("0x" + os.urandom(32).hex())
-    client = create_app(make_settings(ALLOWED_PROVIDERS=f'["{provider.address}", "{other.address}"]')).test_client()
+    client = make_app(ALLOWED_PROVIDERS=f'["{provider.address}", "{other.address}"]').test_client()
     nonce = str(time.time_ns())
     assert _get(client, provider, nonce).status_code == 200
     assert _get(client, other, nonce).status_code == 200
@@ -147,10 +146,10 @@ def _nonce_rows(db) -> int:
         return cur.fetchone()[0]
 
 
-def test_unsigned_mode_records_no_nonce_of_an_unlisted_signer(make_settings, db, engine):
+def test_unsigned_mode_records_no_nonce_of_an_unlisted_signer(make_app, db, engine):
     """Any key passes with SIGNATURE_REQUIRED=0: each request with a new random key used to add a
     nonces row that was never pruned (pruning is per provider), so the table grew without bound."""
-    client = create_app(make_settings()).test_client()
+    client = make_app().test_client()
     for _ in range(20):
         stranger = Provider("0x" + os.urandom(32).hex())
         assert _get(client, stranger, str(time.time_ns())).status_code == 200
@@ -186,9 +185,9 @@ def test_old_nonce_records_are_pruned(client, provider, db):
         assert [row[0] for row in cur.fetchall()] == [str(now)]
 
 
-def test_a_refused_provider_does_not_consume_its_nonce(make_settings, db, provider):
+def test_a_refused_provider_does_not_consume_its_nonce(make_app, db, provider):
     """The original stored nonces before the allow-list check."""
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS="[]"))
+    app = make_app(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS="[]")
     nonce = str(time.time_ns())
     assert _get(app.test_client(), provider, nonce).status_code == 401
     with db.transaction() as cur:
@@ -196,15 +195,15 @@ def test_a_refused_provider_does_not_consume_its_nonce(make_settings, db, provid
         assert cur.fetchone()[0] == 0
 
 
-def test_signature_required_with_allowed_providers_in_any_case(make_settings, db, provider):
+def test_signature_required_with_allowed_providers_in_any_case(make_app, db, provider):
     """With the original's recovery, every Provider request got a 401."""
     allowed = f'["{provider.address.upper().replace("0X", "0x")}"]'
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed))
+    app = make_app(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=allowed)
     assert _get(app.test_client(), provider, str(time.time_ns())).status_code == 200
 
 
-def test_signature_required_refuses_other_signers_with_the_original_text(make_settings, db, provider):
-    app = create_app(make_settings(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0x1"]'))
+def test_signature_required_refuses_other_signers_with_the_original_text(make_app, db, provider):
+    app = make_app(SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS='["0x1"]')
     nonce = str(time.time_ns())
     query = {"owner": OWNER, **provider.signed(OWNER, nonce=nonce)}
     response = app.test_client().get(COMPUTE, query_string=query)

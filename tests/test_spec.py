@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.tools.embedded_db import free_port
 from tests.conftest import ADMIN_SECRET, OWNER, Provider
-from tests.test_results import allowing, storage  # noqa: F401 (fixture)
+from tests.stub_http import allowing
 
 API = "/api/v1/operator"
 ADMIN = {"Admin": ADMIN_SECRET}
@@ -52,13 +51,13 @@ def _publish(engine, job_id: str, *urls: str) -> None:
 
 
 @pytest.fixture
-def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube, results_dir) -> Iterator[World]:  # noqa: F811
+def world(make_app, db, engine, provider, cluster_app, storage, fake_kube, results_dir) -> Iterator[World]:
     gone = f"http://127.0.0.1:{free_port()}"  # result storage that is not there
     local = results_dir / "spec-job" / "r.txt"  # a result the local engine published
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_bytes(b"local result")
     apps = [
-        create_app(make_settings(**allowing(storage, gone), **overrides))
+        make_app(**allowing(storage, gone), **overrides)
         for overrides in (
             {},
             {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())},
@@ -91,8 +90,6 @@ def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube, 
     )
     fake_kube.add_pod("ocean-compute", "algo-pod", {"workflow": jobs[0]["jobId"], "component": "algorithm"}, "log text")
     yield World(client, down, cluster_app.test_client(), slow, strict, provider, jobs[0], jobs[1], storage)
-    for app in apps:
-        app.extensions["operator_service"].close()
 
 
 def _compute(method: str) -> dict[int, Callable[[World], object]]:

@@ -12,12 +12,11 @@ import sys
 import psycopg2
 import pytest
 
-from operator_service.api.app import create_app
 from operator_service.store import migrations
 from operator_service.store.pool import Database
 from tests.conftest import OWNER, compute_body, run_together
 from tests.ocean_engine import OceanEngine
-from tests.test_service import ORIGINAL_HEAD_SCHEMA, fresh_database  # noqa: F401 (fixture)
+from tests.original_schema import ORIGINAL_HEAD_SCHEMA
 
 INIT = "/api/v1/operator/pgsqlinit"
 COMPUTE = "/api/v1/operator/compute"
@@ -52,17 +51,17 @@ def _post(client, provider, agreement_id: str):
 
 
 @pytest.fixture
-def original_with_duplicates(fresh_database):  # noqa: F811 (the imported fixture)
+def original_with_duplicates(fresh_database):
     _execute(fresh_database, ORIGINAL_HEAD_SCHEMA + ORIGINAL_DUPLICATES)
     return fresh_database
 
 
 def test_an_original_database_with_duplicate_running_agreements_is_upgraded_in_place(
-    original_with_duplicates, admin_headers, caplog
+    original_with_duplicates, admin_headers, caplog, make_app
 ):
     settings = original_with_duplicates
     before = _execute(settings, "SELECT * FROM jobs ORDER BY workflowId")
-    client = create_app(settings).test_client()
+    client = make_app(settings).test_client()
     caplog.set_level(logging.INFO)
 
     answer = client.post(INIT, headers=admin_headers)
@@ -83,9 +82,11 @@ def test_an_original_database_with_duplicate_running_agreements_is_upgraded_in_p
     assert again.get_json() == {"version": migrations.LATEST_VERSION, "applied": []}
 
 
-def test_after_the_upgrade_no_new_job_shares_a_running_agreement(original_with_duplicates, admin_headers, provider):
+def test_after_the_upgrade_no_new_job_shares_a_running_agreement(
+    original_with_duplicates, admin_headers, provider, make_app
+):
     settings = original_with_duplicates
-    app = create_app(settings)
+    app = make_app(settings)
     client = app.test_client()
     assert client.post(INIT, headers=admin_headers).status_code == 200
     OceanEngine(settings.postgres.dsn_kwargs()).announce()
@@ -133,7 +134,7 @@ FIRST_JOB_INDEXES = migrations.JOB_INDEXES + (
 )
 
 
-def test_a_database_that_applied_the_first_migration_4_is_upgraded_unchanged(fresh_database):  # noqa: F811
+def test_a_database_that_applied_the_first_migration_4_is_upgraded_unchanged(fresh_database):
     steps = {version: step for version, _, step in migrations.MIGRATIONS[:6]}
     steps[4] = FIRST_JOB_INDEXES
     _execute(

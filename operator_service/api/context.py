@@ -25,8 +25,10 @@ class Services:
     readiness: CachedReadiness = field(default_factory=CachedReadiness)
 
     def close(self) -> None:
-        """Close the pool (tests build many apps in one process)."""
+        """Close the pool and the cluster's client (tests build many apps in one process)."""
         self.db.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
     @property
     def kubernetes_mode(self) -> str:

@@ -68,6 +68,7 @@ class Cluster:
 
     def __init__(self, api_client: client.ApiClient, source: str, timeout: float = 5.0, retries: int = 2) -> None:
         self.source = source
+        self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._version = client.VersionApi(api_client)
@@ -207,6 +208,10 @@ class Cluster:
                     raise self._unavailable(what, exc) from exc
             time.sleep(_BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)])
             attempt += 1
+
+    def close(self) -> None:
+        """Close the client's connections (and its thread pool, if it made one)."""
+        self._api_client.close()
 
     def _unavailable(self, what: str, exc: Exception) -> KubernetesUnavailable:
         return KubernetesUnavailable(self._message(what, exc))

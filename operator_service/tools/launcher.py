@@ -206,9 +206,11 @@ def check_cluster(settings: Settings) -> None:
     from operator_service.cluster.client import KubernetesUnavailable, connect
 
     try:
-        connect("on")
+        cluster = connect("on")
     except KubernetesUnavailable as exc:
         raise StartupError(str(exc)) from None
+    if cluster is not None:
+        cluster.close()
 
 
 def migrate_schema(postgres: PostgresSettings) -> str:
