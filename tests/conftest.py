@@ -42,6 +42,8 @@ T = TypeVar("T")
 TEST_DATABASE = "operator_test"
 ADMIN_SECRET = "test-admin-secret"
 OWNER = "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"
+# The pause between retries of a cluster call in tests; the service's own is kube.BACKOFF_SECONDS.
+QUICK_BACKOFF = (0.01,)
 
 
 @pytest.fixture(scope="session")
@@ -116,11 +118,11 @@ def fresh_database(base_env) -> Iterator[Settings]:
 
 @pytest.fixture
 def connect_cluster() -> Iterator[Callable[..., kube.Cluster | None]]:
-    """kube.connect; every cluster it made is closed after the test."""
+    """kube.connect, pausing QUICK_BACKOFF between retries; every cluster it made is closed after the test."""
     made: list[kube.Cluster] = []
 
     def connect(mode: str, **options: Any) -> kube.Cluster | None:
-        cluster = kube.connect(mode, **options)
+        cluster = kube.connect(mode, **{"backoff": QUICK_BACKOFF, **options})
         if cluster is not None:
             made.append(cluster)
         return cluster

@@ -30,6 +30,7 @@ from tests.waiting import wait_for
 COMPUTE = "/api/v1/operator/compute"
 RESULT = "/api/v1/operator/getResult"
 SAMPLE = b"alpha\nbeta\ngamma\n"
+RETRY_SECONDS = 0.1  # an engine's pause before asking the database again (1 s in production)
 
 # Records its uid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
 SLEEPER = """
@@ -166,6 +167,8 @@ def start_engine(settings, db, work_dirs) -> Iterator[Callable[..., RunningEngin
             work_dir=work_dir or work_dirs(),
             results_dir=Path(settings.results_dir),
             poll_seconds=0.1,
+            db_retry_seconds=RETRY_SECONDS,
+            lease_retry_seconds=RETRY_SECONDS,
             use_docker="off",
             **options,
         )

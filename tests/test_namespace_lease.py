@@ -15,6 +15,7 @@ from operator_service.engine import EngineConfig, run_engine
 from operator_service.engine import queries as engine_queries
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from tests.engine_support import (
+    RETRY_SECONDS,
     SLEEPER,
     job_row,
     read_published,
@@ -99,7 +100,7 @@ def test_no_job_is_taken_without_the_lease(db, settings, submit_job):
     assert engine_queries.take_job(db, job_id, "claims", not_holding) is None
     assert job_row(db, job_id)["status"] == 1
 
-    lease = NamespaceLease.take(settings.postgres, "claims", threading.Event())
+    lease = NamespaceLease.take(settings.postgres, "claims", threading.Event(), RETRY_SECONDS)
     try:
         assert engine_queries.take_job(db, job_id, "claims", lease.pid) is not None
         assert job_row(db, job_id)["status"] == 20
@@ -113,6 +114,8 @@ def test_an_engine_whose_namespace_was_taken_over_stops(db, settings, work_dirs)
         work_dir=work_dirs(),
         results_dir=Path(settings.results_dir),
         poll_seconds=0.1,
+        db_retry_seconds=RETRY_SECONDS,
+        lease_retry_seconds=RETRY_SECONDS,
         use_docker="off",
     )
     engine = EngineThread(settings, config)

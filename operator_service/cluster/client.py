@@ -41,7 +41,8 @@ RBAC_VERBS: dict[str, frozenset[str]] = {
 #: The API server cuts a pod log after this many bytes, so one admin request stays bounded.
 LOG_LIMIT_BYTES = 10 * 1024 * 1024
 
-_BACKOFF_SECONDS = (0.2, 0.5)
+#: Pauses before the first and every later retry of an idempotent call.
+BACKOFF_SECONDS = (0.2, 0.5)
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _Result = TypeVar("_Result")
 
@@ -66,7 +67,14 @@ class _NotFound(Exception):
 class Cluster:
     """One Kubernetes API server, reached through an ApiClient built for it alone."""
 
-    def __init__(self, api_client: client.ApiClient, source: str, timeout: float = 5.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        source: str,
+        timeout: float = 5.0,
+        retries: int = 2,
+        backoff: tuple[float, ...] = BACKOFF_SECONDS,
+    ) -> None:
         self.source = source
         self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
@@ -74,6 +82,7 @@ class Cluster:
         self._version = client.VersionApi(api_client)
         self._timeout = timeout
         self._retries = retries
+        self._backoff = backoff
 
     def create_workflow(self, body: dict) -> dict:
         """Create the WorkFlow `body` describes; calling again with the same body is safe.
@@ -206,7 +215,7 @@ class Cluster:
                     raise _NotFound(self._message(what, exc), retried=attempt > 0) from exc
                 if not _is_transient(exc) or attempt >= self._retries:
                     raise self._unavailable(what, exc) from exc
-            time.sleep(_BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)])
+            time.sleep(self._backoff[min(attempt, len(self._backoff) - 1)])
             attempt += 1
 
     def close(self) -> None:
@@ -231,7 +240,9 @@ class Cluster:
         return f"{type(exc).__name__}: {exc}"
 
 
-def connect(mode: str, *, timeout: float = 5.0, retries: int = 2) -> Cluster | None:
+def connect(
+    mode: str, *, timeout: float = 5.0, retries: int = 2, backoff: tuple[float, ...] = BACKOFF_SECONDS
+) -> Cluster | None:
     """The cluster to use under KUBERNETES=`mode` (auto, on, off), or None to run without one.
 
     auto: in-cluster service account, else a kubeconfig (KUBECONFIG or ~/.kube/config); neither
@@ -259,7 +270,7 @@ def connect(mode: str, *, timeout: float = 5.0, retries: int = 2) -> Cluster | N
         log.info("No in-cluster config and no kubeconfig found: running without Kubernetes")
         return None
     configuration, source = found
-    cluster = Cluster(client.ApiClient(configuration), source, timeout, retries)
+    cluster = Cluster(client.ApiClient(configuration), source, timeout, retries, backoff)
     if mode == "on":
         log.info("Kubernetes: using %s, server %s", source, cluster.version())
     else:

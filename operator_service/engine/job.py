@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 NOTE_PREFIX = "operator-engine: "
-DB_RETRY_SECONDS = 1.0
 
 
 class EngineStopping(Exception):
@@ -79,7 +78,7 @@ class EngineContext:
                 return statement(self.db, *args)
             except DatabaseUnavailable as exc:
                 log.warning("database unavailable (%s); retrying", exc)
-                if self.stop.wait(DB_RETRY_SECONDS):
+                if self.stop.wait(self.config.db_retry_seconds):
                     raise EngineStopping() from None
 
 

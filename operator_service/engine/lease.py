@@ -28,7 +28,6 @@ from operator_service.store.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
-RETRY_SECONDS = 1.0
 REPEAT_NOTICE_SECONDS = 60.0
 KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 
@@ -38,20 +37,23 @@ class LeaseLost(Exception):
 
 
 class NamespaceLease:
-    def __init__(self, postgres: PostgresSettings, namespace: str):
+    def __init__(self, postgres: PostgresSettings, namespace: str, retry_seconds: float):
         self.namespace = namespace
+        self._retry_seconds = retry_seconds
         self.pid = 0  # the backend whose session holds the lock (0: none yet; no backend has it)
         name = f"operator-engine pid {os.getpid()}@{socket.gethostname()} {namespace}"
         self._db = Database(postgres, max_connections=1, application_name=name, session_settings=KEEPALIVES)
 
     @classmethod
-    def take(cls, postgres: PostgresSettings, namespace: str, stop: threading.Event) -> NamespaceLease | None:
-        """The lease, once held; None if `stop` was set first.
+    def take(
+        cls, postgres: PostgresSettings, namespace: str, stop: threading.Event, retry_seconds: float = 1.0
+    ) -> NamespaceLease | None:
+        """The lease, once held (asking every `retry_seconds`); None if `stop` was set first.
 
         DatabaseUnavailable if the database cannot be reached at the first attempt (a
         start-up error); later outages are waited out.
         """
-        lease = cls(postgres, namespace)
+        lease = cls(postgres, namespace, retry_seconds)
         try:
             if lease._wait(stop):
                 return lease
@@ -71,7 +73,7 @@ class NamespaceLease:
                 if not reached:
                     raise
                 log.warning("database unavailable while waiting for environment %s (%s)", self.namespace, exc)
-                stop.wait(RETRY_SECONDS)
+                stop.wait(self._retry_seconds)
                 continue
             reached = True
             if held:
@@ -85,7 +87,7 @@ class NamespaceLease:
                     self._holder(),
                 )
                 noticed_at = time.monotonic()
-            stop.wait(RETRY_SECONDS)
+            stop.wait(self._retry_seconds)
         return False
 
     def _holder(self) -> str:

@@ -172,7 +172,7 @@ def run_engine(postgres: PostgresSettings, engine_config: EngineConfig, stop_eve
     prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
     isolation = set_up_isolation(engine_config)
     try:
-        lease = NamespaceLease.take(postgres, engine_config.namespace, stop_event)
+        lease = NamespaceLease.take(postgres, engine_config.namespace, stop_event, engine_config.lease_retry_seconds)
         if lease is None:
             return
         with lease:

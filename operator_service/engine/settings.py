@@ -51,6 +51,10 @@ class EngineConfig:
     sandbox: str = "bwrap"
     bwrap: str | None = None
     host_network: bool = False
+    # Not settings of their own: the pauses before asking the database again, after an outage
+    # (db_retry_seconds) or while another engine holds the namespace (lease_retry_seconds).
+    db_retry_seconds: float = 1.0
+    lease_retry_seconds: float = 1.0
 
     @property
     def ram_bytes(self) -> int:
