@@ -64,6 +64,33 @@ def postgres_env() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def stoppable_postgres() -> Iterator[EmbeddedPostgres]:
+    """A second embedded server, for the tests that stop or freeze it (own_server)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="operator-test-stoppable-"))
+    server = EmbeddedPostgres(data_dir / "data").start()
+    yield server
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server(stoppable_postgres, base_env) -> Iterator[tuple[EmbeddedPostgres, dict[str, str]]]:
+    """A server the test may stop, freeze and start again, and the environment of a migrated
+    database of the test's own on it. The server runs again after the test, for the next one."""
+    server = stoppable_postgres.start()
+    name = f"own_{uuid.uuid4().hex[:8]}"
+    server.create_database(name)
+    env = {**base_env, **server.env(name)}
+    database = Database(load_settings(env).postgres)
+    try:
+        migrations.upgrade(database)
+    finally:
+        database.close()
+    yield server, env
+    server.start()
+
+
+@pytest.fixture(scope="session")
 def base_env(postgres_env, tmp_path_factory) -> dict[str, str]:
     return {
         **postgres_env,

@@ -5,19 +5,15 @@ kernel, so connections stay open, but nothing comes back) costs a request second
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from operator_service.config import load_settings
-from operator_service.store import migrations
-from operator_service.store.pool import Database
+from operator_service.config import Settings, load_settings
 from operator_service.tools.embedded_db import EmbeddedPostgres
 
 RUNNING = "/api/v1/operator/runningjobs"
@@ -26,18 +22,10 @@ PATIENCE_SECONDS = 30.0
 
 
 @pytest.fixture
-def stoppable(base_env) -> Iterator[tuple[EmbeddedPostgres, object]]:
-    """A server of this test's own, and settings pointing at it with POSTGRES_TIMEOUT=2."""
-    folder = Path(tempfile.mkdtemp(prefix="operator-stopped-"))
-    server = EmbeddedPostgres(folder / "data").start()
-    server.create_database("stoppable")
-    settings = load_settings({**base_env, **server.env("stoppable"), "POSTGRES_TIMEOUT": "2"})
-    db = Database(settings.postgres)
-    migrations.upgrade(db)
-    db.close()
-    yield server, settings
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+def stoppable(own_server) -> tuple[EmbeddedPostgres, Settings]:
+    """The test's own server, and settings pointing at it with POSTGRES_TIMEOUT=2."""
+    server, env = own_server
+    return server, load_settings({**env, "POSTGRES_TIMEOUT": "2"})
 
 
 def _server_processes(postmaster: int) -> list[int]:

@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
-
-import pytest
 
 from operator_service.config import load_settings
-from operator_service.store import migrations
-from operator_service.store.pool import Database
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body, run_together
 from tests.ocean_engine import OceanEngine
 
 COMPUTE = "/api/v1/operator/compute"
 
 
-@pytest.fixture
-def own_server(base_env):
-    """A database server of this test's own, which the test may stop and start."""
-    data_dir = Path(tempfile.mkdtemp(prefix="operator-outage-"))
-    server = EmbeddedPostgres(data_dir / "data").start()
-    server.create_database("outage")
-    settings = load_settings({**base_env, **server.env("outage")})
-    migrations.upgrade(Database(settings.postgres))
-    yield server, settings
-    server.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
 def test_database_down_is_a_503_naming_it_and_the_service_recovers(own_server, provider, make_app):
     """The original answered 200 [] with the database down."""
-    server, settings = own_server
-    app = make_app(settings)
+    server, env = own_server
+    app = make_app(load_settings(env))
     client = app.test_client()
-    engine = OceanEngine(server.dsn_kwargs("outage"))
+    engine = OceanEngine(server.dsn_kwargs(env["POSTGRES_DB"]))
     engine.announce()
     body = compute_body()
     body.update(provider.signed(OWNER))

@@ -1,8 +1,8 @@
 """The HTTP server as `make run` and the image start it: slow and idle clients cannot starve it.
 
-Each test runs gunicorn with the command operator_service/tools/cli.py builds, holds connections
-open that send nothing, or one header byte at a time, or never close, and checks from
-outside that other requests are still answered. Deadlines are generous: the point is
+The tests share one gunicorn, started with the command operator_service/tools/cli.py builds;
+each holds connections open that send nothing, or one header byte at a time, or never close
+(and closes them), and checks from outside that other requests are still answered. Deadlines are generous: the point is
 "answered at all", the speed is measured by bench/ (scenarios idle and slowloris).
 """
 
@@ -32,23 +32,28 @@ ANSWER_DEADLINE = 20.0
 REQUEST_TIMEOUT = 2.0
 
 
-@pytest.fixture
-def server(base_env, db, tmp_path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def gunicorn(base_env, session_db, tmp_path_factory) -> Iterator[str]:
     """The service under gunicorn, configured as cli.py configures it, on a free port."""
     port = free_port()
     env = {**os.environ, **base_env, "OPERATOR_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT), "LOG_LEVEL": "WARNING"}
-    log = open(tmp_path / "gunicorn.log", "w")
-    process = subprocess.Popen(
-        cli._gunicorn_command(f"127.0.0.1:{port}"), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_answering(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with open(tmp_path_factory.mktemp("gunicorn") / "gunicorn.log", "w") as log:
+        process = subprocess.Popen(
+            cli._gunicorn_command(f"127.0.0.1:{port}"), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_answering(url, process)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(gunicorn, db) -> str:
+    """The shared gunicorn's URL, the database emptied for the test."""
+    return gunicorn
 
 
 def _wait_until_answering(url: str, process: subprocess.Popen) -> None:

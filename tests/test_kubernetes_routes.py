@@ -7,28 +7,24 @@ client through a kubeconfig; faults are injected in the fake, never by patching.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from operator_service.cluster.client import connect
 from operator_service.cluster.workflows import STOP_ANNOTATION
 from operator_service.config import load_settings
 from operator_service.domain.reconciler import reconcile
-from operator_service.store import jobs, migrations
+from operator_service.store import jobs
 from operator_service.store.nonces import SignedNonce
 from operator_service.store.pool import Database
-from operator_service.tools.embedded_db import EmbeddedPostgres
 from tests.conftest import ADMIN_SECRET, OWNER, compute_body
 from tests.ocean_engine import OceanEngine
+from tests.waiting import wait_for
 
 COMPUTE = "/api/v1/operator/compute"
 ADMIN = {"Admin": ADMIN_SECRET}
@@ -113,25 +109,15 @@ def test_a_registration_withdrawn_during_the_create_is_undone(client, provider, 
     assert _rows(db) == [] and fake_kube.objects() == []
 
 
-@pytest.fixture
-def own_server(base_env):
-    data_dir = Path(tempfile.mkdtemp(prefix="operator-k8s-outage-"))
-    server = EmbeddedPostgres(data_dir / "data").start()
-    server.create_database("outage")
-    yield server
-    server.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
 def test_database_dying_after_the_create_is_settled_by_the_reconciler(
-    own_server, base_env, provider, fake_kube, kubeconfig, monkeypatch, make_app
+    own_server, provider, fake_kube, kubeconfig, monkeypatch, make_app, connect_cluster
 ):
+    server, env = own_server
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    settings = load_settings({**base_env, **own_server.env("outage"), "KUBERNETES": "on"})
+    settings = load_settings({**env, "KUBERNETES": "on"})
     db = Database(settings.postgres)
-    migrations.upgrade(db)
     client = make_app(settings).test_client()
-    engine = OceanEngine(own_server.dsn_kwargs("outage"))
+    engine = OceanEngine(server.dsn_kwargs(env["POSTGRES_DB"]))
     stopped = threading.Event()
     fake_kube.hold("POST", CREATE, stopped)  # the create is answered once the database is down
 
@@ -139,7 +125,7 @@ def test_database_dying_after_the_create_is_settled_by_the_reconciler(
         deadline = time.monotonic() + 60
         while fake_kube.count("POST", CREATE) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        own_server.stop()
+        server.stop()
         stopped.set()
 
     stopper = threading.Thread(target=stop_when_the_create_arrives)
@@ -150,10 +136,10 @@ def test_database_dying_after_the_create_is_settled_by_the_reconciler(
     assert response.get_json()["error"].startswith("Database unavailable")
     assert len(fake_kube.objects()) == 1, "the resource outlived the request"
 
-    own_server.start()
+    server.start()
     assert engine.announce() == [], "a half-registered job is never handed to an engine"
     assert _rows(db) != []
-    cluster = connect("on")
+    cluster = connect_cluster("on")
     assert reconcile(db, cluster, 0.0, ["ocean-compute"]) == 1
     assert _rows(db) == [] and fake_kube.objects() == []
     db.close()
@@ -286,10 +272,12 @@ def test_without_kubernetes_the_service_starts_and_posts_work(make_app, db, prov
         assert client.get("/").get_json()["kubernetes"] == f"{mode}: running without Kubernetes"
 
 
-def test_the_reconcile_command_settles_what_a_crash_left(base_env, db, fake_kube, kubeconfig, monkeypatch):
+def test_the_reconcile_command_settles_what_a_crash_left(
+    base_env, db, fake_kube, kubeconfig, monkeypatch, connect_cluster
+):
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     _insert_registering(db, "leftover", "0x8")
-    connect("on").create_workflow(_resource("leftover"))
+    connect_cluster("on").create_workflow(_resource("leftover"))
     env = {
         **base_env,
         "PATH": os.environ["PATH"],
@@ -300,10 +288,7 @@ def test_the_reconcile_command_settles_what_a_crash_left(base_env, db, fake_kube
     }
     reconciler = subprocess.Popen([sys.executable, "-m", "operator_service.tools.cli", "reconcile"], env=env)
     try:
-        deadline = time.monotonic() + 20
-        while (_rows(db) or fake_kube.objects()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _rows(db) == [] and fake_kube.objects() == []
+        wait_for(lambda: not (_rows(db) or fake_kube.objects()), "the reconciler to settle the job", timeout=20)
     finally:
         reconciler.send_signal(signal.SIGTERM)
     assert reconciler.wait(timeout=20) == 0, "SIGTERM stops it cleanly"
