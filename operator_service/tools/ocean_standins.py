@@ -150,6 +150,10 @@ def _random_address() -> str:
     return to_checksum_address("0x" + os.urandom(20).hex())
 
 
+#: How often a server's loop looks whether close() was called (serve_forever's default is 0.5 s).
+CLOSE_POLL_SECONDS = 0.05
+
+
 class _Server:
     """A ThreadingHTTPServer on 127.0.0.1 in a daemon thread; `url` is its base URL."""
 
@@ -158,7 +162,9 @@ class _Server:
         self.httpd.daemon_threads = True
         self.httpd.owner = owner  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": CLOSE_POLL_SECONDS}, daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
