@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from operator_service.tools.embedded_db import (
     _open_path_for,
     free_port,
 )
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -162,6 +162,7 @@ def test_a_port_held_by_a_program_that_never_answers_is_refused_at_once(data_dir
 OWNER_SCRIPT = """
 import sys, time
 from operator_service.tools.embedded_db import EmbeddedPostgres
+from tests.waiting import wait_for
 server = EmbeddedPostgres(sys.argv[1]).start()
 print(server.pid, flush=True)
 time.sleep(600)
@@ -169,17 +170,15 @@ time.sleep(600)
 
 
 def test_the_server_never_outlives_the_process_that_started_it(data_dir):
-    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(data_dir)], stdout=subprocess.PIPE, text=True)
-    try:
-        postmaster = int(owner.stdout.readline())
-        assert _alive(postmaster)
-    finally:
-        owner.kill()
-        owner.wait()
-    deadline = time.monotonic() + 60
-    while _alive(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(postmaster), "the postmaster outlived its owner, killed with SIGKILL"
+    with subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(data_dir)], stdout=subprocess.PIPE, text=True
+    ) as owner:
+        try:
+            postmaster = int(owner.stdout.readline())
+            assert _alive(postmaster)
+        finally:
+            owner.kill()
+    wait_for(lambda: not _alive(postmaster), "the postmaster to end with its owner, killed with SIGKILL", 60)
 
 
 def _alive(pid: int) -> bool:

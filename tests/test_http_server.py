@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -139,7 +140,7 @@ def test_serve_becomes_gunicorn_so_that_a_stop_signal_reaches_it(base_env, db, t
         )
         try:
             _wait_until_answering(f"http://127.0.0.1:{port}", process)
-            assert "gunicorn" in open(f"/proc/{process.pid}/cmdline").read()
+            assert "gunicorn" in Path(f"/proc/{process.pid}/cmdline").read_text()
             process.terminate()
             assert process.wait(timeout=30) == 0
         finally:

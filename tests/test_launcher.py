@@ -44,7 +44,7 @@ with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
 """
 
 
-def _nothing_leftrunning(data_dir: Path) -> None:
+def _nothing_left_running(data_dir: Path) -> None:
     """Every process the launcher started held the folder's lock: it is free only when all ended."""
     if not data_dir.exists():
         return
@@ -217,7 +217,7 @@ def test_ctrl_c_stops_everything(launch):
     run.wait_ready()
     postmaster = run.postmaster()
     assert run.interrupt() == 0
-    _nothing_leftrunning(run.data_dir)
+    _nothing_left_running(run.data_dir)
     assert not running(postmaster)
     assert "Traceback" not in run.output
 
@@ -235,7 +235,7 @@ def test_ctrl_c_interrupts_a_start_that_waits_for_the_database(launch):
         finally:
             connection.close()
     assert run.stderr == ["interrupted during start-up; stopping"]
-    _nothing_leftrunning(run.data_dir)
+    _nothing_left_running(run.data_dir)
 
 
 class Listener:
@@ -311,13 +311,13 @@ START_UP_ERRORS = [
 
 
 @pytest.mark.parametrize("name, env, code, text", START_UP_ERRORS, ids=[case[0] for case in START_UP_ERRORS])
-def test_a_start_up_error_is_one_line_and_leaves_nothingrunning(launch, listener, settings, name, env, code, text):
+def test_a_start_up_error_is_one_line_and_leaves_nothing_running(launch, listener, settings, name, env, code, text):
     run = launch(**env(listener.port, settings.postgres))
     assert run.exit_code() == code
     assert len(run.stderr) == 1, run.output
     assert text in run.stderr[0]
     assert "Traceback" not in run.output
-    _nothing_leftrunning(run.data_dir)
+    _nothing_left_running(run.data_dir)
     assert not (run.data_dir / "postgres" / "postmaster.pid").exists()
 
 
@@ -349,7 +349,7 @@ def test_an_api_that_dies_at_start_up_stops_the_database_again(launcher_env):
             "the API (gunicorn) exited at start-up with code 3; its own messages are above"
         ]
         assert "embedded Postgres on 127.0.0.1" in result.stdout, "the database had been started"
-        _nothing_leftrunning(folder)
+        _nothing_left_running(folder)
         assert not (folder / "postgres" / "postmaster.pid").exists()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
