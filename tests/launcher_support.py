@@ -105,6 +105,7 @@ class Launch:
             conn.close()
 
     def end(self) -> None:
+        """Stop the launcher (if it still runs) and collect the rest of its output."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -112,6 +113,8 @@ class Launch:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for reader in self._readers:
+            reader.join(START_SECONDS)
 
 
 def running(pid: int) -> bool:
@@ -124,8 +127,10 @@ def running(pid: int) -> bool:
 
 
 def _collect(stream, lines: list[str]) -> None:
-    for line in stream:
-        lines.append(line.rstrip("\n"))
+    """Every line of `stream` into `lines`; the stream is closed at its end."""
+    with stream:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
 
 
 @pytest.fixture

@@ -78,12 +78,14 @@ class MakeRun:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
 
     def _collect(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
+        with self.process.stdout as output:
+            for line in output:
+                self.lines.append(line.rstrip("\n"))
 
     @property
     def output(self) -> str:
@@ -105,6 +107,7 @@ class MakeRun:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             raise AssertionError(f"make run did not stop on Ctrl-C:\n{self.output}") from None
+        self._reader.join(START_SECONDS)
 
 
 def clean_env(workspace: Path) -> dict[str, str]:
