@@ -9,10 +9,12 @@ the service fetch from it. Loaded as a pytest plugin (conftest.py).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
+from typing import Any
 
 import pytest
 
@@ -20,9 +22,8 @@ POLL_SECONDS = 0.01  # how soon a stopped server notices (serve_forever's defaul
 
 
 class StubServer(ThreadingHTTPServer):
-    """`handler` on a free port of 127.0.0.1, served by a daemon thread until `close()`."""
-
-    daemon_threads = True
+    """`handler` on a free port of 127.0.0.1, served by a daemon thread until `close()`, which also
+    waits for the requests still being answered."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)
@@ -34,6 +35,10 @@ class StubServer(ThreadingHTTPServer):
         # HTTPServer.server_bind looks the host name up in DNS, which can stall in a sandbox.
         TCPServer.server_bind(self)
         self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # else the client left before its answer
+            super().handle_error(request, client_address)
 
     def close(self) -> None:
         self.shutdown()
