@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import psycopg2.errors
 import pytest
 
 from operator_service.store.pool import Database, run_prepared
 from tests.conftest import run_together
+from tests.waiting import wait_for
 
 
 def _backend_pid(db: Database) -> int:
@@ -38,13 +37,21 @@ def test_at_most_max_connections_are_open(settings):
     db.close()
 
 
+def _backend_ended(db: Database, pid: int) -> bool:
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return cur.fetchone()[0] == 0
+
+
 def test_a_connection_the_server_ended_is_replaced_without_an_error(settings):
     db = Database(settings.postgres, max_connections=1)
     old = _backend_pid(db)
-    with Database(settings.postgres).cursor() as cur:
+    admin = Database(settings.postgres)
+    with admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (old,))
+    wait_for(lambda: _backend_ended(admin, old), f"backend {old} to end")
+    admin.close()
 
-    time.sleep(0.1)
     assert _backend_pid(db) != old
     db.close()
 
