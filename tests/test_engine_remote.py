@@ -290,7 +290,7 @@ def test_a_remote_file_over_the_size_limit_ends_the_job(client, db, fake_ocean, 
 
 def test_a_slow_provider_ends_the_job_at_the_fetch_time_limit(client, db, fake_ocean, start_engine):
     """A Provider that answers but trickles the file (a silent one is the unit tests' other case)."""
-    start_engine(fetch_timeout=5.0)
+    start_engine(fetch_timeout=3.0)
     consumer = consumer_address(client)
     fake_ocean.provider.allow_compute_consumer(consumer)
     dataset = buy(fake_ocean, consumer, [FakeFile(b"z" * 32 * 1024)])
@@ -302,6 +302,6 @@ def test_a_slow_provider_ends_the_job_at_the_fetch_time_limit(client, db, fake_o
 
     assert row["status"] == 31
     assert re.search(
-        f"Input 0 failed: file 0 of {dataset.asset.did}: .*/api/services/download: not complete after 5 s",
+        f"Input 0 failed: file 0 of {dataset.asset.did}: .*/api/services/download: not complete after 3 s",
         configure_log(client, fake_ocean, job_id),
     )
