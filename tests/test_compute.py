@@ -9,7 +9,8 @@ from operator_service.domain.signatures import sign_provider_message
 from tests.conftest import OWNER, compute_body
 
 COMPUTE = "/api/v1/operator/compute"
-STATUS_KEYS = [
+# The original's keys in the original's order, then what this service adds.
+ORIGINAL_STATUS_KEYS = [
     "agreementId",
     "jobId",
     "owner",
@@ -23,6 +24,7 @@ STATUS_KEYS = [
     "algoDID",
     "inputDID",
 ]
+STATUS_KEYS = [*ORIGINAL_STATUS_KEYS, "dateResultsExpired"]
 
 
 def test_post_creates_a_queued_job_with_the_original_status_object(submit, engine):
@@ -36,7 +38,7 @@ def test_post_creates_a_queued_job_with_the_original_status_object(submit, engin
     assert job["owner"] == OWNER
     assert len(job["jobId"]) == 32 and int(job["jobId"], 16) >= 0
     assert (job["status"], job["statusText"]) == (1, "Warming up")
-    assert job["results"] == "" and job["dateFinished"] is None
+    assert job["results"] == "" and job["dateFinished"] is None and job["dateResultsExpired"] is None
     assert (job["stopreq"], job["removed"]) == (0, 0)
     assert job["algoDID"] == body["workflow"]["stages"][0]["algorithm"]["id"]
     assert job["inputDID"] == [body["workflow"]["stages"][0]["input"][0]["id"]]

@@ -36,6 +36,7 @@ class World:
     provider: Provider
     job: dict  # a job with results published at `storage`
     bare_job: dict  # a job without results
+    expired_job: dict  # a job whose results the engine deleted when they expired
     storage: str
 
     def signed(self, owner: str = OWNER, job_id: str = "") -> dict:
@@ -69,7 +70,7 @@ def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube, 
     client, down, slow, strict = (app.test_client() for app in apps)
     engine.announce()
     jobs = []
-    for agreement in ("0x1", "0x2"):
+    for agreement in ("0x1", "0x2", "0x3"):
         body = {
             "agreementId": agreement,
             "owner": OWNER,
@@ -89,8 +90,14 @@ def world(make_settings, db, engine, provider, cluster_app, storage, fake_kube, 
         "ftp://storage.example/r.txt",
         local.as_uri(),
     )
+    _publish(engine, jobs[2]["jobId"], local.as_uri())
+    with db.transaction() as cur:  # as the local engine records it when it deletes them
+        cur.execute(
+            "UPDATE jobs SET dateFinished = now(), dateResultsExpired = now() WHERE workflowId = %s",
+            (jobs[2]["jobId"],),
+        )
     fake_kube.add_pod("ocean-compute", "algo-pod", {"workflow": jobs[0]["jobId"], "component": "algorithm"}, "log text")
-    yield World(client, down, cluster_app.test_client(), slow, strict, provider, jobs[0], jobs[1], storage)
+    yield World(client, down, cluster_app.test_client(), slow, strict, provider, *jobs, storage)
     for app in apps:
         app.extensions["operator_service"].close()
 
@@ -151,6 +158,7 @@ PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
         401: lambda w: w.result(client=w.strict),
         403: lambda w: w.result(index=4),
         404: lambda w: w.result(job=w.bare_job),
+        410: lambda w: w.result(job=w.expired_job),
         413: lambda w: w.client.get(f"{API}/getResult", data=BIG, content_type="application/json"),
         416: lambda w: w.result(index=5, Range="bytes=100-"),
         502: lambda w: w.result(index=3),

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from operator_service.cluster.client import KubernetesUnavailable
 from operator_service.domain.errors import (
     DomainError,
+    Gone,
     InvalidRequest,
     NotAuthorized,
     NotFound,
@@ -35,6 +36,7 @@ STATUS_OF_DOMAIN_ERROR: dict[type[DomainError], int] = {
     NotAuthorized: 401,
     Refused: 403,
     NotFound: 404,
+    Gone: 410,
     StorageFailed: 502,
     StorageTimedOut: 504,
     RangeNotSatisfiable: 416,

@@ -67,6 +67,7 @@ DEFINITIONS: dict[str, dict] = {
             "removed",
             "algoDID",
             "inputDID",
+            "dateResultsExpired",
         ],
         "properties": {
             "agreementId": {"type": "string"},
@@ -81,6 +82,12 @@ DEFINITIONS: dict[str, dict] = {
             "removed": NULLABLE_INTEGER,
             "algoDID": {"description": "the algorithm's DID, or raw"},
             "inputDID": {"type": "array"},
+            "dateResultsExpired": {
+                **NULLABLE_TEXT,
+                "description": "epoch seconds (UTC) when the engine deleted the results (STORAGE_EXPIRY after"
+                ' dateFinished), null while they are kept; each entry of results then has "expired": true and'
+                " getResult answers 410",
+            },
         },
     },
     "StatusObjects": {"type": "array", "items": {"$ref": "#/definitions/StatusObject"}},

@@ -48,7 +48,7 @@ from operator_service.cluster.client import Cluster, KubernetesUnavailable
 from operator_service.cluster.workflows import STOP_ANNOTATION, workflow_body
 from operator_service.config import Settings
 from operator_service.domain import environments, results
-from operator_service.domain.errors import InvalidRequest, NotFound
+from operator_service.domain.errors import Gone, InvalidRequest, NotFound
 from operator_service.domain.results import ResultFile
 from operator_service.domain.signatures import nonce_refused
 from operator_service.model import stored
@@ -262,13 +262,14 @@ def result_file(
     """Result number `index` of a job (its outputs, then its logs), opened for streaming.
 
     The owner is compared in any letter case; with signatures required, only the provider
-    that created the job gets its results.
+    that created the job gets its results. Results the engine deleted at the end of its
+    storageExpiry are Gone.
     """
     _record_nonce(db, signed)
     source = jobs.result_source(db, job_id)
     if source is None:
         raise NotFound(f"No results for job {job_id}")
-    job_owner, job_provider, outputs_url = source
+    job_owner, job_provider, outputs_url, results_expired = source
     if (job_owner or "").lower() != owner.lower():
         raise NotFound(f"Owner {owner} mismatch for job {job_id}")
     if settings.signature_required and (job_provider or "").lower() != signed.provider:
@@ -280,6 +281,11 @@ def result_file(
         raise NotFound(f"Negative index {index}")
     if index >= len(outputs):
         raise NotFound(f"No such index {index} in this compute job")
+    if results_expired is not None:
+        raise Gone(
+            f"Error getResult: the results of job {job_id} expired and were deleted"
+            f" on {results_expired:%Y-%m-%d %H:%M:%S} UTC (the engine keeps results for its storageExpiry)"
+        )
     entry = outputs[index]
     url = entry.get("url") if isinstance(entry, dict) else None
     if not isinstance(url, str) or not url:

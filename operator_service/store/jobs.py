@@ -8,6 +8,7 @@ read route shows it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -29,7 +30,8 @@ DID_COLUMNS = "algoDID, inputDIDs, CASE WHEN algoDID IS NULL THEN workflow END A
 STATUS_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
     " extract(epoch from dateCreated)::text AS created, extract(epoch from dateFinished)::text AS finished,"
-    f" outputsURL, stopreq, removed, {DID_COLUMNS}"
+    " outputsURL, stopreq, removed, extract(epoch from dateResultsExpired)::text AS results_expired,"
+    f" {DID_COLUMNS}"
 )
 RUNNING_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
@@ -261,12 +263,14 @@ def running_jobs(db: Database) -> list[tuple]:
         return cur.fetchall()
 
 
-def result_source(db: Database, job_id: str) -> tuple[str, str | None, str | None] | None:
-    """(owner, provider, outputsURL) of a job, or None if there is no such job."""
+def result_source(db: Database, job_id: str) -> tuple[str, str | None, str | None, datetime | None] | None:
+    """(owner, provider, outputsURL, dateResultsExpired: when its results were deleted) of a job,
+    or None if there is no such job."""
     with db.cursor() as cur:
         run_prepared(
             cur,
-            "SELECT owner, provider, outputsURL FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
+            "SELECT owner, provider, outputsURL, dateResultsExpired FROM jobs"
+            " WHERE workflowId = %s AND status <> %s LIMIT 1",
             (job_id, REGISTERING),
         )
         return cur.fetchone()

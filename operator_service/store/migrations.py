@@ -207,6 +207,16 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL
 CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
 """
 
+# Results expire STORAGE_EXPIRY seconds after their job finished: the local engine deletes
+# them and records when, so the status object and getResult can say so (the deletion is
+# decided from this column, never from an engine's memory). The index serves the engine's
+# sweep: the finished jobs of a namespace whose results are still kept, oldest first.
+RESULTS_EXPIRY = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS dateResultsExpired timestamp without time zone DEFAULT NULL;
+CREATE INDEX IF NOT EXISTS indx_jobs_results_kept ON jobs (namespace, dateFinished)
+    WHERE dateFinished IS NOT NULL AND dateResultsExpired IS NULL;
+"""
+
 Step = str | Callable[[Cursor], SharedAgreements]
 
 MIGRATIONS: Sequence[tuple[int, str, Step]] = (
@@ -218,6 +228,7 @@ MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (6, "stage DID columns", DID_COLUMNS),
     (7, "unique running agreementIds, duplicates kept", unique_running_agreements),
     (8, "pending stop annotations", STOP_ANNOTATIONS),
+    (11, "results expiry", RESULTS_EXPIRY),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -234,6 +234,7 @@ def get_result() -> Response:
       401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
       403: {description: "The stored result is not served: outside RESULT_URL_PREFIXES or RESULTS_DIR, another scheme, or a URL that cannot be used", schema: {$ref: "#/definitions/Error"}}
       404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch, the result file does not exist", schema: {$ref: "#/definitions/Error"}}
+      410: {description: "The job's results expired: the engine deleted them STORAGE_EXPIRY after the job finished (its dateResultsExpired)", schema: {$ref: "#/definitions/Error"}}
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       416: {description: "Range asks for no byte of a local result (Content-Range: bytes */size)", schema: {$ref: "#/definitions/Error"}}
       502: {description: Result storage unreachable, schema: {$ref: "#/definitions/Error"}}
