@@ -109,6 +109,39 @@ def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, JobStatus, 
         return [(row[0], JobStatus(int(row[1])), row[2] or "") for row in cur.fetchall()]
 
 
+def expire_results(
+    db: Database, namespace: str, seconds: int, busy: list[str], lease_pid: int, limit: int
+) -> list[str]:
+    """Record that the results of up to `limit` jobs of `namespace` have expired: those that
+    finished more than `seconds` ago, are not marked yet and are not in `busy` (jobs this
+    engine still holds); their ids, oldest first. Only while backend `lease_pid` holds the
+    namespace's lease, so only the engine that published the results deletes them."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE jobs SET dateResultsExpired = timezone('UTC', now()) WHERE workflowId IN ("
+            " SELECT workflowId FROM jobs WHERE namespace = %s AND dateFinished IS NOT NULL"
+            " AND dateResultsExpired IS NULL AND dateFinished < timezone('UTC', now()) - make_interval(secs => %s)"
+            " AND NOT (workflowId = ANY(%s)) ORDER BY dateFinished LIMIT %s)"
+            f" AND namespace = %s AND dateResultsExpired IS NULL AND {lease_held_by('%s')}"
+            " RETURNING workflowId",
+            (namespace, seconds, busy, limit, namespace, lease_pid, *lease_lock_parts(namespace)),
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+def expired_among(db: Database, namespace: str, job_ids: list[str]) -> set[str]:
+    """The jobs of `namespace` among `job_ids` whose results are recorded as expired."""
+    if not job_ids:
+        return set()
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT workflowId FROM jobs WHERE namespace = %s AND workflowId = ANY(%s)"
+            " AND dateResultsExpired IS NOT NULL",
+            (namespace, job_ids),
+        )
+        return {row[0] for row in cur.fetchall()}
+
+
 def lease_held_by(pid: str) -> str:
     """SQL condition: backend `pid` (an SQL expression) holds a namespace's lock, given as the
     parameters (classid, objid). Statements that must run only under the lease use it."""

@@ -21,6 +21,7 @@ import psycopg2
 
 from operator_service.engine import queries as q
 from operator_service.engine import workspace
+from operator_service.engine.disk import DiskSpace, ResultsExpiry, disk_space
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.engine.sandbox.isolation import Isolation, kill_leftovers, set_up_isolation
@@ -38,6 +39,8 @@ class Engine:
         self.lease = lease
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
+        self._expiry = ResultsExpiry(ctx.db, ctx.config)
+        self._had_space = True
 
     @property
     def current_jobs(self) -> int:
@@ -59,6 +62,7 @@ class Engine:
                     self._resume_unfinished()
                     resumed = True
                 self._announce_and_take()
+                self._sweep_expired_results()
             except LeaseLost as exc:
                 log.error("%s: this engine stops and leaves its jobs to that one", exc)
                 lost = exc
@@ -73,8 +77,10 @@ class Engine:
         if lost is not None:
             raise lost
 
-    def status_document(self, current_jobs: int) -> dict:
-        """The environment as Ocean's engine announces it: the keys GET /environments shows."""
+    def status_document(self, current_jobs: int, space: DiskSpace) -> dict:
+        """The environment as Ocean's engine announces it (the keys GET /environments shows), then
+        what it can take now: `freeSlots` (0 while the disk is below the floor), `freeDiskGB` and
+        the floor, `minFreeDiskGB`."""
         config = self.ctx.config
         return {
             "id": config.namespace,
@@ -91,6 +97,9 @@ class Engine:
             "consumerAddress": self.ctx.operator.address,
             "storageExpiry": config.storage_expiry,
             "maxJobDuration": _plain(config.max_job_duration),
+            "freeSlots": max(config.max_jobs - current_jobs, 0) if space.enough else 0,
+            "freeDiskGB": _plain(space.free_gb),
+            "minFreeDiskGB": _plain(config.min_free_gb),
         }
 
     def _resume_unfinished(self) -> None:
@@ -112,14 +121,36 @@ class Engine:
 
     def _announce_and_take(self) -> None:
         current = self.current_jobs
-        limit = max(self.ctx.config.max_jobs - current, 0)
-        document = json.dumps(self.status_document(current))
+        space = self._disk_space()
+        limit = max(self.ctx.config.max_jobs - current, 0) if space.enough else 0
+        document = json.dumps(self.status_document(current, space))
         for job_id in q.announce(self.ctx.db, self.ctx.config.namespace, document, limit):
             if self.current_jobs >= self.ctx.config.max_jobs or self.ctx.stop.is_set():
                 break
             job_document = q.take_job(self.ctx.db, job_id, self.ctx.config.namespace, self.lease.pid)
             if job_document is not None:
                 self._start(job_id, job_document, JobRun.run)
+
+    def _disk_space(self) -> DiskSpace:
+        """The free space now; says once when it falls below the floor, and once when it is back."""
+        space = disk_space(self.ctx.config)
+        if space.enough != self._had_space:
+            if space.enough:
+                log.info("%.2f GB free again: taking jobs again", space.free_gb)
+            else:
+                log.warning(
+                    "only %.2f GB free on the disk of RESULTS_DIR or ENGINE_WORK_DIR, less than ENGINE_MIN_FREE_GB"
+                    " (%g): taking no new job until there is more (queued jobs wait)",
+                    space.free_gb,
+                    self.ctx.config.min_free_gb,
+                )
+            self._had_space = space.enough
+        return space
+
+    def _sweep_expired_results(self) -> None:
+        with self._lock:
+            busy = set(self._threads)
+        self._expiry.sweep(busy, self.lease.pid)
 
     def _start(self, job_id: str, document: str, action: Callable[[JobRun], None]) -> None:
         thread = threading.Thread(

@@ -40,6 +40,7 @@ class EngineConfig:
     max_jobs: int = 10
     max_job_duration: float = 60.0
     storage_expiry: int = 0
+    min_free_gb: float = 1.0
     work_dir: Path = field(default_factory=lambda: Path(DEFAULT_WORK_DIR).resolve())
     results_dir: Path = field(default_factory=lambda: Path(DEFAULT_RESULTS_DIR).resolve())
     poll_seconds: float = 2.0
@@ -99,6 +100,7 @@ def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
         max_jobs=_whole(env, "maxJobs", 10, 1),
         max_job_duration=env_number(env, "maxJobDuration", 60.0, 0.1),
         storage_expiry=_whole(env, "STORAGE_EXPIRY", 0, 0),
+        min_free_gb=env_number(env, "ENGINE_MIN_FREE_GB", 1.0, 0.0),
         work_dir=_folder(env, "ENGINE_WORK_DIR", DEFAULT_WORK_DIR),
         results_dir=_folder(env, "RESULTS_DIR", DEFAULT_RESULTS_DIR),
         poll_seconds=env_number(env, "ENGINE_POLL_SECONDS", 2.0, 0.01),
