@@ -122,8 +122,12 @@ def test_the_environment_is_announced_as_ocean_engines_announce_it(client, start
         "consumerAddress",
         "storageExpiry",
         "maxJobDuration",
+        "freeSlots",
+        "freeDiskGB",
+        "minFreeDiskGB",
         "lastSeen",
     }
+    assert environment["freeSlots"] == 3 and environment["freeDiskGB"] >= environment["minFreeDiskGB"] == 1
 
 
 def test_a_failing_algorithm_still_finishes_and_publishes_its_log(client, db, provider, submit_job, start_engine):
