@@ -9,6 +9,7 @@ See README.md, "The local engine" for the full list with defaults.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ def _whole(env: Mapping[str, str], name: str, default: int, minimum: int) -> int
     return int(value)
 
 
+def _finite(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    value = env_number(env, name, default, minimum)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {env.get(name)!r}")
+    return value
+
+
 def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
     return Path(env.get(name) or default).expanduser().resolve()
 
@@ -100,7 +108,7 @@ def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
         max_jobs=_whole(env, "maxJobs", 10, 1),
         max_job_duration=env_number(env, "maxJobDuration", 60.0, 0.1),
         storage_expiry=_whole(env, "STORAGE_EXPIRY", 0, 0),
-        min_free_gb=env_number(env, "ENGINE_MIN_FREE_GB", 1.0, 0.0),
+        min_free_gb=_finite(env, "ENGINE_MIN_FREE_GB", 1.0, 0.0),
         work_dir=_folder(env, "ENGINE_WORK_DIR", DEFAULT_WORK_DIR),
         results_dir=_folder(env, "RESULTS_DIR", DEFAULT_RESULTS_DIR),
         poll_seconds=env_number(env, "ENGINE_POLL_SECONDS", 2.0, 0.01),
