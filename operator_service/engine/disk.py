@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GB = 1024**3
 SWEEP_BATCH = 100
+LEFTOVER_BATCH = 1000
 LONGEST_SWEEP_INTERVAL = 60.0
 
 
@@ -104,9 +105,10 @@ class ResultsExpiry:
     def _remove_leftovers(self) -> None:
         """Folders of jobs recorded as expired that are still there (a crash came between)."""
         folders = (self.config.results_dir, self.config.work_dir)
-        names = {entry.name for folder in folders for entry in _job_folders(folder)}
-        for job_id in q.expired_among(self.db, self.config.namespace, sorted(names)):
-            self._delete(job_id)
+        names = sorted({entry.name for folder in folders for entry in _job_folders(folder)})
+        for start in range(0, len(names), LEFTOVER_BATCH):
+            for job_id in q.expired_among(self.db, self.config.namespace, names[start : start + LEFTOVER_BATCH]):
+                self._delete(job_id)
 
     def _delete(self, job_id: str) -> None:
         if not JOB_ID_PATTERN.match(job_id):
