@@ -9,8 +9,7 @@ from operator_service.domain.signatures import sign_provider_message
 from tests.conftest import OWNER, compute_body
 
 COMPUTE = "/api/v1/operator/compute"
-# The original's keys in the original's order, then what this service adds.
-ORIGINAL_STATUS_KEYS = [
+STATUS_KEYS = [
     "agreementId",
     "jobId",
     "owner",
@@ -24,7 +23,8 @@ ORIGINAL_STATUS_KEYS = [
     "algoDID",
     "inputDID",
 ]
-STATUS_KEYS = [*ORIGINAL_STATUS_KEYS, "dateResultsExpired"]
+ENDING_KEYS = ["endReason", "endReasonText", "exitCode"]
+EXPIRY_KEYS = ["dateResultsExpired"]
 
 
 def test_post_creates_a_queued_job_with_the_original_status_object(submit, engine):
@@ -32,7 +32,9 @@ def test_post_creates_a_queued_job_with_the_original_status_object(submit, engin
     assert response.status_code == 200
     assert response.headers["Connection"] == "close"
     [job] = response.get_json()
-    assert list(job) == STATUS_KEYS
+    assert list(job) == STATUS_KEYS + ENDING_KEYS + EXPIRY_KEYS, (
+        "the original's keys, in order; why the job ended, and whether its results expired, after them"
+    )
     body = compute_body()
     assert job["agreementId"] == "0x0"
     assert job["owner"] == OWNER
