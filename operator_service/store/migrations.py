@@ -207,6 +207,12 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL
 CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
 """
 
+# The id of the request that created a job (X-Request-Id, or the one the service made), so
+# that the local engine's log lines for the job carry it too. Ocean's engine ignores it.
+REQUEST_IDS = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS requestId varchar(128);
+"""
+
 Step = str | Callable[[Cursor], SharedAgreements]
 
 MIGRATIONS: Sequence[tuple[int, str, Step]] = (
@@ -218,6 +224,7 @@ MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (6, "stage DID columns", DID_COLUMNS),
     (7, "unique running agreementIds, duplicates kept", unique_running_agreements),
     (8, "pending stop annotations", STOP_ANNOTATIONS),
+    (10, "request ids of jobs", REQUEST_IDS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -81,12 +81,20 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> NoReturn:
     """Check what can be checked, then become gunicorn (signals reach it directly)."""
-    from operator_service.tools.launcher import check_bind_free, check_cluster, check_server_variables
+    from operator_service.metrics.exposition import MULTIPROC_VARIABLE
+    from operator_service.tools.launcher import (
+        check_bind_free,
+        check_cluster,
+        check_server_variables,
+        prepare_metrics_folder,
+    )
 
     settings = load_settings()
     check_server_variables(args.bind)
     check_bind_free(args.bind)
     check_cluster(settings)
+    default_folder = Path(tempfile.gettempdir()) / f"operator-service-metrics-{os.getpid()}"
+    os.environ[MULTIPROC_VARIABLE] = str(prepare_metrics_folder(default_folder))
     command = _gunicorn_command(args.bind)
     os.execv(command[0], command)
 
