@@ -10,6 +10,7 @@ from prometheus_client import Counter, Histogram
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 UNMATCHED_ROUTE = "unmatched"  # a path no route serves (a 404, or a 405 of a known path)
+MAX_CACHED_SERIES = 1000
 
 REQUESTS = Counter(
     "operator_http_requests",
@@ -46,9 +47,25 @@ def method_label(method: str) -> str:
     return method if method in METHODS else "other"
 
 
+# The series of each (route, method, status) seen: labels() checks and locks on every call,
+# which a request need not pay for more than once. A race only makes one series twice,
+# and labels() returns the same one both times.
+_series: dict[tuple[str | None, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe_request(route: str | None, method: str, status: int, seconds: float) -> None:
     """Count one answered request."""
-    route_label = route or UNMATCHED_ROUTE
-    method_name = method_label(method)
-    REQUESTS.labels(route_label, method_name, str(status)).inc()
-    REQUEST_SECONDS.labels(route_label, method_name).observe(seconds)
+    key = (route, method, status)
+    series = _series.get(key)
+    if series is None:
+        route_label = route or UNMATCHED_ROUTE
+        method_name = method_label(method)
+        series = (
+            REQUESTS.labels(route_label, method_name, str(status)),
+            REQUEST_SECONDS.labels(route_label, method_name),
+        )
+        if len(_series) < MAX_CACHED_SERIES:  # bounded: an unknown method is one key per method sent
+            _series[key] = series
+    requests, duration = series
+    requests.inc()
+    duration.observe(seconds)
