@@ -107,8 +107,8 @@ def test_every_worker_is_counted_and_every_line_is_json_without_credentials(serv
     wait_for(lambda: value(served.metrics(), "operator_jobs_collected") == 1, "the jobs read at scrape time")
 
     log = served.log.read_text()
-    lines = [line for line in log.splitlines() if line.startswith("{")]
-    entries = [json.loads(line) for line in lines]
+    entries = [json.loads(line) for line in log.splitlines()]  # every line: gunicorn's own too
+    assert any(entry["logger"].startswith("gunicorn") for entry in entries)
     access = [entry for entry in entries if entry["logger"] == "operator_service.access"]
     ids = [entry["request_id"] for entry in access if entry["path"] == "/livez"]
     assert sorted(i for i in ids if i.startswith("req-")) == sorted(
@@ -122,7 +122,10 @@ def test_the_launcher_wires_the_api_metrics_folder_and_the_engine_metrics(launch
     engine_port = free_port()
     run = launch(ENGINE_METRICS_BIND=f"127.0.0.1:{engine_port}", LOG_FORMAT="json")
     run.wait_ready()
-    run.wait_for_output(f"the local engine's metrics on http://127.0.0.1:{engine_port}/metrics")
+    announced = f"the local engine's metrics on http://127.0.0.1:{engine_port}/metrics"
+    run.wait_for_output(announced)
+    [line] = [line for line in run.stdout if announced in line]
+    assert (json.loads(line)["logger"], json.loads(line)["message"]) == ("operator_service.launcher", announced)
 
     def engine_metrics() -> str | None:
         try:

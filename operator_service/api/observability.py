@@ -12,9 +12,9 @@ ms and the id; never a parameter, a header or a body.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -41,7 +41,7 @@ def request_id() -> str:
 
 def _begin() -> None:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else os.urandom(16).hex()
     g.started = time.perf_counter()
     g.log_token = enter_context(request_id=g.request_id)
 
@@ -63,6 +63,8 @@ def _answered(metrics: bool, access_log_lines: bool):
 
 
 def _log_access(status: int, seconds: float) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
     milliseconds = round(seconds * 1000, 1)
     path = CONTROL_CHARACTERS.sub("?", request.path)
     method = CONTROL_CHARACTERS.sub("?", request.method)
@@ -73,7 +75,12 @@ def _log_access(status: int, seconds: float) -> None:
         "duration_ms": milliseconds,
         "request_id": g.request_id,
     }
-    access_log.info("%s %s %d %.1f ms", method, path, status, milliseconds, extra={FIELDS: fields})
+    # The record is made here rather than by access_log.info(), which would also look up the
+    # calling frame (a record's filename and line, the same for every access line) on every request.
+    message = f"{method} {path} {status} {milliseconds:.1f} ms"
+    extra = {FIELDS: fields}
+    record = access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, message, (), None, extra=extra)
+    access_log.handle(record)
 
 
 def _end(_: BaseException | None) -> None:

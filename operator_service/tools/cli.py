@@ -31,6 +31,7 @@ from operator_service import __version__
 from operator_service.command_line import ArgumentParser
 from operator_service.config import load_settings
 from operator_service.env_vars import ConfigError
+from operator_service.logging_setup import load_logging_settings
 from operator_service.tools.launcher import DEFAULT_BIND, DEFAULT_DATA_DIR
 
 # Chosen by bench/: see README, "The HTTP server". Each worker's event loop reads every
@@ -41,10 +42,13 @@ DEFAULT_WORKER_CLASS = "operator_service.api.http_worker.RequestBufferingWorker"
 DEFAULT_THREADS = 8
 DEFAULT_TIMEOUT = 120
 # The Provider's requests have a few headers and a request line of a few hundred bytes.
+# gunicorn's own lines in the service's JSON format, with LOG_FORMAT=json.
+JSON_LINES_LOGGER = "operator_service.api.gunicorn_logging.JsonLinesLogger"
 HTTP_LIMITS = ["--limit-request-line", "4094", "--limit-request-fields", "50", "--limit-request-field_size", "8190"]
 
 
 def _gunicorn_command(bind: str) -> list[str]:
+    json_lines = load_logging_settings().format == "json"
     return [
         sys.executable,
         "-m",
@@ -61,6 +65,7 @@ def _gunicorn_command(bind: str) -> list[str]:
         "--timeout",
         os.environ.get("OPERATOR_TIMEOUT", str(DEFAULT_TIMEOUT)),
         *HTTP_LIMITS,
+        *(["--logger-class", JSON_LINES_LOGGER] if json_lines else []),
         "operator_service.run:app",
     ]
 

@@ -26,6 +26,7 @@ any of them exits, everything is stopped and the launcher exits with its code.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -41,6 +42,7 @@ import psycopg2
 
 from operator_service.config import Settings, load_settings
 from operator_service.env_vars import ConfigError, env_int, env_number
+from operator_service.logging_setup import JsonFormatter
 from operator_service.metrics.exposition import MULTIPROC_VARIABLE, prepare_multiprocess_folder
 from operator_service.store.settings import PostgresSettings
 from operator_service.tools.folder_lock import FolderBusy, FolderLock
@@ -74,6 +76,7 @@ def run(data_dir: Path, bind: str, with_engine: bool, api_command: list[str]) ->
     reach the caller only before anything has been started, or after it was stopped."""
     default_admin = _set_defaults(data_dir)
     settings = load_settings()
+    _console.json_lines = settings.logging.format == "json"
     check_server_variables(bind)
     engine_metrics = None
     if with_engine:
@@ -116,7 +119,20 @@ def _set_defaults(data_dir: Path) -> bool:
 
 
 def _say(text: str, error: bool = False) -> None:
+    """One line for the person (or, with LOG_FORMAT=json, the log shipper) watching the launcher."""
+    if _console.json_lines:
+        record = logging.makeLogRecord({"name": "operator_service.launcher", "msg": text})
+        record.levelname = "ERROR" if error else "INFO"
+        text = JsonFormatter().format(record)
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
+
+
+@dataclass
+class _Console:
+    json_lines: bool = False  # LOG_FORMAT=json, read by run()
+
+
+_console = _Console()
 
 
 @dataclass(frozen=True)
