@@ -117,6 +117,24 @@ ERRORS = [
     ("sign: no key", ["sign", "text"], {}, 2, "give the Provider's private key with --key or PROVIDER_PRIVATE_KEY"),
     ("sign: short key", ["sign", "text", "--key", "0x1234"], {}, 2, "--key: a private key is 32 bytes"),
     ("sign: not hex", ["sign", "text", "--key", NOT_HEX], {}, 2, "this one has 64 characters"),
+    ("jobs: bad --since", ["jobs", "--since", "yesterday"], {}, 2, "argument --since: must be epoch seconds or"),
+    ("jobs: bad --limit", ["jobs", "--limit", "0"], {}, 2, "argument --limit: must be a whole number from 1 to"),
+    ("jobs: bad --status", ["jobs", "--status", "done"], {}, 2, "argument --status: invalid int value: 'done'"),
+    (
+        "jobs: no database",
+        ["jobs"],
+        {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "{refused}"},
+        1,
+        "operator-service jobs: cannot use the database at 127.0.0.1",
+    ),
+    (
+        "jobs: no embedded database",
+        ["jobs"],
+        {"OPERATOR_DATA_DIR": "{file}"},
+        1,
+        "operator-service jobs: POSTGRES_HOST is not set and",
+    ),
+    ("jobs: bad setting", ["jobs"], {"POSTGRES_HOST": "db", "POSTGRES_PORT": "five"}, 2, "POSTGRES_PORT must be"),
     (
         "sign: bad key in the environment",
         ["sign", "--owner", "0x1"],
@@ -158,7 +176,7 @@ def test_version() -> None:
 def test_every_subcommand_is_listed_and_every_option_says_what_it_does_and_its_default() -> None:
     parsers = cli.subcommand_parsers()
     top_level = cli.parser().format_help()
-    assert set(parsers) >= {"run", "serve", "migrate", "reconcile", "engine", "demo", "sign"}
+    assert set(parsers) >= {"run", "serve", "migrate", "reconcile", "engine", "demo", "sign", "jobs"}
     undocumented = []
     for name, parser in parsers.items():
         assert parser.prog == f"operator-service {name}"

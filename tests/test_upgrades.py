@@ -150,8 +150,10 @@ def test_a_database_that_applied_the_first_migration_4_is_upgraded_unchanged(fre
     db = Database(fresh_database.postgres)
     upgrade = migrations.upgrade(db)
     db.close()
-    later = [version for version, _, _ in migrations.MIGRATIONS[6:]]  # 7 and every one after it
-    assert (upgrade.applied, upgrade.shared_agreements) == (later, {})
+    assert (upgrade.applied, upgrade.shared_agreements) == (
+        [version for version, _, _ in migrations.MIGRATIONS[6:]],
+        {},
+    )
     assert _execute(fresh_database, index) == before
     assert _execute(fresh_database, "SELECT count(*) FROM pg_trigger WHERE tgname = 'operator_kept_agreements'") == [
         (0,)

@@ -2,7 +2,8 @@
 
 Key order and value types are the original's: epochs are strings, `results` drops the
 URLs and is "" for a job without outputs; algoDID and inputDID come from their columns,
-or from the job document for rows written before those columns existed.
+or from the job document for rows written before those columns existed. The status object
+adds, after the original's keys, why the job ended (endReason, endReasonText, exitCode).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flask import Response
 
 from operator_service.domain.results import ResultFile
 from operator_service.model import stored
+from operator_service.model.ending import ending_fields, ending_of
 from operator_service.model.workflow import JobDocument
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -43,8 +45,9 @@ def _row_dids(algo_did: str | None, input_dids: list | None, legacy_document: st
 
 def status_object(row: tuple) -> dict[str, Any]:
     """A row of jobs.STATUS_COLUMNS as the status object of GET/POST/PUT /compute."""
-    (agreement_id, job_id, owner, status, status_text, created, finished, outputs_url, stopreq, removed, *dids) = row
-    algo_did, input_dids = _row_dids(*dids)
+    (agreement_id, job_id, owner, status, status_text, created, finished, outputs_url, stopreq, removed, *rest) = row
+    algo_did, input_dids = _row_dids(*rest[3:])
+    ending = ending_of(status, stopreq, finished is not None, *rest[:3])
     return {
         "agreementId": agreement_id,
         "jobId": job_id,
@@ -58,6 +61,7 @@ def status_object(row: tuple) -> dict[str, Any]:
         "removed": removed,
         "algoDID": algo_did,
         "inputDID": input_dids,
+        **ending_fields(ending),
     }
 
 

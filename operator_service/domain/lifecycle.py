@@ -47,7 +47,7 @@ import psycopg2
 from operator_service.cluster.client import Cluster, KubernetesUnavailable
 from operator_service.cluster.workflows import STOP_ANNOTATION, workflow_body
 from operator_service.config import Settings
-from operator_service.domain import environments, results
+from operator_service.domain import environments, job_records, results
 from operator_service.domain.errors import InvalidRequest, NotFound
 from operator_service.domain.results import ResultFile
 from operator_service.domain.signatures import nonce_refused
@@ -289,6 +289,19 @@ def result_file(
     if not isinstance(url, str) or not url:
         raise NotFound(f"No results for job {job_id}")
     return results.open_result(url, settings, range_header)
+
+
+def job_history(db: Database, settings: Settings, job_id: str, owner: str, signed: SignedNonce) -> list[dict]:
+    """Every recorded change of one job, oldest first, for its owner (any letter case); with
+    signatures required, only for the provider that created the job, as its results."""
+    _record_nonce(db, signed)
+    source = jobs.result_source(db, job_id)
+    job_owner, job_provider = (source[0], source[1]) if source else (None, None)
+    if source is None or (job_owner or "").lower() != owner.lower():
+        raise NotFound(f"No job {job_id} of owner {owner}")
+    if settings.signature_required and (job_provider or "").lower() != signed.provider:
+        raise NotFound(f"Provider {signed.provider} mismatch for job {job_id}")
+    return job_records.history_entries(db, job_id)
 
 
 def _record_nonce(db: Database, signed: SignedNonce) -> None:

@@ -2,7 +2,9 @@
 
 The local engine talks to the service only through these statements, the same ones
 Ocean's operator-engine, pod-configuration and pod-publishing run, so the service cannot
-tell the two engines apart. Two deliberate differences, both invisible to the service:
+tell the two engines apart. It also records why each job ended (endReason, endReasonText,
+exitCode), which Ocean's engine does not write and the service derives for its jobs. Two
+deliberate differences, both invisible to the service:
 taking a job is one atomic UPDATE (status 1 -> 20), made only while the engine holds its
 namespace's lease, so a job can never be run twice; and the final status and
 dateFinished are written together, so a crash cannot leave a finished job half-written.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from operator_service.model.ending import Ending
 from operator_service.model.status import JobStatus, StopRequest
 from operator_service.store.pool import Database, only_row
 
@@ -69,6 +72,16 @@ def set_status(db: Database, job_id: str, status: JobStatus) -> None:
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s",
             (status, status.text, job_id),
+        )
+
+
+def record_ending(db: Database, job_id: str, status: JobStatus, ending: Ending) -> None:
+    """Set the status and, with it, why the job ends (the database keeps the change in its history)."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now()),"
+            " endReason = %s, endReasonText = %s, exitCode = %s WHERE workflowId = %s",
+            (status, status.text, ending.reason.value, ending.text, ending.exit_code, job_id),
         )
 
 

@@ -240,7 +240,11 @@ def _run_holding(
     killed = kill_leftovers(isolation)
     if killed:
         log.info("killed the processes of %d job(s) an earlier run of this engine left behind", killed)
-    db = Database(postgres, max_connections=engine_config.max_jobs + 2)
+    db = Database(
+        postgres,
+        max_connections=engine_config.max_jobs + 2,
+        application_name=f"operator-engine {engine_config.namespace}",
+    )
     try:
         Engine(EngineContext(db, engine_config, stop_event, isolation, operator), lease).run()
     finally:

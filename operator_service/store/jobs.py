@@ -26,15 +26,40 @@ MAX_RUNNING_ROWS = 10000
 # The DIDs of stage 0 are stored in their own columns when the job is inserted; the
 # workflow document is read only for rows written before those columns existed.
 DID_COLUMNS = "algoDID, inputDIDs, CASE WHEN algoDID IS NULL THEN workflow END AS legacy_workflow"
+# Why a job ended, as an engine recorded it (model/ending.py derives it when none did).
+ENDING_COLUMNS = "endReason, endReasonText, exitCode"
 STATUS_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
     " extract(epoch from dateCreated)::text AS created, extract(epoch from dateFinished)::text AS finished,"
-    f" outputsURL, stopreq, removed, {DID_COLUMNS}"
+    f" outputsURL, stopreq, removed, {ENDING_COLUMNS}, {DID_COLUMNS}"
 )
+# What an operator sees of each job (the admin routes, `operator-service jobs`): never the
+# job document, which holds the job's secret.
+SUMMARY_COLUMNS = (
+    "workflowId, agreementId, owner, namespace, status, statusText, stopreq, removed,"
+    " extract(epoch from dateCreated)::text, extract(epoch from dateFinished)::text,"
+    f" {ENDING_COLUMNS}"
+)
+DETAIL_COLUMNS = (
+    f"{SUMMARY_COLUMNS}, provider, chainid, extract(epoch from laststatusupdate)::text, outputsURL, {DID_COLUMNS}"
+)
+MAX_LISTED = 1000
 RUNNING_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
     f" extract(epoch from dateCreated)::text AS created, namespace, {DID_COLUMNS}"
 )
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """An operator's listing: filters AND-ed (None means "any"), newest first, a page of it."""
+
+    owner: str | None = None
+    status: int | None = None
+    environment: str | None = None
+    since: float | None = None  # epoch seconds: jobs created at or after
+    limit: int = 100
+    offset: int = 0
 
 
 class DuplicateAgreement(Exception):
@@ -280,6 +305,44 @@ def job_namespace(db: Database, job_id: str) -> str | None:
         cur.execute("SELECT namespace FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))
         row = cur.fetchone()
         return row[0] if row else None
+
+
+def list_jobs(db: Database, query: JobQuery) -> list[tuple]:
+    """Rows in SUMMARY_COLUMNS order, newest first: the page `query` asks for (at most MAX_LISTED).
+
+    The owner is compared in any letter case.
+    """
+    clauses = ["status <> %s"]
+    params: list[Any] = [REGISTERING]
+    if query.owner is not None:
+        clauses.append("lower(owner) = lower(%s)")
+        params.append(query.owner)
+    if query.status is not None:
+        clauses.append("status = %s")
+        params.append(query.status)
+    if query.environment is not None:
+        clauses.append("namespace = %s")
+        params.append(query.environment)
+    if query.since is not None:
+        clauses.append("dateCreated >= timezone('UTC', to_timestamp(%s))")
+        params.append(query.since)
+    with db.cursor() as cur:
+        cur.execute(
+            f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)}"
+            " ORDER BY dateCreated DESC, workflowId LIMIT %s OFFSET %s",
+            (*params, min(query.limit, MAX_LISTED), query.offset),
+        )
+        return cur.fetchall()
+
+
+def job_detail(db: Database, job_id: str) -> tuple | None:
+    """One job's row in DETAIL_COLUMNS order, None if there is no such job."""
+    with db.cursor() as cur:
+        cur.execute(
+            f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
+            (job_id, REGISTERING),
+        )
+        return cur.fetchone()
 
 
 def unfinished_counts(db: Database) -> list[tuple[str | None, int, int, float]]:

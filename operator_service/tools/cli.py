@@ -7,6 +7,7 @@ operator-service reconcile  settle what a crash left half-way between Postgres a
 operator-service engine   the local engine alone
 operator-service demo     submit a sample job to a running service and download its result
 operator-service sign     sign as the Provider does (for curl and the API docs' "Try it out")
+operator-service jobs     list jobs from the database, or show one job and its history
 
 Every way a command fails ends in one line on stderr, never a traceback: exit code 2 for a
 wrong argument or setting, 1 for anything else, 130 for Ctrl-C. An error that is a bug of
@@ -32,6 +33,7 @@ from operator_service.command_line import ArgumentParser
 from operator_service.config import load_settings
 from operator_service.env_vars import ConfigError
 from operator_service.logging_setup import load_logging_settings
+from operator_service.tools import jobs_command
 from operator_service.tools.launcher import DEFAULT_BIND, DEFAULT_DATA_DIR
 
 # Chosen by bench/: see README, "The HTTP server". Each worker's event loop reads every
@@ -235,6 +237,7 @@ def parser() -> ArgumentParser:
     sign_parser.add_argument("--job-id", help="the jobId of the request, for the routes about one job (default: none)")
     sign_parser.add_argument("--nonce", help="the nonce to sign with --owner (default: the time in ns)")
     sign_parser.add_argument("--key", help="the Provider's private key, 64 hex digits (default: PROVIDER_PRIVATE_KEY)")
+    jobs_command.add_parser(commands)
     return top
 
 
@@ -265,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": migrate,
         "reconcile": reconcile,
         "sign": sign,
+        "jobs": jobs_command.jobs,
     }
     return _guarded(args.command, lambda: commands[args.command](args))
 

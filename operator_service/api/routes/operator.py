@@ -256,6 +256,37 @@ def get_result() -> Response:
     return views.result_response(result)
 
 
+@operator.route("/history", methods=["GET"])
+def get_job_history() -> Response:
+    """Every recorded change of one job, oldest first: status, stop request, removal and why it ended.
+
+    The database records each change, whichever engine made it. Signed by the Provider over
+    owner + jobId + nonce, as GET /compute. To try it here, run
+    `operator-service sign --owner <owner> --job-id <jobId> --key <Provider key>` and paste the nonce
+    and providerSignature it prints (see the top of the page).
+    ---
+    tags: [operation]
+    parameters:
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address, x-example: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true, description: the job (part of the signed message), x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce, as operator-service sign prints it", x-example: "0x4368eda6800747977cd69b00c1aadcd7439b7c2321b242e38cf441d46c98ec54621acfd00232402d7427fa2ed0144cc7d66c308f64e60449ac1909dbe937693300"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true, description: the nonce that was signed, x-example: "1764633600000000000"}
+    responses:
+      200:
+        description: "Array of changes, oldest first: time, changedBy, status, statusText, stopreq, removed, dateFinished, endReason, endReasonText, exitCode"
+        schema: {$ref: "#/definitions/JobHistory"}
+      400: {description: "payload seems empty., \\"jobId\\" is required in the call to GET:/history, Failed to recover address", schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      404: {description: "No job <jobId> of owner <owner> (or, with signatures required, of another provider)", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
+    """
+    data = check_required(["owner", "jobId", "providerSignature", "nonce"], request_data(), "GET:/history")
+    owner, job_id = str(data["owner"]), str(data["jobId"])
+    signed = verify_signature(services().settings, data["providerSignature"], owner, job_id, data["nonce"])
+    return json_response(lifecycle.job_history(services().db, services().settings, job_id, owner, signed))
+
+
 def _index(value: Any) -> int:
     if isinstance(value, (bool, float)):
         raise ApiError(f"Error getResult: index must be an integer, got {value!r}", 400)
