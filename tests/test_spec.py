@@ -142,6 +142,7 @@ def _post_body(agreement: str = "0x8") -> dict:
 PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
     ("GET", "/"): {200: lambda w: w.client.get("/")},
     ("GET", "/livez"): {200: lambda w: w.down.get("/livez")},
+    ("GET", "/metrics"): {200: lambda w: w.down.get("/metrics")},
     ("GET", "/readyz"): {200: lambda w: w.client.get("/readyz"), 503: lambda w: w.down.get("/readyz")},
     ("POST", f"{API}/compute"): _compute("POST"),
     ("PUT", f"{API}/compute"): _compute("PUT"),

@@ -27,6 +27,7 @@ from operator_service.domain.errors import (
     StorageFailed,
     StorageTimedOut,
 )
+from operator_service.metrics.service import DEPENDENCY_FAILURES
 from operator_service.store.pool import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DatabaseUnavailable)
     def _database_down(exc: DatabaseUnavailable) -> Response:
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+        DEPENDENCY_FAILURES.labels("database").inc()
         return error_response(f"Database unavailable: {exc}", 503)
 
     @app.errorhandler(KubernetesUnavailable)
     def _cluster_down(exc: KubernetesUnavailable) -> Response:
         log.error("kubernetes unavailable on %s %s: %s", request.method, request.path, exc)
+        DEPENDENCY_FAILURES.labels("kubernetes").inc()
         return error_response(str(exc), 503)
 
     @app.errorhandler(HTTPException)

@@ -71,6 +71,7 @@ class JobRequest:
     environment: Any
     chain_id: Any
     workflow: Any
+    request_id: str | None = None  # stored with the job, for the engine's log lines about it
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class NewJob:
     document: dict
     algo_did: str | None
     input_dids: list[str] | None
+    request_id: str | None = None
 
 
 def start_job(db: Database, cluster: Cluster | None, request: JobRequest, signed: SignedNonce) -> tuple:
@@ -104,6 +106,7 @@ def start_job(db: Database, cluster: Cluster | None, request: JobRequest, signed
         workflow_body(job_id, namespace, workflow, uuid.uuid4().hex),
         algo_did,
         input_dids,
+        request.request_id,
     )
     try:
         return register_job(db, cluster, job)
@@ -137,6 +140,7 @@ def register_job(db: Database, cluster: Cluster | None, job: NewJob) -> tuple:
         "input_dids": job.input_dids,
         "namespace": job.namespace,
         "signed_nonce": job.signed_nonce,
+        "request_id": job.request_id,
     }
     if cluster is None:
         return _insert(db, JobStatus.QUEUED, insert)

@@ -50,6 +50,7 @@ from operator_service.engine.sandbox.isolation import AlgorithmProcess, Isolatio
 from operator_service.engine.settings import EngineConfig, OperatorKey
 from operator_service.engine.volumes import VolumeError
 from operator_service.engine.workspace import open_engine_file, workspace_for
+from operator_service.metrics.engine import LIMITS_HIT, PUBLISHED_BYTES, RUN_SECONDS
 from operator_service.model.ending import Ending, EndReason
 from operator_service.model.status import JobStatus, StopRequest
 from operator_service.model.workflow import JobDocument
@@ -173,7 +174,11 @@ class JobRun:
                 process = self._start(output, seconds)
             except NotStarted as exc:
                 return self._ended(EndReason.NOT_STARTED, str(exc))
-            ending = self._supervise(process, seconds)
+            started = time.monotonic()
+            try:
+                ending = self._supervise(process, seconds)
+            finally:
+                RUN_SECONDS.observe(time.monotonic() - started)
         return self._end_algorithm(ending)
 
     def _end_algorithm(self, ending: Ending) -> Ending:
@@ -185,6 +190,7 @@ class JobRun:
             log.error("job %s: %s", self.job_id, exc)
             self._note("some processes of the algorithm could not be killed")
         if self.sandbox.ran_out_of_memory():
+            LIMITS_HIT.labels("memory").inc()
             memory = self._ended(
                 EndReason.KILLED_FOR_MEMORY,
                 f"the algorithm used more than its memory (ramGB={self.ctx.config.ram_gb:g}): the kernel killed it",
@@ -193,6 +199,7 @@ class JobRun:
             if ending.reason == EndReason.ALGORITHM_FAILED:
                 ending = memory
         if self.sandbox.disk_full():
+            LIMITS_HIT.labels("disk").inc()
             self._note(f"the job's disk (diskGB={self.ctx.config.disk_gb:g}) is full: writes beyond it failed")
         return ending
 
@@ -263,6 +270,7 @@ class JobRun:
             if time.monotonic() - started > seconds:
                 process.kill()
                 self.ctx.call(q.mark_timed_out, self.job_id)
+                LIMITS_HIT.labels("timeout").inc()
                 return self._ended(
                     EndReason.TIMED_OUT,
                     f"the algorithm was killed after exceeding the time limit of {seconds:g} s (stopreq=2)",
@@ -304,6 +312,7 @@ class JobRun:
         except OSError as exc:
             log.error("publishing job %s failed: %s", self.job_id, exc)
             entries = []
+        PUBLISHED_BYTES.inc(sum(entry["filesize"] for entry in entries))
         self.ctx.call(q.publish_outputs, self.job_id, json.dumps(entries))
         self.ctx.call(q.finish_job, self.job_id, JobStatus.FINISHED if configured == JobStatus.PROVISIONED else None)
         self.finished = True

@@ -19,6 +19,7 @@ classid and objid (objsubid 1), where anyone can see which session holds which n
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 from operator_service.model.ending import Ending
 from operator_service.model.status import JobStatus, StopRequest
@@ -35,14 +36,22 @@ def announce(db: Database, namespace: str, status_json: str, limit: int) -> list
         return [row[0] for row in cur.fetchall()]
 
 
-def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> str | None:
-    """Take a queued job (1 -> 20) and return its job document; None if it is not queued, or
-    if backend `lease_pid` no longer holds the namespace's lease."""
+@dataclass(frozen=True)
+class TakenJob:
+    document: str
+    request_id: str | None  # of the request that created the job (requestId), for the engine's log lines
+    queued_seconds: float  # from its creation to its taking
+
+
+def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> TakenJob | None:
+    """Take a queued job (1 -> 20); None if it is not queued, or if backend `lease_pid` no
+    longer holds the namespace's lease."""
     with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s AND namespace = %s AND status = %s AND dateFinished IS NULL"
-            f" AND {lease_held_by('%s')} RETURNING workflow",
+            f" AND {lease_held_by('%s')}"
+            " RETURNING workflow, requestId, extract(epoch from laststatusupdate - dateCreated)::float",
             (
                 JobStatus.CONFIGURING,
                 JobStatus.CONFIGURING.text,
@@ -54,7 +63,7 @@ def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> str |
             ),
         )
         row = cur.fetchone()
-        return None if row is None else (row[0] or "")
+        return None if row is None else TakenJob(row[0] or "", row[1], max(float(row[2] or 0.0), 0.0))
 
 
 def set_status(db: Database, job_id: str, status: JobStatus) -> None:
@@ -111,15 +120,15 @@ def finish_job(db: Database, job_id: str, status: JobStatus | None) -> None:
             )
 
 
-def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, JobStatus, str]]:
-    """(jobId, status, job document) of the jobs an engine of `namespace` took and did not finish."""
+def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, JobStatus, str, str | None]]:
+    """(jobId, status, job document, requestId) of the jobs an engine of `namespace` took and did not finish."""
     with db.cursor() as cur:
         cur.execute(
-            "SELECT workflowId, status, workflow FROM jobs WHERE namespace = %s"
+            "SELECT workflowId, status, workflow, requestId FROM jobs WHERE namespace = %s"
             " AND status BETWEEN %s AND %s AND dateFinished IS NULL ORDER BY dateCreated LIMIT %s",
             (namespace, JobStatus.CONFIGURING, JobStatus.FINISHED, MAX_UNFINISHED),
         )
-        return [(row[0], JobStatus(int(row[1])), row[2] or "") for row in cur.fetchall()]
+        return [(row[0], JobStatus(int(row[1])), row[2] or "", row[3]) for row in cur.fetchall()]
 
 
 def expire_results(

@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg2
 
@@ -25,8 +26,12 @@ from operator_service.engine.disk import DiskSpace, ResultsExpiry, disk_space
 from operator_service.engine.job import EngineContext, EngineStopping, JobRun
 from operator_service.engine.lease import LeaseLost, NamespaceLease
 from operator_service.engine.sandbox.isolation import Isolation, kill_leftovers, set_up_isolation
-from operator_service.engine.settings import EngineConfig, load_operator_key
+from operator_service.engine.settings import EngineConfig, load_operator_key, split_bind
 from operator_service.engine.workspace import JOB_ID_PATTERN, prepare_work_dir
+from operator_service.env_vars import ConfigError
+from operator_service.logging_setup import FIELDS, log_context
+from operator_service.metrics.engine import QUEUE_WAIT_SECONDS, RUNNING_JOBS
+from operator_service.metrics.exposition import serve_process_metrics
 from operator_service.store.pool import Database, DatabaseUnavailable
 from operator_service.store.settings import PostgresSettings
 
@@ -104,9 +109,9 @@ class Engine:
 
     def _resume_unfinished(self) -> None:
         unfinished = q.unfinished_jobs(self.ctx.db, self.ctx.config.namespace)
-        self._clear_finished_folders({job_id for job_id, _, _ in unfinished})
-        for job_id, status, document in unfinished:
-            self._start(job_id, document, functools.partial(JobRun.resume, status=status))
+        self._clear_finished_folders({job_id for job_id, _, _, _ in unfinished})
+        for job_id, status, document, request_id in unfinished:
+            self._start(job_id, document, functools.partial(JobRun.resume, status=status), request_id)
 
     def _clear_finished_folders(self, unfinished: set[str]) -> None:
         """Folders of finished jobs that an earlier run left (it was killed before cleaning up)."""
@@ -127,9 +132,10 @@ class Engine:
         for job_id in q.announce(self.ctx.db, self.ctx.config.namespace, document, limit):
             if self.current_jobs >= self.ctx.config.max_jobs or self.ctx.stop.is_set():
                 break
-            job_document = q.take_job(self.ctx.db, job_id, self.ctx.config.namespace, self.lease.pid)
-            if job_document is not None:
-                self._start(job_id, job_document, JobRun.run)
+            taken = q.take_job(self.ctx.db, job_id, self.ctx.config.namespace, self.lease.pid)
+            if taken is not None:
+                QUEUE_WAIT_SECONDS.observe(taken.queued_seconds)
+                self._start(job_id, taken.document, JobRun.run, taken.request_id)
 
     def _disk_space(self) -> DiskSpace:
         """The free space now; says once when it falls below the floor, and once when it is back."""
@@ -152,16 +158,27 @@ class Engine:
             busy = set(self._threads)
         self._expiry.sweep(busy, self.lease.pid)
 
-    def _start(self, job_id: str, document: str, action: Callable[[JobRun], None]) -> None:
+    def _start(self, job_id: str, document: str, action: Callable[[JobRun], None], request_id: str | None) -> None:
         thread = threading.Thread(
-            target=self._run_job, args=(job_id, document, action), name=f"job-{job_id}", daemon=True
+            target=self._run_job, args=(job_id, document, action, request_id), name=f"job-{job_id}", daemon=True
         )
         with self._lock:
             self._threads[job_id] = thread
-        log.info("taking job %s", job_id)
+        log.info("taking job %s", job_id, extra={FIELDS: {"job_id": job_id, "request_id": request_id or ""}})
         thread.start()
 
-    def _run_job(self, job_id: str, document: str, action: Callable[[JobRun], None]) -> None:
+    def _run_job(self, job_id: str, document: str, action: Callable[[JobRun], None], request_id: str | None) -> None:
+        """Run the job in this thread; every line it logs carries the job's id and its creating request's."""
+        RUNNING_JOBS.inc()
+        try:
+            with log_context(job_id=job_id, **({"request_id": request_id} if request_id else {})):
+                self._run_logged(job_id, document, action)
+        finally:
+            RUNNING_JOBS.dec()
+            with self._lock:
+                self._threads.pop(job_id, None)
+
+    def _run_logged(self, job_id: str, document: str, action: Callable[[JobRun], None]) -> None:
         try:
             action(JobRun(self.ctx, job_id, document))
         except EngineStopping:
@@ -169,9 +186,6 @@ class Engine:
         except Exception:
             log.exception("job %s failed inside the engine; ending it where it is", job_id)
             self._end_broken_job(job_id)
-        finally:
-            with self._lock:
-                self._threads.pop(job_id, None)
 
     def _end_broken_job(self, job_id: str) -> None:
         """An engine bug must not leave a job running for ever: set dateFinished, keep its status."""
@@ -202,15 +216,35 @@ def run_engine(postgres: PostgresSettings, engine_config: EngineConfig, stop_eve
     root = os.geteuid() == 0
     prepare_work_dir(engine_config.work_dir, open_to_job_users=root)
     isolation = set_up_isolation(engine_config)
+    with _metrics_server(engine_config.metrics_bind):
+        try:
+            lease = NamespaceLease.take(postgres, engine_config.namespace, stop_event)
+            if lease is None:
+                return
+            with lease:
+                _run_holding(lease, isolation, postgres, engine_config, stop_event)
+        finally:
+            if isolation.cgroups is not None:
+                isolation.cgroups.remove_if_empty()
+
+
+@contextmanager
+def _metrics_server(bind: str | None) -> Iterator[None]:
+    """The engine's metrics on `bind` (ENGINE_METRICS_BIND) while the block runs; nothing when None."""
+    if bind is None:
+        yield
+        return
+    host, port = split_bind(bind)
     try:
-        lease = NamespaceLease.take(postgres, engine_config.namespace, stop_event)
-        if lease is None:
-            return
-        with lease:
-            _run_holding(lease, isolation, postgres, engine_config, stop_event)
+        server, _ = serve_process_metrics(host, port)
+    except OSError as exc:
+        raise ConfigError(f"ENGINE_METRICS_BIND {bind}: cannot listen there ({exc.strerror or exc})") from None
+    log.info("engine metrics on http://%s/metrics", bind)
+    try:
+        yield
     finally:
-        if isolation.cgroups is not None:
-            isolation.cgroups.remove_if_empty()
+        server.shutdown()
+        server.server_close()
 
 
 def _run_holding(

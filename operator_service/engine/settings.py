@@ -53,6 +53,7 @@ class EngineConfig:
     sandbox: str = "bwrap"
     bwrap: str | None = None
     host_network: bool = False
+    metrics_bind: str | None = None  # HOST:PORT where the engine serves its metrics; None: not served
 
     @property
     def ram_bytes(self) -> int:
@@ -79,6 +80,27 @@ def _finite(env: Mapping[str, str], name: str, default: float, minimum: float) -
 
 def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
     return Path(env.get(name) or default).expanduser().resolve()
+
+
+def _metrics_bind(env: Mapping[str, str]) -> str | None:
+    """ENGINE_METRICS_BIND: HOST:PORT ([IPv6]:PORT), or unset for no metrics server."""
+    raw = (env.get("ENGINE_METRICS_BIND") or "").strip()
+    if not raw:
+        return None
+    try:
+        split_bind(raw)
+    except ValueError:
+        raise ConfigError(f"ENGINE_METRICS_BIND must be HOST:PORT, e.g. 127.0.0.1:9150, got {raw!r}") from None
+    return raw
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """(host, port) of HOST:PORT or [IPv6]:PORT; ValueError if it is neither."""
+    host, separator, port = bind.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(bind)
+    return host, int(port)
 
 
 def _private_key(env: Mapping[str, str]) -> str | None:
@@ -120,6 +142,7 @@ def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
         sandbox=env_choice(env, "ENGINE_SANDBOX", SANDBOX_MODES, "bwrap"),
         bwrap=(env.get("ENGINE_BWRAP") or "").strip() or None,
         host_network=env_flag(env, "ENGINE_UNSAFE_HOST_NETWORK"),
+        metrics_bind=_metrics_bind(env),
     )
 
 

@@ -105,13 +105,14 @@ def insert_job(
     namespace: str,
     signed_nonce: SignedNonce,
     status: int,
+    request_id: str | None = None,
 ) -> tuple:
     """Record the request's nonce and insert its job row, in one statement (one round trip);
     the row in STATUS_COLUMNS order.
 
     NonceRefused if the nonce is refused, DuplicateAgreement if the agreementId is still
     running; either way nothing is stored (nor the nonce: the statement is undone whole).
-    The signer is the job's provider.
+    The signer is the job's provider; `request_id` is the creating request's (for the engine's logs).
     """
     status_text = JobStatus(status).text
     nonce_source, nonce_params = (
@@ -122,8 +123,8 @@ def insert_job(
             run_prepared(
                 cur,
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
-                " workflow, algoDID, inputDIDs, namespace, provider)"
-                " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s"
+                " workflow, algoDID, inputDIDs, namespace, provider, requestId)"
+                " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s, %s"
                 f" FROM {nonce_source} AS nonce(accepted) WHERE nonce.accepted"
                 f" RETURNING {STATUS_COLUMNS}",
                 (
@@ -137,6 +138,7 @@ def insert_job(
                     input_dids,
                     namespace,
                     signed_nonce.provider,
+                    request_id,
                     *nonce_params,
                 ),
             )
@@ -345,3 +347,15 @@ def job_detail(db: Database, job_id: str) -> tuple | None:
             (job_id, REGISTERING),
         )
         return cur.fetchone()
+
+
+def unfinished_counts(db: Database) -> list[tuple[str | None, int, int, float]]:
+    """(namespace, status, jobs, age in seconds of the oldest) of the unfinished jobs, per
+    namespace and status (jobs being registered, status 0, included). Read through the
+    index of unfinished jobs: finished ones, however many, cost nothing."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT namespace, status, count(*), extract(epoch from timezone('UTC', now()) - min(dateCreated))::float"
+            " FROM jobs WHERE dateFinished IS NULL GROUP BY namespace, status ORDER BY namespace, status"
+        )
+        return [(row[0], int(row[1] or 0), int(row[2]), float(row[3] or 0.0)) for row in cur.fetchall()]

@@ -256,6 +256,12 @@ CREATE TRIGGER operator_job_changed
     EXECUTE PROCEDURE operator_record_job_change();
 """
 
+# The id of the request that created a job (X-Request-Id, or the one the service made), so
+# that the local engine's log lines for the job carry it too. Ocean's engine ignores it.
+REQUEST_IDS = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS requestId varchar(128);
+"""
+
 # Results expire STORAGE_EXPIRY seconds after their job finished: the local engine deletes
 # them and records when, so the status object and getResult can say so (the deletion is
 # decided from this column, never from an engine's memory). The index serves the engine's
@@ -278,6 +284,7 @@ MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (7, "unique running agreementIds, duplicates kept", unique_running_agreements),
     (8, "pending stop annotations", STOP_ANNOTATIONS),
     (9, "job history and end reasons", JOB_HISTORY),
+    (10, "request ids of jobs", REQUEST_IDS),
     (11, "results expiry", RESULTS_EXPIRY),
 )
 

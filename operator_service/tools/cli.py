@@ -32,6 +32,7 @@ from operator_service import __version__
 from operator_service.command_line import ArgumentParser
 from operator_service.config import load_settings
 from operator_service.env_vars import ConfigError
+from operator_service.logging_setup import load_logging_settings
 from operator_service.tools import jobs_command
 from operator_service.tools.launcher import DEFAULT_BIND, DEFAULT_DATA_DIR
 
@@ -43,10 +44,13 @@ DEFAULT_WORKER_CLASS = "operator_service.api.http_worker.RequestBufferingWorker"
 DEFAULT_THREADS = 8
 DEFAULT_TIMEOUT = 120
 # The Provider's requests have a few headers and a request line of a few hundred bytes.
+# gunicorn's own lines in the service's JSON format, with LOG_FORMAT=json.
+JSON_LINES_LOGGER = "operator_service.api.gunicorn_logging.JsonLinesLogger"
 HTTP_LIMITS = ["--limit-request-line", "4094", "--limit-request-fields", "50", "--limit-request-field_size", "8190"]
 
 
 def _gunicorn_command(bind: str) -> list[str]:
+    json_lines = load_logging_settings().format == "json"
     return [
         sys.executable,
         "-m",
@@ -63,6 +67,7 @@ def _gunicorn_command(bind: str) -> list[str]:
         "--timeout",
         os.environ.get("OPERATOR_TIMEOUT", str(DEFAULT_TIMEOUT)),
         *HTTP_LIMITS,
+        *(["--logger-class", JSON_LINES_LOGGER] if json_lines else []),
         "operator_service.run:app",
     ]
 
@@ -83,12 +88,20 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> NoReturn:
     """Check what can be checked, then become gunicorn (signals reach it directly)."""
-    from operator_service.tools.launcher import check_bind_free, check_cluster, check_server_variables
+    from operator_service.metrics.exposition import MULTIPROC_VARIABLE
+    from operator_service.tools.launcher import (
+        check_bind_free,
+        check_cluster,
+        check_server_variables,
+        prepare_metrics_folder,
+    )
 
     settings = load_settings()
     check_server_variables(args.bind)
     check_bind_free(args.bind)
     check_cluster(settings)
+    default_folder = Path(tempfile.gettempdir()) / f"operator-service-metrics-{os.getpid()}"
+    os.environ[MULTIPROC_VARIABLE] = str(prepare_metrics_folder(default_folder))
     command = _gunicorn_command(args.bind)
     os.execv(command[0], command)
 

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, request
 from operator_service.api import views
 from operator_service.api.context import services
 from operator_service.api.errors import ApiError, json_response
+from operator_service.api.observability import request_id
 from operator_service.api.params import check_required, job_filter, request_data, text_field
 from operator_service.domain import environments, lifecycle
 from operator_service.domain.signatures import verify_signature
@@ -90,6 +91,7 @@ def start_compute_job() -> Response:
         environment=data["environment"],
         chain_id=data.get("chainId"),
         workflow=data["workflow"],
+        request_id=request_id(),
     )
     return _statuses([lifecycle.start_job(services().db, services().cluster, job, signed)])
 
