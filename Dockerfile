@@ -1,11 +1,13 @@
 FROM python:3.11-slim
 
 # The HTTP server's settings (workers, threads, timeouts, limits) are operator-service
-# serve's defaults: see README, "The HTTP server".
+# serve's defaults: see README, "The HTTP server". The workers keep their metrics in
+# PROMETHEUS_MULTIPROC_DIR (emptied by operator-service serve at start), for GET /metrics.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     OPERATOR_BIND=0.0.0.0:8050 \
-    KUBERNETES=auto
+    KUBERNETES=auto \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/operator-service-metrics
 
 WORKDIR /operator-service
 COPY pyproject.toml setup.py README.md LICENSE ./

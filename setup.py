@@ -35,6 +35,7 @@ setup(
         "requests>=2.31",
         "gunicorn>=27,<28",
         "PyYAML>=6",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         # Everything on one machine (`operator-service run`, the local engine): a Postgres that

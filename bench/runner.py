@@ -8,7 +8,8 @@
    alternate with slices of the ceiling, and compared with the ceiling of those slices.
    With --baseline, the reference is the service itself under other gunicorn settings
    (today's 2 sync workers, say) instead of the ceiling, so two configurations are
-   compared in one run.
+   compared in one run; with --monitoring-cost, the service with its metrics and access
+   log turned off (METRICS=0, ACCESS_LOG=0) under the same settings.
 4. Each scenario: pre-signed requests (a fresh nonce each) are written to files that
    bench/replay.lua replays with wrk; a short warm-up sizes the measured slices. The
    `idle` and `slowloris` scenarios measure while slow clients (bench/slowclients.py) hold
@@ -29,7 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import presign
@@ -39,6 +40,11 @@ from bench.loadgen import WrkMissing, WrkResult, ensure_wrk, merge, run_wrk, wrk
 from bench.server import REPO, Gunicorn, GunicornSettings
 from bench.slowclients import SLOWLORIS_INTERVAL, SlowClients
 from operator_service.tools import cli
+
+# --monitoring-cost: the reference turns off what the measured service does per request.
+MONITORING_OFF = (("METRICS", "0"), ("ACCESS_LOG", "0"))
+MONITORING_LOGS = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json", "METRICS": "1", "ACCESS_LOG": "1"}
+MONITORING_SHARE = 0.95  # the target: with metrics and access log, at least this share of the throughput without
 
 DATA_DIR = REPO / ".bench"
 # Each slice starts after this long of unmeasured load on the same server: a server that
@@ -154,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
         help="compare with the service under these gunicorn settings (e.g. sync:2) instead of the ceiling",
     )
     parser.add_argument(
+        "--monitoring-cost",
+        action="store_true",
+        help="compare with the service without metrics and access log (METRICS=0, ACCESS_LOG=0), same settings;"
+        " both log at INFO in JSON",
+    )
+    parser.add_argument(
         "--scenarios",
         default=",".join(s.key for s in SCENARIOS),
         help="comma-separated subset of: "
@@ -198,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = GunicornSettings.parse(f"{args.worker_class}:{args.workers}x{args.threads}")
         baseline = GunicornSettings.parse(args.baseline) if args.baseline else None
+        if args.monitoring_cost:
+            if baseline is not None:
+                raise ValueError("--monitoring-cost and --baseline each choose the reference: give one")
+            baseline = replace(settings, env=MONITORING_OFF)
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -313,8 +329,10 @@ class Bench:
             "ALLOWED_PROVIDERS": json.dumps([self.signer.address]),
             "NONCE_WINDOW": str(self.args.nonce_window),
             "DB_POOL_SIZE": str(max(4, self.settings.threads)),
-            "LOG_LEVEL": "WARNING",
             "RESULTS_DIR": str(DATA_DIR / "results"),
+            # With --monitoring-cost, both servers log at INFO as a production one does, where
+            # only the measured one writes an access line per request.
+            **(MONITORING_LOGS if self.args.monitoring_cost else {"LOG_LEVEL": "WARNING"}),
         }
 
     def _serve(self, app: str, env: dict[str, str], settings: GunicornSettings | None = None) -> Gunicorn:
@@ -584,7 +602,7 @@ def targets(
 ) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for the targets that this run measured."""
     if baseline:
-        return edge_targets(results, baseline)
+        return edge_targets(results, baseline, MONITORING_SHARE if baseline.env else 0.9)
     checks: list[tuple[str, str, bool]] = []
     by = {(r.scenario, r.rows): r for r in results}
     measured_rows = sorted(set(rows_list))

@@ -11,6 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from operator_service.metrics.exposition import MULTIPROC_VARIABLE, prepare_multiprocess_folder
 from operator_service.tools import cli
 from operator_service.tools.embedded_db import free_port
 
@@ -25,6 +26,7 @@ class GunicornSettings:
     workers: int = cli.DEFAULT_WORKERS
     worker_class: str = cli.DEFAULT_WORKER_CLASS
     threads: int = cli.DEFAULT_THREADS
+    env: tuple[tuple[str, str], ...] = ()  # variables of the service under these settings (METRICS=0, ...)
 
     @classmethod
     def parse(cls, spec: str) -> GunicornSettings:
@@ -48,6 +50,8 @@ class GunicornSettings:
         text = f"{self.workers} x {name} workers"
         if self.threaded:
             text += f", {self.threads} threads each"
+        if self.env:
+            text += ", " + " ".join(f"{name}={value}" for name, value in self.env)
         return text
 
 
@@ -57,7 +61,10 @@ class Gunicorn:
     def __init__(self, app: str, settings: GunicornSettings, env: dict[str, str], log_file: Path):
         self.app = app
         self.settings = settings
-        self.env = env
+        # Each server's workers add up their metrics in a folder of its own, as `operator-service serve`'s do.
+        metrics = log_file.parent / "metrics" / log_file.stem
+        prepare_multiprocess_folder(metrics)
+        self.env = {**env, **dict(settings.env), MULTIPROC_VARIABLE: str(metrics)}
         self.log_file = log_file
         self.port = free_port()
         self.process: subprocess.Popen | None = None

@@ -42,6 +42,8 @@ class Settings:
     reconcile_interval_seconds: float = 30.0
     registration_grace_seconds: float = 60.0
     cors_origins: tuple[str, ...] = ("*",)
+    metrics: bool = True
+    access_log: bool = True
 
 
 def _optional_seconds(env: Mapping[str, str], name: str) -> str | None:
@@ -106,4 +108,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_interval_seconds=env_number(env, "RECONCILE_INTERVAL", 30.0, 0.1),
         registration_grace_seconds=env_number(env, "REGISTRATION_GRACE", 60.0, 0.001),
         cors_origins=_cors_origins(env),
+        metrics=env_flag(env, "METRICS", default=True),
+        access_log=env_flag(env, "ACCESS_LOG", default=True),
     )

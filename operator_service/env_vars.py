@@ -56,10 +56,12 @@ def env_number(env: Mapping[str, str], name: str, default: float, minimum: float
     return value
 
 
-def env_flag(env: Mapping[str, str], name: str) -> bool:
-    """0 or 1; unset or empty is 0."""
-    raw = env.get(name, "0").strip()
-    if raw in ("", "0"):
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """0 or 1; `default` when unset or empty."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if raw == "0":
         return False
     if raw == "1":
         return True

@@ -125,7 +125,7 @@ def session_db(base_env) -> Iterator[Database]:
 def db(session_db) -> Database:
     """The migrated test database, emptied before each test."""
     with session_db.transaction() as cur:
-        cur.execute("TRUNCATE jobs, envs, nonces")
+        cur.execute("TRUNCATE jobs, envs, nonces, job_history")
     return session_db
 
 

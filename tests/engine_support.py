@@ -28,9 +28,24 @@ from tests.conftest import OWNER
 from tests.waiting import wait_for
 
 COMPUTE = "/api/v1/operator/compute"
+ENVIRONMENTS = "/api/v1/operator/environments"
 RESULT = "/api/v1/operator/getResult"
 SAMPLE = b"alpha\nbeta\ngamma\n"
 RETRY_SECONDS = 0.1  # an engine's pause before asking the database again (1 s in production)
+
+# Counts the lines of every input file into result.txt.
+COUNT_LINES = """
+import json, os
+total = 0
+for did in json.loads(os.environ["DIDS"]):
+    folder = os.path.join(os.environ["INPUTS"], did)
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as handle:
+            total += sum(1 for _ in handle)
+with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
+    out.write(f"{total} lines\\n")
+print("counted", total)
+"""
 
 # Records its uid (one line per run) and waits: for stop, timeout, restart and maxJobs tests.
 SLEEPER = """

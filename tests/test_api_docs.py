@@ -19,8 +19,9 @@ from tests.conftest import ADMIN_SECRET, OWNER
 
 API = "/api/v1/operator"
 SIGNED = {("POST", f"{API}/compute"), ("PUT", f"{API}/compute"), ("DELETE", f"{API}/compute")}
-SIGNED |= {("GET", f"{API}/compute"), ("GET", f"{API}/getResult")}
+SIGNED |= {("GET", f"{API}/compute"), ("GET", f"{API}/getResult"), ("GET", f"{API}/history")}
 ADMIN = {("POST", f"{API}/pgsqlinit"), ("GET", f"{API}/list"), ("GET", f"{API}/info"), ("GET", f"{API}/logs")}
+ADMIN |= {("GET", f"{API}/jobs"), ("GET", f"{API}/job")}
 KEY = "0x" + "3c" * 32
 
 
@@ -95,6 +96,8 @@ def test_every_example_is_taken_by_its_route_as_it_is(spec, client, cluster_app,
         answers[(method, path)] = response.status_code
     expected = dict.fromkeys(answers, 200)
     expected[("GET", f"{API}/getResult")] = 404  # No results for the example job
+    expected[("GET", f"{API}/history")] = 404  # nor a history
+    expected[("GET", f"{API}/job")] = 404  # nor a row
     expected[("GET", f"{API}/info")] = 404  # the example job is not registered
     expected[("GET", f"{API}/logs")] = 404  # and has no pod
     assert answers == expected

@@ -13,7 +13,6 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,31 +24,11 @@ from operator_service.model.personal_sign import recover_signer
 from operator_service.tools import cli, local_service
 from operator_service.tools.embedded_db import free_port
 from operator_service.tools.folder_lock import LOCK_FILE
+from tests.cli_support import clean_env, command
 
 KEY = "0x5d75837394b078ce97bc289fa8d75e21000573520bfa7784a9d28ccaae602bf8"
 NOT_HEX = "0xkey-" + "z" * 60
 ZERO = "0x" + "00" * 32
-COMMAND_SECONDS = 120
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("POSTGRES_", "OPERATOR_", "ENGINE_", "KUBE", "DEMO_", "PROVIDER_"))
-    }
-    return {**env, "KUBERNETES": "off", "PYTHONUNBUFFERED": "1", **extra}
-
-
-def command(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "operator_service.tools.cli", *args],
-        env=env or clean_env(),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_SECONDS,
-    )
 
 
 def refused_port() -> str:
@@ -116,6 +95,24 @@ ERRORS = [
     ("sign: no key", ["sign", "text"], {}, 2, "give the Provider's private key with --key or PROVIDER_PRIVATE_KEY"),
     ("sign: short key", ["sign", "text", "--key", "0x1234"], {}, 2, "--key: a private key is 32 bytes"),
     ("sign: not hex", ["sign", "text", "--key", NOT_HEX], {}, 2, "this one has 64 characters"),
+    ("jobs: bad --since", ["jobs", "--since", "yesterday"], {}, 2, "argument --since: must be epoch seconds or"),
+    ("jobs: bad --limit", ["jobs", "--limit", "0"], {}, 2, "argument --limit: must be a whole number from 1 to"),
+    ("jobs: bad --status", ["jobs", "--status", "done"], {}, 2, "argument --status: invalid int value: 'done'"),
+    (
+        "jobs: no database",
+        ["jobs"],
+        {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "{refused}"},
+        1,
+        "operator-service jobs: cannot use the database at 127.0.0.1",
+    ),
+    (
+        "jobs: no embedded database",
+        ["jobs"],
+        {"OPERATOR_DATA_DIR": "{file}"},
+        1,
+        "operator-service jobs: POSTGRES_HOST is not set and",
+    ),
+    ("jobs: bad setting", ["jobs"], {"POSTGRES_HOST": "db", "POSTGRES_PORT": "five"}, 2, "POSTGRES_PORT must be"),
     (
         "sign: bad key in the environment",
         ["sign", "--owner", "0x1"],
@@ -157,7 +154,7 @@ def test_version() -> None:
 def test_every_subcommand_is_listed_and_every_option_says_what_it_does_and_its_default() -> None:
     parsers = cli.subcommand_parsers()
     top_level = cli.parser().format_help()
-    assert set(parsers) >= {"run", "serve", "migrate", "reconcile", "engine", "demo", "sign"}
+    assert set(parsers) >= {"run", "serve", "migrate", "reconcile", "engine", "demo", "sign", "jobs"}
     undocumented = []
     for name, parser in parsers.items():
         assert parser.prog == f"operator-service {name}"

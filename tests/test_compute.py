@@ -23,6 +23,8 @@ STATUS_KEYS = [
     "algoDID",
     "inputDID",
 ]
+ENDING_KEYS = ["endReason", "endReasonText", "exitCode"]
+EXPIRY_KEYS = ["dateResultsExpired"]
 
 
 def test_post_creates_a_queued_job_with_the_original_status_object(submit, engine):
@@ -30,13 +32,15 @@ def test_post_creates_a_queued_job_with_the_original_status_object(submit, engin
     assert response.status_code == 200
     assert response.headers["Connection"] == "close"
     [job] = response.get_json()
-    assert list(job) == STATUS_KEYS
+    assert list(job) == STATUS_KEYS + ENDING_KEYS + EXPIRY_KEYS, (
+        "the original's keys, in order; why the job ended, and whether its results expired, after them"
+    )
     body = compute_body()
     assert job["agreementId"] == "0x0"
     assert job["owner"] == OWNER
     assert len(job["jobId"]) == 32 and int(job["jobId"], 16) >= 0
     assert (job["status"], job["statusText"]) == (1, "Warming up")
-    assert job["results"] == "" and job["dateFinished"] is None
+    assert job["results"] == "" and job["dateFinished"] is None and job["dateResultsExpired"] is None
     assert (job["stopreq"], job["removed"]) == (0, 0)
     assert job["algoDID"] == body["workflow"]["stages"][0]["algorithm"]["id"]
     assert job["inputDID"] == [body["workflow"]["stages"][0]["input"][0]["id"]]

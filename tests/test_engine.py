@@ -18,6 +18,8 @@ from operator_service.tools.embedded_db import free_port
 from tests.conftest import OWNER
 from tests.engine_support import (
     COMPUTE,
+    COUNT_LINES,
+    ENVIRONMENTS,
     SLEEPER,
     Inputs,
     get_result,
@@ -31,21 +33,6 @@ from tests.engine_support import (
     wait_for,
     wait_status,
 )
-
-ENVIRONMENTS = "/api/v1/operator/environments"
-
-COUNT_LINES = """
-import json, os
-total = 0
-for did in json.loads(os.environ["DIDS"]):
-    folder = os.path.join(os.environ["INPUTS"], did)
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as handle:
-            total += sum(1 for _ in handle)
-with open(os.path.join(os.environ["OUTPUTS"], "result.txt"), "w") as out:
-    out.write(f"{total} lines\\n")
-print("counted", total)
-"""
 
 FAILING = """
 import sys
@@ -114,8 +101,12 @@ def test_the_environment_is_announced_as_ocean_engines_announce_it(client, start
         "consumerAddress",
         "storageExpiry",
         "maxJobDuration",
+        "freeSlots",
+        "freeDiskGB",
+        "minFreeDiskGB",
         "lastSeen",
     }
+    assert environment["freeSlots"] == 3 and environment["freeDiskGB"] >= environment["minFreeDiskGB"] == 1
 
 
 def test_a_failing_algorithm_still_finishes_and_publishes_its_log(client, db, provider, submit_job, start_engine):

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from operator_service.engine import load_engine_config
+from operator_service.engine import EngineConfig, load_engine_config
+from operator_service.engine.disk import sweep_interval
 from operator_service.engine.fetch import FetchError, FetchLimits, download
 from operator_service.engine.publish import publish
 from operator_service.engine.sandbox.containers import container_argv, image_reference, start_container
@@ -52,9 +53,11 @@ def test_settings_use_ocean_engine_names_and_name_the_variable_at_fault(tmp_path
             "maxJobDuration": "90",
             "ENGINE_NAMESPACE": "gpu-env",
             "ENGINE_WORK_DIR": str(tmp_path),
+            "ENGINE_MIN_FREE_GB": "2.5",
         }
     )
     assert (config.cpus, config.ram_bytes, config.max_jobs, config.max_job_duration) == (2, 512 * 1024**2, 3, 90)
+    assert (config.min_free_gb, load_engine_config({}).min_free_gb) == (2.5, 1.0)
     assert (config.namespace, config.work_dir, config.poll_seconds) == ("gpu-env", tmp_path, 2.0)
     for name, value in (
         ("nCPU", "two"),
@@ -62,6 +65,8 @@ def test_settings_use_ocean_engine_names_and_name_the_variable_at_fault(tmp_path
         ("ENGINE_USE_DOCKER", "maybe"),
         ("OPERATOR_PRIVATE_KEY", "0x1234"),
         ("maxJobs", "1.5"),
+        ("ENGINE_MIN_FREE_GB", "-1"),
+        ("ENGINE_MIN_FREE_GB", "inf"),
     ):
         with pytest.raises(ConfigError, match=name):
             load_engine_config({name: value})
@@ -233,3 +238,10 @@ def test_a_container_runs_like_the_algorithm_pod_locked_down_without_the_secret_
         host_network=True,
     )
     assert shared[shared.index("--network") + 1] == "host"
+
+
+def test_expired_results_are_looked_for_every_tenth_of_storage_expiry_at_least_once_a_minute():
+    def interval(expiry: int, poll: float = 2.0) -> float:
+        return sweep_interval(EngineConfig(storage_expiry=expiry, poll_seconds=poll))
+
+    assert (interval(100), interval(86400), interval(5), interval(5, poll=0.1)) == (10, 60, 2, 0.5)

@@ -28,7 +28,7 @@ from operator_service.domain.signatures import provider_message
 from tests.conftest import ADMIN_SECRET, Provider, compute_body, fresh_nonce
 
 EXAMPLES_PER_OPERATION = 150
-SIGNED_ROUTES = {"/api/v1/operator/compute", "/api/v1/operator/getResult"}
+SIGNED_ROUTES = {"/api/v1/operator/compute", "/api/v1/operator/getResult", "/api/v1/operator/history"}
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def _sign(case, provider: Provider) -> None:
     if case.operation.path not in SIGNED_ROUTES or params is None or len(repr(params)) % 2:
         return
     params["nonce"] = fresh_nonce()
-    if case.operation.path.endswith("/getResult"):
+    if case.operation.path.endswith(("/getResult", "/history")):
         owner, job_id = params.get("owner"), params.get("jobId")
     elif case.method == "POST":
         if not isinstance(params.get("owner"), str):

@@ -368,7 +368,7 @@ def test_the_schema_is_migrated_before_the_service_starts(manifests: Manifests) 
     assert migrate["command"] == ["operator-service", "migrate"]
     assert migrate["image"] == service["image"]
     database = {name: entry for name, entry in env_of(service).items() if name.startswith("POSTGRES_")}
-    assert len(database) == 5 and env_of(migrate) == database
+    assert len(database) == 5 and env_of(migrate) == {**database, "LOG_FORMAT": env_of(service)["LOG_FORMAT"]}
     assert "operator-service" in {entry.name for entry in entry_points(group="console_scripts")}
 
 
@@ -504,9 +504,22 @@ def test_the_reconciler_runs_beside_the_api_on_the_same_database_and_cluster(man
     shared = {
         name: entry
         for name, entry in env_of(service).items()
-        if name.startswith("POSTGRES_") or name in ("KUBERNETES", "DEFAULT_NAMESPACE")
+        if name.startswith("POSTGRES_") or name in ("KUBERNETES", "DEFAULT_NAMESPACE", "LOG_FORMAT")
     }
     assert env_of(reconciler) == shared
+
+
+def test_the_service_is_scraped_and_its_workers_share_a_metrics_folder(manifests: Manifests) -> None:
+    [deployment] = [item for item in manifests.of_kind("Deployment") if item["metadata"]["name"] == "operator-service"]
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    container = service_container(manifests)
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/path"]) == ("true", "/metrics")
+    assert {"name": "http", "containerPort": int(annotations["prometheus.io/port"])} in container["ports"]
+    folder = env_of(container)["PROMETHEUS_MULTIPROC_DIR"]["value"]
+    [mount] = [mount for mount in container["volumeMounts"] if mount["mountPath"] == folder]
+    [volume] = [volume for volume in template["spec"]["volumes"] if volume["name"] == mount["name"]]
+    assert "emptyDir" in volume, "the metrics folder must start empty with every pod"
 
 
 def test_operator_service_listens_on_8050_behind_its_service(manifests: Manifests) -> None:

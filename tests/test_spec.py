@@ -35,6 +35,7 @@ class World:
     provider: Provider
     job: dict  # a job with results published at `storage`
     bare_job: dict  # a job without results
+    expired_job: dict  # a job whose results the engine deleted when they expired
     storage: str
 
     def signed(self, owner: str = OWNER, job_id: str = "") -> dict:
@@ -68,7 +69,7 @@ def world(make_app, db, engine, provider, cluster_app, storage, fake_kube, resul
     client, down, slow, strict = (app.test_client() for app in apps)
     engine.announce()
     jobs = []
-    for agreement in ("0x1", "0x2"):
+    for agreement in ("0x1", "0x2", "0x3"):
         body = {
             "agreementId": agreement,
             "owner": OWNER,
@@ -88,8 +89,14 @@ def world(make_app, db, engine, provider, cluster_app, storage, fake_kube, resul
         "ftp://storage.example/r.txt",
         local.as_uri(),
     )
+    _publish(engine, jobs[2]["jobId"], local.as_uri())
+    with db.transaction() as cur:  # as the local engine records it when it deletes them
+        cur.execute(
+            "UPDATE jobs SET dateFinished = now(), dateResultsExpired = now() WHERE workflowId = %s",
+            (jobs[2]["jobId"],),
+        )
     fake_kube.add_pod("ocean-compute", "algo-pod", {"workflow": jobs[0]["jobId"], "component": "algorithm"}, "log text")
-    yield World(client, down, cluster_app.test_client(), slow, strict, provider, jobs[0], jobs[1], storage)
+    yield World(client, down, cluster_app.test_client(), slow, strict, provider, *jobs, storage)
 
 
 def _compute(method: str) -> dict[int, Callable[[World], object]]:
@@ -132,6 +139,7 @@ def _post_body(agreement: str = "0x8") -> dict:
 PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
     ("GET", "/"): {200: lambda w: w.client.get("/")},
     ("GET", "/livez"): {200: lambda w: w.down.get("/livez")},
+    ("GET", "/metrics"): {200: lambda w: w.down.get("/metrics")},
     ("GET", "/readyz"): {200: lambda w: w.client.get("/readyz"), 503: lambda w: w.down.get("/readyz")},
     ("POST", f"{API}/compute"): _compute("POST"),
     ("PUT", f"{API}/compute"): _compute("PUT"),
@@ -148,11 +156,35 @@ PROVOCATIONS: dict[tuple[str, str], dict[int, Callable[[World], object]]] = {
         401: lambda w: w.result(client=w.strict),
         403: lambda w: w.result(index=4),
         404: lambda w: w.result(job=w.bare_job),
+        410: lambda w: w.result(job=w.expired_job),
         413: lambda w: w.client.get(f"{API}/getResult", data=BIG, content_type="application/json"),
         416: lambda w: w.result(index=5, Range="bytes=100-"),
         502: lambda w: w.result(index=3),
         503: lambda w: w.result(client=w.down),
         504: lambda w: w.result(client=w.slow, index=1),
+    },
+    ("GET", f"{API}/history"): {
+        200: lambda w: w.client.get(f"{API}/history", query_string=w.signed(job_id=w.job["jobId"])),
+        400: lambda w: w.client.get(f"{API}/history", query_string=w.signed()),
+        401: lambda w: w.strict.get(f"{API}/history", query_string=w.signed(job_id=w.job["jobId"])),
+        404: lambda w: w.client.get(f"{API}/history", query_string=w.signed(owner="0x2", job_id=w.job["jobId"])),
+        413: lambda w: w.client.get(f"{API}/history", data=BIG, content_type="application/json"),
+        503: lambda w: w.down.get(f"{API}/history", query_string=w.signed(job_id=w.job["jobId"])),
+    },
+    ("GET", f"{API}/jobs"): {
+        200: lambda w: w.client.get(f"{API}/jobs", query_string={"status": 1}, headers=ADMIN),
+        400: lambda w: w.client.get(f"{API}/jobs", query_string={"limit": 0}, headers=ADMIN),
+        401: lambda w: w.client.get(f"{API}/jobs"),
+        413: lambda w: w.client.get(f"{API}/jobs", data=BIG, content_type="application/json", headers=ADMIN),
+        503: lambda w: w.down.get(f"{API}/jobs", headers=ADMIN),
+    },
+    ("GET", f"{API}/job"): {
+        200: lambda w: w.client.get(f"{API}/job", query_string={"jobId": w.job["jobId"]}, headers=ADMIN),
+        400: lambda w: w.client.get(f"{API}/job", headers=ADMIN),
+        401: lambda w: w.client.get(f"{API}/job", query_string={"jobId": w.job["jobId"]}),
+        404: lambda w: w.client.get(f"{API}/job", query_string={"jobId": "f" * 32}, headers=ADMIN),
+        413: lambda w: w.client.get(f"{API}/job", data=BIG, content_type="application/json", headers=ADMIN),
+        503: lambda w: w.down.get(f"{API}/job", query_string={"jobId": w.job["jobId"]}, headers=ADMIN),
     },
     ("GET", f"{API}/environments"): {
         200: lambda w: w.client.get(f"{API}/environments"),

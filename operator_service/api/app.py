@@ -18,12 +18,15 @@ from operator_service import __version__
 from operator_service.api.admin_auth import ADMIN_HEADER
 from operator_service.api.context import EXTENSION_KEY, Services, services
 from operator_service.api.errors import json_response, register_error_handlers
+from operator_service.api.observability import install as observe_requests
 from operator_service.api.routes.admin import admin
 from operator_service.api.routes.health import health
+from operator_service.api.routes.metrics import metrics
 from operator_service.api.routes.operator import operator
 from operator_service.api.schemas import DEFINITIONS
 from operator_service.cluster import client as kube
 from operator_service.config import Settings, load_settings
+from operator_service.domain.monitoring import UnfinishedJobs
 from operator_service.logging_setup import setup_logging
 from operator_service.store.pool import Database
 
@@ -49,6 +52,10 @@ def create_app(settings: Settings | None = None, cluster: kube.Cluster | None = 
     db = Database(settings.postgres, max_connections=settings.db_pool_size)
     current = Services(settings=settings, db=db, cluster=cluster)
     app.extensions[EXTENSION_KEY] = current
+    observe_requests(app, metrics=settings.metrics, access_log_lines=settings.access_log)
+    if settings.metrics:
+        current.unfinished_jobs = UnfinishedJobs(settings.postgres)
+        app.register_blueprint(metrics)
     app.register_blueprint(operator, url_prefix=BASE_URL)
     app.register_blueprint(admin, url_prefix=BASE_URL)
     app.register_blueprint(health)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 from operator_service.config import Settings
+from operator_service.domain.monitoring import UnfinishedJobs
 from operator_service.domain.readiness import CachedReadiness
 from operator_service.store.pool import Database
 
@@ -23,10 +24,13 @@ class Services:
     db: Database
     cluster: Cluster | None
     readiness: CachedReadiness = field(default_factory=CachedReadiness)
+    unfinished_jobs: UnfinishedJobs | None = None  # what GET /metrics reads from the database, when it is served
 
     def close(self) -> None:
-        """Close the pool and the cluster's client (tests build many apps in one process)."""
+        """Close the pools and the cluster's client (tests build many apps in one process)."""
         self.db.close()
+        if self.unfinished_jobs is not None:
+            self.unfinished_jobs.close()
         if self.cluster is not None:
             self.cluster.close()
 

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from operator_service.cluster.client import KubernetesUnavailable
 from operator_service.domain.errors import (
     DomainError,
+    Gone,
     InvalidRequest,
     NotAuthorized,
     NotFound,
@@ -26,6 +27,7 @@ from operator_service.domain.errors import (
     StorageFailed,
     StorageTimedOut,
 )
+from operator_service.metrics.service import DEPENDENCY_FAILURES
 from operator_service.store.pool import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ STATUS_OF_DOMAIN_ERROR: dict[type[DomainError], int] = {
     NotAuthorized: 401,
     Refused: 403,
     NotFound: 404,
+    Gone: 410,
     StorageFailed: 502,
     StorageTimedOut: 504,
     RangeNotSatisfiable: 416,
@@ -76,11 +79,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DatabaseUnavailable)
     def _database_down(exc: DatabaseUnavailable) -> Response:
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+        DEPENDENCY_FAILURES.labels("database").inc()
         return error_response(f"Database unavailable: {exc}", 503)
 
     @app.errorhandler(KubernetesUnavailable)
     def _cluster_down(exc: KubernetesUnavailable) -> Response:
         log.error("kubernetes unavailable on %s %s: %s", request.method, request.path, exc)
+        DEPENDENCY_FAILURES.labels("kubernetes").inc()
         return error_response(str(exc), 503)
 
     @app.errorhandler(HTTPException)

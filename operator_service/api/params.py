@@ -18,7 +18,8 @@ from flask import request
 
 from operator_service.api.errors import ApiError
 from operator_service.model.stored import deeper_than
-from operator_service.store.jobs import JobFilter
+from operator_service.model.times import parse_moment
+from operator_service.store.jobs import MAX_LISTED, JobFilter, JobQuery
 
 # The most characters each parameter may have. The job table's ids are varchar(255); the
 # others leave room for any valid value (a signature is 132 characters, a nonce at most 81).
@@ -32,7 +33,14 @@ TEXT_LIMITS = {
     "chainId": 100,
     "index": 100,
     "component": 100,
+    "status": 100,
+    "since": 100,
+    "limit": 100,
+    "offset": 100,
 }
+# The pages of an operator's job listing.
+DEFAULT_LIMIT = 100
+MAX_OFFSET = 10**9
 # Levels of JSON nesting a body may have (a Provider's POST /compute body has 6).
 MAX_DEPTH = 32
 # In a UTF-8 JSON body a lone surrogate can only arrive as a \u escape (D800-DFFF).
@@ -145,3 +153,44 @@ def text_field(data: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(f'"{key}" must be a non-empty string', 400)
     return value
+
+
+def job_query(data: Any) -> JobQuery:
+    """The filters and page of the admin listing (GET /jobs): owner, status, environment, since,
+    limit, offset, each optional."""
+    data = data if isinstance(data, dict) else {}
+    since = data.get("since")
+    try:
+        moment = None if since in (None, "") else parse_moment(str(since))
+    except ValueError as exc:
+        raise ApiError(f'"since" {exc}', 400) from None
+    return JobQuery(
+        owner=_optional_text(data, "owner"),
+        status=_integer(data, "status", None, -(2**31), 2**31 - 1),
+        environment=_optional_text(data, "environment"),
+        since=moment,
+        limit=_integer(data, "limit", DEFAULT_LIMIT, 1, MAX_LISTED) or DEFAULT_LIMIT,
+        offset=_integer(data, "offset", 0, 0, MAX_OFFSET) or 0,
+    )
+
+
+def _optional_text(data: dict, key: str) -> str | None:
+    value = data.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ApiError(f'"{key}" must be a string', 400)
+    return value
+
+
+def _integer(data: dict, key: str, default: int | None, lowest: int, highest: int) -> int | None:
+    value = data.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not lowest <= number <= highest:
+        raise ApiError(f'"{key}" must be a whole number from {lowest} to {highest}', 400)
+    return number

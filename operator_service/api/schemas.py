@@ -9,6 +9,57 @@ from __future__ import annotations
 
 NULLABLE_TEXT = {"type": "string", "x-nullable": True}
 NULLABLE_INTEGER = {"type": "integer", "x-nullable": True}
+ENDING_KEYS = ["endReason", "endReasonText", "exitCode"]
+ENDING_DESCRIPTION = (
+    "why the job ended, null while it runs: finished, algorithm-failed, killed-for-memory, timed-out,"
+    " stopped-by-request, provisioning-failed, engine-restarted, algorithm-not-started or unknown"
+)
+ENDING_PROPERTIES = {
+    "endReason": {**NULLABLE_TEXT, "description": ENDING_DESCRIPTION},
+    "endReasonText": {**NULLABLE_TEXT, "description": "why the job ended, in a sentence"},
+    "exitCode": {**NULLABLE_INTEGER, "description": "the algorithm's exit code, when it exited"},
+}
+JOB_KEYS = ["jobId", "agreementId", "owner", "environment", "status", "statusText", "stopreq", "removed"]
+JOB_PROPERTIES = {
+    "jobId": {"type": "string"},
+    "agreementId": {"type": "string"},
+    "owner": NULLABLE_TEXT,
+    "environment": NULLABLE_TEXT,
+    "status": NULLABLE_INTEGER,
+    "statusText": NULLABLE_TEXT,
+    "stopreq": NULLABLE_INTEGER,
+    "removed": NULLABLE_INTEGER,
+    "dateCreated": {**NULLABLE_TEXT, "description": "epoch seconds (UTC)"},
+    "dateFinished": {**NULLABLE_TEXT, "description": "epoch seconds (UTC), null while running"},
+    **ENDING_PROPERTIES,
+}
+HISTORY_ENTRY = {
+    "type": "object",
+    "required": [
+        "time",
+        "changedBy",
+        "status",
+        "statusText",
+        "stopreq",
+        "removed",
+        "dateFinished",
+        *ENDING_KEYS,
+    ],
+    "properties": {
+        "time": {"type": "string", "description": "when the change was made: epoch seconds (UTC)"},
+        "changedBy": {
+            **NULLABLE_TEXT,
+            "description": "the writer's application_name: operator-service, operator-engine <environment>, or"
+            " what another engine sets (null when none)",
+        },
+        "status": NULLABLE_INTEGER,
+        "statusText": NULLABLE_TEXT,
+        "stopreq": NULLABLE_INTEGER,
+        "removed": NULLABLE_INTEGER,
+        "dateFinished": {**NULLABLE_TEXT, "description": "epoch seconds (UTC), null while running"},
+        **ENDING_PROPERTIES,
+    },
+}
 
 DEFINITIONS: dict[str, dict] = {
     "Error": {
@@ -67,6 +118,8 @@ DEFINITIONS: dict[str, dict] = {
             "removed",
             "algoDID",
             "inputDID",
+            *ENDING_KEYS,
+            "dateResultsExpired",
         ],
         "properties": {
             "agreementId": {"type": "string"},
@@ -81,6 +134,13 @@ DEFINITIONS: dict[str, dict] = {
             "removed": NULLABLE_INTEGER,
             "algoDID": {"description": "the algorithm's DID, or raw"},
             "inputDID": {"type": "array"},
+            **ENDING_PROPERTIES,
+            "dateResultsExpired": {
+                **NULLABLE_TEXT,
+                "description": "epoch seconds (UTC) when the engine deleted the results (STORAGE_EXPIRY after"
+                ' dateFinished), null while they are kept; each entry of results then has "expired": true and'
+                " getResult answers 410",
+            },
         },
     },
     "StatusObjects": {"type": "array", "items": {"$ref": "#/definitions/StatusObject"}},
@@ -138,6 +198,41 @@ DEFINITIONS: dict[str, dict] = {
                     },
                 },
             },
+        },
+    },
+    "JobHistory": {"type": "array", "items": HISTORY_ENTRY},
+    "JobSummaries": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": [*JOB_KEYS, "dateCreated", "dateFinished", *ENDING_KEYS],
+            "properties": JOB_PROPERTIES,
+        },
+    },
+    "JobRecord": {
+        "type": "object",
+        "required": [
+            *JOB_KEYS,
+            "dateCreated",
+            "dateFinished",
+            *ENDING_KEYS,
+            "provider",
+            "chainId",
+            "lastStatusUpdate",
+            "results",
+            "algoDID",
+            "inputDID",
+            "history",
+        ],
+        "properties": {
+            **JOB_PROPERTIES,
+            "provider": NULLABLE_TEXT,
+            "chainId": NULLABLE_TEXT,
+            "lastStatusUpdate": {**NULLABLE_TEXT, "description": "epoch seconds (UTC)"},
+            "results": {"type": "array", "description": "the job's files as its engine published them, URLs included"},
+            "algoDID": {"description": "the algorithm's DID, or raw"},
+            "inputDID": {"type": "array"},
+            "history": {"type": "array", "items": HISTORY_ENTRY},
         },
     },
     "WorkflowNames": {"type": "array", "items": {"type": "string"}},

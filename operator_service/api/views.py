@@ -2,7 +2,10 @@
 
 Key order and value types are the original's: epochs are strings, `results` drops the
 URLs and is "" for a job without outputs; algoDID and inputDID come from their columns,
-or from the job document for rows written before those columns existed.
+or from the job document for rows written before those columns existed. The status object
+adds, after the original's keys, why the job ended (endReason, endReasonText, exitCode), then
+`dateResultsExpired`: when the engine deleted the job's results (epoch seconds, null while
+they are kept); each of its `results` then also says `"expired": true`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from flask import Response
 
 from operator_service.domain.results import ResultFile
 from operator_service.model import stored
+from operator_service.model.ending import ending_fields, ending_of
 from operator_service.model.workflow import JobDocument
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -24,12 +28,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_IN_FILENAME = re.compile(r'[^\x20-\x7e]|["\\;,]')
 
 
-def public_results(outputs_url: str | None) -> Any:
+def public_results(outputs_url: str | None, expired: bool = False) -> Any:
+    """The job's files without their URLs; each also says `"expired": true` once they were deleted."""
     outputs = stored.outputs(outputs_url)
     if outputs is None:
         return ""
+    mark = {"expired": True} if expired else {}
     return [
-        {key: value for key, value in item.items() if key != "url"} if isinstance(item, dict) else item
+        {**{key: value for key, value in item.items() if key != "url"}, **mark} if isinstance(item, dict) else item
         for item in outputs
     ]
 
@@ -43,8 +49,10 @@ def _row_dids(algo_did: str | None, input_dids: list | None, legacy_document: st
 
 def status_object(row: tuple) -> dict[str, Any]:
     """A row of jobs.STATUS_COLUMNS as the status object of GET/POST/PUT /compute."""
-    (agreement_id, job_id, owner, status, status_text, created, finished, outputs_url, stopreq, removed, *dids) = row
+    (agreement_id, job_id, owner, status, status_text, created, finished, outputs_url, stopreq, removed, *rest) = row
+    ending_columns, results_expired, dids = rest[:3], rest[3], rest[4:]
     algo_did, input_dids = _row_dids(*dids)
+    ending = ending_of(status, stopreq, finished is not None, *ending_columns)
     return {
         "agreementId": agreement_id,
         "jobId": job_id,
@@ -53,11 +61,13 @@ def status_object(row: tuple) -> dict[str, Any]:
         "statusText": status_text,
         "dateCreated": created,
         "dateFinished": finished,
-        "results": public_results(outputs_url),
+        "results": public_results(outputs_url, expired=results_expired is not None),
         "stopreq": stopreq,
         "removed": removed,
         "algoDID": algo_did,
         "inputDID": input_dids,
+        **ending_fields(ending),
+        "dateResultsExpired": results_expired,
     }
 
 

@@ -25,6 +25,10 @@ class NotFound(DomainError):
     """No such job, result or file, for this owner."""
 
 
+class Gone(DomainError):
+    """A result that existed and was deleted for good (its storage expired)."""
+
+
 class Refused(DomainError):
     """A stored result this service will not fetch or serve (outside what the operator allows)."""
 

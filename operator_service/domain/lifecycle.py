@@ -47,8 +47,8 @@ import psycopg2
 from operator_service.cluster.client import Cluster, KubernetesUnavailable
 from operator_service.cluster.workflows import STOP_ANNOTATION, workflow_body
 from operator_service.config import Settings
-from operator_service.domain import environments, results
-from operator_service.domain.errors import InvalidRequest, NotFound
+from operator_service.domain import environments, job_records, results
+from operator_service.domain.errors import Gone, InvalidRequest, NotFound
 from operator_service.domain.results import ResultFile
 from operator_service.domain.signatures import nonce_refused
 from operator_service.model import stored
@@ -71,6 +71,7 @@ class JobRequest:
     environment: Any
     chain_id: Any
     workflow: Any
+    request_id: str | None = None  # stored with the job, for the engine's log lines about it
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class NewJob:
     document: dict
     algo_did: str | None
     input_dids: list[str] | None
+    request_id: str | None = None
 
 
 def start_job(db: Database, cluster: Cluster | None, request: JobRequest, signed: SignedNonce) -> tuple:
@@ -104,6 +106,7 @@ def start_job(db: Database, cluster: Cluster | None, request: JobRequest, signed
         workflow_body(job_id, namespace, workflow, uuid.uuid4().hex),
         algo_did,
         input_dids,
+        request.request_id,
     )
     try:
         return register_job(db, cluster, job)
@@ -137,6 +140,7 @@ def register_job(db: Database, cluster: Cluster | None, job: NewJob) -> tuple:
         "input_dids": job.input_dids,
         "namespace": job.namespace,
         "signed_nonce": job.signed_nonce,
+        "request_id": job.request_id,
     }
     if cluster is None:
         return _insert(db, JobStatus.QUEUED, insert)
@@ -262,13 +266,14 @@ def result_file(
     """Result number `index` of a job (its outputs, then its logs), opened for streaming.
 
     The owner is compared in any letter case; with signatures required, only the provider
-    that created the job gets its results.
+    that created the job gets its results. Results the engine deleted at the end of its
+    storageExpiry are Gone.
     """
     _record_nonce(db, signed)
     source = jobs.result_source(db, job_id)
     if source is None:
         raise NotFound(f"No results for job {job_id}")
-    job_owner, job_provider, outputs_url = source
+    job_owner, job_provider, outputs_url, results_expired = source
     if (job_owner or "").lower() != owner.lower():
         raise NotFound(f"Owner {owner} mismatch for job {job_id}")
     if settings.signature_required and (job_provider or "").lower() != signed.provider:
@@ -280,11 +285,29 @@ def result_file(
         raise NotFound(f"Negative index {index}")
     if index >= len(outputs):
         raise NotFound(f"No such index {index} in this compute job")
+    if results_expired is not None:
+        raise Gone(
+            f"Error getResult: the results of job {job_id} expired and were deleted"
+            f" on {results_expired:%Y-%m-%d %H:%M:%S} UTC (the engine keeps results for its storageExpiry)"
+        )
     entry = outputs[index]
     url = entry.get("url") if isinstance(entry, dict) else None
     if not isinstance(url, str) or not url:
         raise NotFound(f"No results for job {job_id}")
     return results.open_result(url, settings, range_header)
+
+
+def job_history(db: Database, settings: Settings, job_id: str, owner: str, signed: SignedNonce) -> list[dict]:
+    """Every recorded change of one job, oldest first, for its owner (any letter case); with
+    signatures required, only for the provider that created the job, as its results."""
+    _record_nonce(db, signed)
+    source = jobs.result_source(db, job_id)
+    job_owner, job_provider = (source[0], source[1]) if source else (None, None)
+    if source is None or (job_owner or "").lower() != owner.lower():
+        raise NotFound(f"No job {job_id} of owner {owner}")
+    if settings.signature_required and (job_provider or "").lower() != signed.provider:
+        raise NotFound(f"Provider {signed.provider} mismatch for job {job_id}")
+    return job_records.history_entries(db, job_id)
 
 
 def _record_nonce(db: Database, signed: SignedNonce) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from operator_service.config import Settings
 from operator_service.domain.errors import InvalidRequest, NotAuthorized
+from operator_service.metrics.service import NONCE_REFUSALS, SIGNATURE_REFUSALS
 from operator_service.model.personal_sign import recover_signer, sign_message
 from operator_service.store.nonces import SignedNonce
 
@@ -85,21 +86,33 @@ def verify_signature(
 ) -> SignedNonce:
     """Check a signed Provider request (without recording anything): its nonce, to be
     recorded for the signer. InvalidRequest or NotAuthorized when it is refused."""
-    nonce = parse_nonce(nonce_value)
+    try:
+        nonce = parse_nonce(nonce_value)
+    except InvalidRequest:
+        NONCE_REFUSALS.labels("malformed").inc()
+        raise
     message = provider_message(owner, job_id, nonce.text)
-    address = recover_address(signature, message)
+    try:
+        address = recover_address(signature, message)
+    except InvalidRequest:
+        SIGNATURE_REFUSALS.labels("unrecoverable").inc()
+        raise
     if settings.signature_required and address not in settings.allowed_providers:
+        SIGNATURE_REFUSALS.labels("not_allowed").inc()
         raise NotAuthorized(
             f"Invalid signature {signature} of documentId {message},the signing ethereum account"
             f" {address} is not authorized to use this service."
         )
     if float(nonce.seconds) > time.time() + MAX_FUTURE_SECONDS:
+        NONCE_REFUSALS.labels("future").inc()
         raise NotAuthorized(f"Invalid nonce {nonce.text}: too far in the future")
     guarded = address in settings.allowed_providers
     return SignedNonce(address, nonce.text, nonce.seconds, settings.nonce_window_seconds, guarded)
 
 
 def nonce_refused(signed: SignedNonce) -> NotAuthorized:
+    """The refusal of a nonce already used or too old (counted as such)."""
+    NONCE_REFUSALS.labels("used").inc()
     return NotAuthorized(
         f"Invalid nonce {signed.nonce}: already used, or older than the"
         f" {signed.window_seconds} s window below the newest nonce of {signed.provider}"

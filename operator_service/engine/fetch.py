@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 
 import requests
 
+from operator_service.metrics.engine import FETCHED_BYTES
+
 CHUNK_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
@@ -122,6 +124,7 @@ def _stream(
                 if stop.is_set():
                     raise FetchError(f"{describe(url)}: the engine is stopping")
                 out.write(chunk)
+                FETCHED_BYTES.inc(len(chunk))
         return written
 
 

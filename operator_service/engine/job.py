@@ -9,7 +9,8 @@ A stop request (stopreq=1), read about once a second while the algorithm runs, k
 so does passing the time limit (the smaller of maxJobDuration and the job's positive
 compute.maxtime), which also sets stopreq=2. A stop requested before the algorithm
 starts means it is not started. Either way the job is published and ends at 70, as in
-Ocean; the reason is the last line of algorithm.log.
+Ocean; the reason is the last line of algorithm.log, and is recorded in the job's row with
+status 60 (endReason, endReasonText, exitCode; 31/32 record theirs with that status).
 
 Restart (resume): a job an earlier engine took and did not finish is picked up by the
 next start. At 20 or 30 no untrusted code ran yet, so the job starts over. At 40 the
@@ -49,6 +50,8 @@ from operator_service.engine.sandbox.isolation import AlgorithmProcess, Isolatio
 from operator_service.engine.settings import EngineConfig, OperatorKey
 from operator_service.engine.volumes import VolumeError
 from operator_service.engine.workspace import open_engine_file, workspace_for
+from operator_service.metrics.engine import LIMITS_HIT, PUBLISHED_BYTES, RUN_SECONDS
+from operator_service.model.ending import Ending, EndReason
 from operator_service.model.status import JobStatus, StopRequest
 from operator_service.model.workflow import JobDocument
 from operator_service.store.pool import Database, DatabaseUnavailable
@@ -57,6 +60,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 NOTE_PREFIX = "operator-engine: "
+
+
+class NotStarted(Exception):
+    """The algorithm cannot be started: the message says why."""
 
 
 class EngineStopping(Exception):
@@ -96,9 +103,8 @@ class JobRun:
         """A job just taken (status 20): every stage."""
         try:
             status = self._configure() if self._create_folder() else JobStatus.DATA_FAILED
-            if status == JobStatus.PROVISIONED:
-                self._algorithm_stage()
-            self._publish_and_finish(status)
+            ending = self._algorithm_stage() if status == JobStatus.PROVISIONED else None
+            self._publish_and_finish(status, ending)
         finally:
             self._clean_up()
 
@@ -111,12 +117,11 @@ class JobRun:
             return
         try:
             self._reopen_folder()
-            if status == JobStatus.RUNNING:
-                self._end_interrupted_algorithm()
+            ending = self._end_interrupted_algorithm() if status == JobStatus.RUNNING else None
             configured = (
                 status if status in (JobStatus.DATA_FAILED, JobStatus.ALGORITHM_FAILED) else JobStatus.PROVISIONED
             )
-            self._publish_and_finish(configured)
+            self._publish_and_finish(configured, ending)
         finally:
             self._clean_up()
 
@@ -127,8 +132,10 @@ class JobRun:
         try:
             workspace.create(self.workspace, self.sandbox.uid, self.sandbox.volume_bytes)
         except VolumeError as exc:
-            self._admin_log("configure")(f"The job's volume could not be made: {exc}")
-            self.ctx.call(q.set_status, self.job_id, JobStatus.DATA_FAILED)
+            line = f"The job's volume could not be made: {exc}"
+            self._admin_log("configure")(line)
+            ending = Ending(EndReason.PROVISIONING_FAILED, line)
+            self.ctx.call(q.record_ending, self.job_id, JobStatus.DATA_FAILED, ending)
             return False
         open_engine_file(self.workspace.algorithm_log, "w").close()
         return True
@@ -141,56 +148,72 @@ class JobRun:
 
     def _configure(self) -> JobStatus:
         limits = FetchLimits(self.ctx.config.max_input_bytes, self.ctx.config.fetch_timeout)
-        status = provision(
+        provisioned = provision(
             self.workspace, self.stage, limits, self.ctx.stop, self._admin_log("configure"), self.ctx.operator
         )
         if self.ctx.stop.is_set():
             raise EngineStopping()
-        self.ctx.call(q.set_status, self.job_id, status)
-        return status
+        if provisioned.status == JobStatus.PROVISIONED:
+            self.ctx.call(q.set_status, self.job_id, provisioned.status)
+        else:
+            ending = Ending(EndReason.PROVISIONING_FAILED, f"{provisioned.status.text}: {provisioned.failure}")
+            self.ctx.call(q.record_ending, self.job_id, provisioned.status, ending)
+        return provisioned.status
 
-    def _algorithm_stage(self) -> None:
+    def _algorithm_stage(self) -> Ending:
+        """Run the algorithm; why it ended."""
         if self._stop_requested():
-            self._note("stop requested before the algorithm started; it was not run")
-            return
+            return self._ended(
+                EndReason.STOPPED_BY_REQUEST, "stop requested before the algorithm started; it was not run"
+            )
         self.ctx.call(q.set_status, self.job_id, JobStatus.RUNNING)
         seconds = self._time_limit()
         with open_engine_file(self.workspace.algorithm_log, "a") as output:
-            process = self._start(output, seconds)
-            if process is None:
-                return
-            outcome = self._supervise(process, seconds)
-        self._note(outcome)
-        self._end_algorithm()
+            try:
+                process = self._start(output, seconds)
+            except NotStarted as exc:
+                return self._ended(EndReason.NOT_STARTED, str(exc))
+            started = time.monotonic()
+            try:
+                ending = self._supervise(process, seconds)
+            finally:
+                RUN_SECONDS.observe(time.monotonic() - started)
+        return self._end_algorithm(ending)
 
-    def _end_algorithm(self) -> None:
-        """Kill whatever the algorithm left running, and say why it ended where the kernel stopped it."""
+    def _end_algorithm(self, ending: Ending) -> Ending:
+        """Kill whatever the algorithm left running, and say why it ended where the kernel stopped it:
+        an algorithm that failed while the kernel was killing its processes for memory was killed for it."""
         try:
             self.sandbox.kill_everything()
         except SandboxError as exc:
             log.error("job %s: %s", self.job_id, exc)
             self._note("some processes of the algorithm could not be killed")
         if self.sandbox.ran_out_of_memory():
-            self._note(
-                f"the algorithm used more than its memory (ramGB={self.ctx.config.ram_gb:g}): the kernel killed it"
+            LIMITS_HIT.labels("memory").inc()
+            memory = self._ended(
+                EndReason.KILLED_FOR_MEMORY,
+                f"the algorithm used more than its memory (ramGB={self.ctx.config.ram_gb:g}): the kernel killed it",
+                ending.exit_code,
             )
+            if ending.reason == EndReason.ALGORITHM_FAILED:
+                ending = memory
         if self.sandbox.disk_full():
+            LIMITS_HIT.labels("disk").inc()
             self._note(f"the job's disk (diskGB={self.ctx.config.disk_gb:g}) is full: writes beyond it failed")
+        return ending
 
-    def _start(self, output: BinaryIO, seconds: float) -> AlgorithmProcess | None:
-        """Start the algorithm (container or sandbox); None, with a note, if it cannot start."""
+    def _start(self, output: BinaryIO, seconds: float) -> AlgorithmProcess:
+        """Start the algorithm (container or sandbox); NotStarted saying why it cannot start."""
         entrypoint = str(self.stage.container.get("entrypoint", ""))
         image = str(self.stage.container.get("image") or "")
         try:
             if self.ctx.isolation.docker and image:
                 return self._start_container(image, entrypoint, output)
             if self.ctx.config.use_docker == "on":
-                self._note("the algorithm has no container image and ENGINE_USE_DOCKER=on; it was not run")
-                return None
+                raise NotStarted("the algorithm has no container image and ENGINE_USE_DOCKER=on; it was not run")
             return self._start_local(entrypoint, output, seconds)
         except (OSError, subprocess.SubprocessError, SandboxError) as exc:
-            self._note(f"the algorithm could not be started: {exc}")
-            return None
+            raise NotStarted(f"the algorithm could not be started: {exc}") from None
 
     def _start_local(self, entrypoint: str, output: BinaryIO, seconds: float) -> AlgorithmProcess:
         volume = self.sandbox.volume_path()
@@ -231,24 +254,29 @@ class JobRun:
         )
         return containers.start_container(argv, pod_env, output, name)
 
-    def _supervise(self, process: AlgorithmProcess, seconds: float) -> str:
+    def _supervise(self, process: AlgorithmProcess, seconds: float) -> Ending:
         """Wait for the algorithm; kill it on a stop request, on timeout or when the engine stops."""
         started = time.monotonic()
         interval = min(1.0, self.ctx.config.poll_seconds)
         while True:
             code = process.wait(interval)
             if code is not None:
-                return f"the algorithm exited with code {code}"
+                reason = EndReason.FINISHED if code == 0 else EndReason.ALGORITHM_FAILED
+                return self._ended(reason, f"the algorithm exited with code {code}", code)
             if self.ctx.stop.is_set():
                 process.kill()
                 raise EngineStopping()
             if time.monotonic() - started > seconds:
                 process.kill()
                 self.ctx.call(q.mark_timed_out, self.job_id)
-                return f"the algorithm was killed after exceeding the time limit of {seconds:g} s (stopreq=2)"
+                LIMITS_HIT.labels("timeout").inc()
+                return self._ended(
+                    EndReason.TIMED_OUT,
+                    f"the algorithm was killed after exceeding the time limit of {seconds:g} s (stopreq=2)",
+                )
             if self._stop_requested():
                 process.kill()
-                return "the algorithm was stopped on request (stopreq=1)"
+                return self._ended(EndReason.STOPPED_BY_REQUEST, "the algorithm was stopped on request (stopreq=1)")
 
     def _stop_requested(self) -> bool:
         """One look at stopreq; a database outage reads as "no request" so supervision goes on."""
@@ -257,18 +285,23 @@ class JobRun:
         except DatabaseUnavailable:
             return False
 
-    def _end_interrupted_algorithm(self) -> None:
+    def _end_interrupted_algorithm(self) -> Ending:
         record = self.workspace.pid_file.read_text() if self.workspace.pid_file.exists() else ""
         if record and sandbox.kill_leftover(record):
             log.info("killed the algorithm of job %s left running by the previous engine", self.job_id)
         if self.ctx.isolation.docker:
             containers.remove_container(containers.container_name(self.job_id))
-        self._note(
-            "the engine restarted while the algorithm was running; the algorithm was stopped and is not run again"
+        return self._ended(
+            EndReason.ENGINE_RESTARTED,
+            "the engine restarted while the algorithm was running; the algorithm was stopped and is not run again",
         )
 
-    def _publish_and_finish(self, configured: JobStatus) -> None:
-        if configured == JobStatus.PROVISIONED:
+    def _publish_and_finish(self, configured: JobStatus, ending: Ending | None) -> None:
+        """Publish and finish; the ending, when this run knows it, is recorded with status 60 (a job
+        resumed at 60 or 70 keeps the one recorded then)."""
+        if configured == JobStatus.PROVISIONED and ending is not None:
+            self.ctx.call(q.record_ending, self.job_id, JobStatus.PUBLISHING, ending)
+        elif configured == JobStatus.PROVISIONED:
             self.ctx.call(q.set_status, self.job_id, JobStatus.PUBLISHING)
         publish_log = self._admin_log("publish")
         try:
@@ -278,6 +311,7 @@ class JobRun:
         except OSError as exc:
             log.error("publishing job %s failed: %s", self.job_id, exc)
             entries = []
+        PUBLISHED_BYTES.inc(sum(entry["filesize"] for entry in entries))
         self.ctx.call(q.publish_outputs, self.job_id, json.dumps(entries))
         self.ctx.call(q.finish_job, self.job_id, JobStatus.FINISHED if configured == JobStatus.PROVISIONED else None)
         self.finished = True
@@ -314,6 +348,11 @@ class JobRun:
         requested = self.stage.max_time()
         limit = self.ctx.config.max_job_duration
         return min(limit, requested) if requested is not None else limit
+
+    def _ended(self, reason: EndReason, note: str, exit_code: int | None = None) -> Ending:
+        """Write `note` into algorithm.log; the ending it tells, as a sentence."""
+        self._note(note)
+        return Ending(reason, f"{note[0].upper()}{note[1:]}.", exit_code)
 
     def _note(self, text: str) -> None:
         """Append the engine's own line to algorithm.log, where the Provider's user reads it.

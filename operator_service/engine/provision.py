@@ -17,6 +17,7 @@ import json
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from operator_service.engine import remote
@@ -36,6 +37,14 @@ class ProvisionError(Exception):
     """The job document itself makes provisioning impossible."""
 
 
+@dataclass(frozen=True)
+class Provisioned:
+    """30, 31 or 32; for a failure, the configure log's line saying what failed."""
+
+    status: JobStatus
+    failure: str = ""
+
+
 def provision(
     workspace: Workspace,
     stage: Stage,
@@ -43,7 +52,7 @@ def provision(
     stop: threading.Event,
     log: Log,
     operator: OperatorKey,
-) -> JobStatus:
+) -> Provisioned:
     return _Configure(workspace, stage, limits, stop, log, operator).run()
 
 
@@ -71,25 +80,26 @@ class _Configure:
         self.operator = operator
         self._access: remote.RemoteAccess | None = None
 
-    def run(self) -> JobStatus:
+    def run(self) -> Provisioned:
         log = self.log
         log("========== Fetching input assets ============")
         for position, item in enumerate(self.stage.inputs):
             try:
                 self._fetch_input(position, item)
             except (FetchError, ProvisionError, OSError) as exc:
-                log(f"Input {position} failed: {exc}")
-                self._explain(exc)
-                return JobStatus.DATA_FAILED
+                return self._failed(JobStatus.DATA_FAILED, f"Input {position} failed: {exc}", exc)
         log("========== Done with inputs, moving to algo ============")
         try:
             self._write_algorithm()
         except (FetchError, ProvisionError, OSError) as exc:
-            log(f"Algorithm failed: {exc}")
-            self._explain(exc)
-            return JobStatus.ALGORITHM_FAILED
+            return self._failed(JobStatus.ALGORITHM_FAILED, f"Algorithm failed: {exc}", exc)
         log("========== Provisioning success ============")
-        return JobStatus.PROVISIONED
+        return Provisioned(JobStatus.PROVISIONED)
+
+    def _failed(self, status: JobStatus, line: str, exc: Exception) -> Provisioned:
+        self.log(line)
+        self._explain(exc)
+        return Provisioned(status, line)
 
     def _fetch_input(self, position: int, item: dict) -> None:
         did = without_prefix(item.get("id", ""))

@@ -2,7 +2,9 @@
 
 The local engine talks to the service only through these statements, the same ones
 Ocean's operator-engine, pod-configuration and pod-publishing run, so the service cannot
-tell the two engines apart. Two deliberate differences, both invisible to the service:
+tell the two engines apart. It also records why each job ended (endReason, endReasonText,
+exitCode), which Ocean's engine does not write and the service derives for its jobs. Two
+deliberate differences, both invisible to the service:
 taking a job is one atomic UPDATE (status 1 -> 20), made only while the engine holds its
 namespace's lease, so a job can never be run twice; and the final status and
 dateFinished are written together, so a crash cannot leave a finished job half-written.
@@ -17,7 +19,9 @@ classid and objid (objsubid 1), where anyone can see which session holds which n
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
+from operator_service.model.ending import Ending
 from operator_service.model.status import JobStatus, StopRequest
 from operator_service.store.pool import Database, only_row
 
@@ -32,14 +36,22 @@ def announce(db: Database, namespace: str, status_json: str, limit: int) -> list
         return [row[0] for row in cur.fetchall()]
 
 
-def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> str | None:
-    """Take a queued job (1 -> 20) and return its job document; None if it is not queued, or
-    if backend `lease_pid` no longer holds the namespace's lease."""
+@dataclass(frozen=True)
+class TakenJob:
+    document: str
+    request_id: str | None  # of the request that created the job (requestId), for the engine's log lines
+    queued_seconds: float  # from its creation to its taking
+
+
+def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> TakenJob | None:
+    """Take a queued job (1 -> 20); None if it is not queued, or if backend `lease_pid` no
+    longer holds the namespace's lease."""
     with db.cursor() as cur:
         cur.execute(
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s AND namespace = %s AND status = %s AND dateFinished IS NULL"
-            f" AND {lease_held_by('%s')} RETURNING workflow",
+            f" AND {lease_held_by('%s')}"
+            " RETURNING workflow, requestId, extract(epoch from laststatusupdate - dateCreated)::float",
             (
                 JobStatus.CONFIGURING,
                 JobStatus.CONFIGURING.text,
@@ -51,7 +63,7 @@ def take_job(db: Database, job_id: str, namespace: str, lease_pid: int) -> str |
             ),
         )
         row = cur.fetchone()
-        return None if row is None else (row[0] or "")
+        return None if row is None else TakenJob(row[0] or "", row[1], max(float(row[2] or 0.0), 0.0))
 
 
 def set_status(db: Database, job_id: str, status: JobStatus) -> None:
@@ -60,6 +72,16 @@ def set_status(db: Database, job_id: str, status: JobStatus) -> None:
             "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now())"
             " WHERE workflowId = %s",
             (status, status.text, job_id),
+        )
+
+
+def record_ending(db: Database, job_id: str, status: JobStatus, ending: Ending) -> None:
+    """Set the status and, with it, why the job ends (the database keeps the change in its history)."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE jobs SET status = %s, statusText = %s, laststatusupdate = timezone('UTC', now()),"
+            " endReason = %s, endReasonText = %s, exitCode = %s WHERE workflowId = %s",
+            (status, status.text, ending.reason.value, ending.text, ending.exit_code, job_id),
         )
 
 
@@ -98,15 +120,48 @@ def finish_job(db: Database, job_id: str, status: JobStatus | None) -> None:
             )
 
 
-def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, JobStatus, str]]:
-    """(jobId, status, job document) of the jobs an engine of `namespace` took and did not finish."""
+def unfinished_jobs(db: Database, namespace: str) -> list[tuple[str, JobStatus, str, str | None]]:
+    """(jobId, status, job document, requestId) of the jobs an engine of `namespace` took and did not finish."""
     with db.cursor() as cur:
         cur.execute(
-            "SELECT workflowId, status, workflow FROM jobs WHERE namespace = %s"
+            "SELECT workflowId, status, workflow, requestId FROM jobs WHERE namespace = %s"
             " AND status BETWEEN %s AND %s AND dateFinished IS NULL ORDER BY dateCreated LIMIT %s",
             (namespace, JobStatus.CONFIGURING, JobStatus.FINISHED, MAX_UNFINISHED),
         )
-        return [(row[0], JobStatus(int(row[1])), row[2] or "") for row in cur.fetchall()]
+        return [(row[0], JobStatus(int(row[1])), row[2] or "", row[3]) for row in cur.fetchall()]
+
+
+def expire_results(
+    db: Database, namespace: str, seconds: int, busy: list[str], lease_pid: int, limit: int
+) -> list[str]:
+    """Record that the results of up to `limit` jobs of `namespace` have expired: those that
+    finished more than `seconds` ago, are not marked yet and are not in `busy` (jobs this
+    engine still holds); their ids, oldest first. Only while backend `lease_pid` holds the
+    namespace's lease, so only the engine that published the results deletes them."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE jobs SET dateResultsExpired = timezone('UTC', now()) WHERE workflowId IN ("
+            " SELECT workflowId FROM jobs WHERE namespace = %s AND dateFinished IS NOT NULL"
+            " AND dateResultsExpired IS NULL AND dateFinished < timezone('UTC', now()) - make_interval(secs => %s)"
+            " AND NOT (workflowId = ANY(%s)) ORDER BY dateFinished LIMIT %s)"
+            f" AND namespace = %s AND dateResultsExpired IS NULL AND {lease_held_by('%s')}"
+            " RETURNING workflowId",
+            (namespace, seconds, busy, limit, namespace, lease_pid, *lease_lock_parts(namespace)),
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+def expired_among(db: Database, namespace: str, job_ids: list[str]) -> set[str]:
+    """The jobs of `namespace` among `job_ids` whose results are recorded as expired."""
+    if not job_ids:
+        return set()
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT workflowId FROM jobs WHERE namespace = %s AND workflowId = ANY(%s)"
+            " AND dateResultsExpired IS NOT NULL",
+            (namespace, job_ids),
+        )
+        return {row[0] for row in cur.fetchall()}
 
 
 def lease_held_by(pid: str) -> str:

@@ -9,6 +9,7 @@ See README.md, "The local engine" for the full list with defaults.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class EngineConfig:
     max_jobs: int = 10
     max_job_duration: float = 60.0
     storage_expiry: int = 0
+    min_free_gb: float = 1.0
     work_dir: Path = field(default_factory=lambda: Path(DEFAULT_WORK_DIR).resolve())
     results_dir: Path = field(default_factory=lambda: Path(DEFAULT_RESULTS_DIR).resolve())
     poll_seconds: float = 2.0
@@ -51,6 +53,7 @@ class EngineConfig:
     sandbox: str = "bwrap"
     bwrap: str | None = None
     host_network: bool = False
+    metrics_bind: str | None = None  # HOST:PORT where the engine serves its metrics; None: not served
     # Not settings of their own: the pauses before asking the database again, after an outage
     # (db_retry_seconds) or while another engine holds the namespace (lease_retry_seconds).
     db_retry_seconds: float = 1.0
@@ -72,8 +75,36 @@ def _whole(env: Mapping[str, str], name: str, default: int, minimum: int) -> int
     return int(value)
 
 
+def _finite(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    value = env_number(env, name, default, minimum)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {env.get(name)!r}")
+    return value
+
+
 def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
     return Path(env.get(name) or default).expanduser().resolve()
+
+
+def _metrics_bind(env: Mapping[str, str]) -> str | None:
+    """ENGINE_METRICS_BIND: HOST:PORT ([IPv6]:PORT), or unset for no metrics server."""
+    raw = (env.get("ENGINE_METRICS_BIND") or "").strip()
+    if not raw:
+        return None
+    try:
+        split_bind(raw)
+    except ValueError:
+        raise ConfigError(f"ENGINE_METRICS_BIND must be HOST:PORT, e.g. 127.0.0.1:9150, got {raw!r}") from None
+    return raw
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """(host, port) of HOST:PORT or [IPv6]:PORT; ValueError if it is neither."""
+    host, separator, port = bind.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(bind)
+    return host, int(port)
 
 
 def _private_key(env: Mapping[str, str]) -> str | None:
@@ -103,6 +134,7 @@ def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
         max_jobs=_whole(env, "maxJobs", 10, 1),
         max_job_duration=env_number(env, "maxJobDuration", 60.0, 0.1),
         storage_expiry=_whole(env, "STORAGE_EXPIRY", 0, 0),
+        min_free_gb=_finite(env, "ENGINE_MIN_FREE_GB", 1.0, 0.0),
         work_dir=_folder(env, "ENGINE_WORK_DIR", DEFAULT_WORK_DIR),
         results_dir=_folder(env, "RESULTS_DIR", DEFAULT_RESULTS_DIR),
         poll_seconds=env_number(env, "ENGINE_POLL_SECONDS", 2.0, 0.01),
@@ -114,6 +146,7 @@ def load_engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
         sandbox=env_choice(env, "ENGINE_SANDBOX", SANDBOX_MODES, "bwrap"),
         bwrap=(env.get("ENGINE_BWRAP") or "").strip() or None,
         host_network=env_flag(env, "ENGINE_UNSAFE_HOST_NETWORK"),
+        metrics_bind=_metrics_bind(env),
     )
 
 

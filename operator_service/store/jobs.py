@@ -8,6 +8,7 @@ read route shows it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -26,15 +27,41 @@ MAX_RUNNING_ROWS = 10000
 # The DIDs of stage 0 are stored in their own columns when the job is inserted; the
 # workflow document is read only for rows written before those columns existed.
 DID_COLUMNS = "algoDID, inputDIDs, CASE WHEN algoDID IS NULL THEN workflow END AS legacy_workflow"
+# Why a job ended, as an engine recorded it (model/ending.py derives it when none did).
+ENDING_COLUMNS = "endReason, endReasonText, exitCode"
 STATUS_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
     " extract(epoch from dateCreated)::text AS created, extract(epoch from dateFinished)::text AS finished,"
-    f" outputsURL, stopreq, removed, {DID_COLUMNS}"
+    f" outputsURL, stopreq, removed, {ENDING_COLUMNS},"
+    f" extract(epoch from dateResultsExpired)::text AS results_expired, {DID_COLUMNS}"
 )
+# What an operator sees of each job (the admin routes, `operator-service jobs`): never the
+# job document, which holds the job's secret.
+SUMMARY_COLUMNS = (
+    "workflowId, agreementId, owner, namespace, status, statusText, stopreq, removed,"
+    " extract(epoch from dateCreated)::text, extract(epoch from dateFinished)::text,"
+    f" {ENDING_COLUMNS}"
+)
+DETAIL_COLUMNS = (
+    f"{SUMMARY_COLUMNS}, provider, chainid, extract(epoch from laststatusupdate)::text, outputsURL, {DID_COLUMNS}"
+)
+MAX_LISTED = 1000
 RUNNING_COLUMNS = (
     "agreementId, workflowId, owner, status, statusText,"
     f" extract(epoch from dateCreated)::text AS created, namespace, {DID_COLUMNS}"
 )
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """An operator's listing: filters AND-ed (None means "any"), newest first, a page of it."""
+
+    owner: str | None = None
+    status: int | None = None
+    environment: str | None = None
+    since: float | None = None  # epoch seconds: jobs created at or after
+    limit: int = 100
+    offset: int = 0
 
 
 class DuplicateAgreement(Exception):
@@ -78,13 +105,14 @@ def insert_job(
     namespace: str,
     signed_nonce: SignedNonce,
     status: int,
+    request_id: str | None = None,
 ) -> tuple:
     """Record the request's nonce and insert its job row, in one statement (one round trip);
     the row in STATUS_COLUMNS order.
 
     NonceRefused if the nonce is refused, DuplicateAgreement if the agreementId is still
     running; either way nothing is stored (nor the nonce: the statement is undone whole).
-    The signer is the job's provider.
+    The signer is the job's provider; `request_id` is the creating request's (for the engine's logs).
     """
     status_text = JobStatus(status).text
     nonce_source, nonce_params = (
@@ -95,8 +123,8 @@ def insert_job(
             run_prepared(
                 cur,
                 "INSERT INTO jobs (agreementId, workflowId, owner, status, statusText,"
-                " workflow, algoDID, inputDIDs, namespace, provider)"
-                " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s"
+                " workflow, algoDID, inputDIDs, namespace, provider, requestId)"
+                " SELECT %s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s, %s"
                 f" FROM {nonce_source} AS nonce(accepted) WHERE nonce.accepted"
                 f" RETURNING {STATUS_COLUMNS}",
                 (
@@ -110,6 +138,7 @@ def insert_job(
                     input_dids,
                     namespace,
                     signed_nonce.provider,
+                    request_id,
                     *nonce_params,
                 ),
             )
@@ -261,12 +290,14 @@ def running_jobs(db: Database) -> list[tuple]:
         return cur.fetchall()
 
 
-def result_source(db: Database, job_id: str) -> tuple[str, str | None, str | None] | None:
-    """(owner, provider, outputsURL) of a job, or None if there is no such job."""
+def result_source(db: Database, job_id: str) -> tuple[str, str | None, str | None, datetime | None] | None:
+    """(owner, provider, outputsURL, dateResultsExpired: when its results were deleted) of a job,
+    or None if there is no such job."""
     with db.cursor() as cur:
         run_prepared(
             cur,
-            "SELECT owner, provider, outputsURL FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
+            "SELECT owner, provider, outputsURL, dateResultsExpired FROM jobs"
+            " WHERE workflowId = %s AND status <> %s LIMIT 1",
             (job_id, REGISTERING),
         )
         return cur.fetchone()
@@ -278,3 +309,53 @@ def job_namespace(db: Database, job_id: str) -> str | None:
         cur.execute("SELECT namespace FROM jobs WHERE workflowId = %s LIMIT 1", (job_id,))
         row = cur.fetchone()
         return row[0] if row else None
+
+
+def list_jobs(db: Database, query: JobQuery) -> list[tuple]:
+    """Rows in SUMMARY_COLUMNS order, newest first: the page `query` asks for (at most MAX_LISTED).
+
+    The owner is compared in any letter case.
+    """
+    clauses = ["status <> %s"]
+    params: list[Any] = [REGISTERING]
+    if query.owner is not None:
+        clauses.append("lower(owner) = lower(%s)")
+        params.append(query.owner)
+    if query.status is not None:
+        clauses.append("status = %s")
+        params.append(query.status)
+    if query.environment is not None:
+        clauses.append("namespace = %s")
+        params.append(query.environment)
+    if query.since is not None:
+        clauses.append("dateCreated >= timezone('UTC', to_timestamp(%s))")
+        params.append(query.since)
+    with db.cursor() as cur:
+        cur.execute(
+            f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)}"
+            " ORDER BY dateCreated DESC, workflowId LIMIT %s OFFSET %s",
+            (*params, min(query.limit, MAX_LISTED), query.offset),
+        )
+        return cur.fetchall()
+
+
+def job_detail(db: Database, job_id: str) -> tuple | None:
+    """One job's row in DETAIL_COLUMNS order, None if there is no such job."""
+    with db.cursor() as cur:
+        cur.execute(
+            f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE workflowId = %s AND status <> %s LIMIT 1",
+            (job_id, REGISTERING),
+        )
+        return cur.fetchone()
+
+
+def unfinished_counts(db: Database) -> list[tuple[str | None, int, int, float]]:
+    """(namespace, status, jobs, age in seconds of the oldest) of the unfinished jobs, per
+    namespace and status (jobs being registered, status 0, included). Read through the
+    index of unfinished jobs: finished ones, however many, cost nothing."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT namespace, status, count(*), extract(epoch from timezone('UTC', now()) - min(dateCreated))::float"
+            " FROM jobs WHERE dateFinished IS NULL GROUP BY namespace, status ORDER BY namespace, status"
+        )
+        return [(row[0], int(row[1] or 0), int(row[2]), float(row[3] or 0.0)) for row in cur.fetchall()]

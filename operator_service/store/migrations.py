@@ -207,6 +207,71 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL
 CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
 """
 
+# Every change of a job's status, stop request, removal or ending, by whoever makes it: the
+# service, our engine or Ocean's, which all write `jobs` with their own statements, so the
+# record is kept by the database itself. A registration under way (status 0) is not
+# recorded: it is never shown. changedBy is the writing session's application_name
+# (operator-service, operator-engine <namespace>; what another engine sets, or null).
+# clock_timestamp(): two changes in one transaction keep their own times.
+JOB_HISTORY = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS endReason varchar(64);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS endReasonText text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS exitCode int;
+CREATE TABLE IF NOT EXISTS job_history (
+    id bigserial PRIMARY KEY,
+    workflowId varchar(255) NOT NULL,
+    changedAt timestamp without time zone NOT NULL DEFAULT timezone('UTC', clock_timestamp()),
+    changedBy text,
+    status int,
+    statusText varchar(255),
+    stopreq smallint,
+    removed smallint,
+    dateFinished timestamp without time zone,
+    endReason varchar(64),
+    endReasonText text,
+    exitCode int
+);
+CREATE INDEX IF NOT EXISTS indx_job_history_job ON job_history (workflowId, id);
+CREATE OR REPLACE FUNCTION operator_record_job_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO job_history (workflowId, changedBy, status, statusText, stopreq, removed, dateFinished,
+                             endReason, endReasonText, exitCode)
+    VALUES (NEW.workflowId, NULLIF(current_setting('application_name', true), ''), NEW.status, NEW.statusText,
+            NEW.stopreq, NEW.removed, NEW.dateFinished, NEW.endReason, NEW.endReasonText, NEW.exitCode);
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS operator_job_created ON jobs;
+CREATE TRIGGER operator_job_created AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM 0)
+    EXECUTE PROCEDURE operator_record_job_change();
+DROP TRIGGER IF EXISTS operator_job_changed ON jobs;
+CREATE TRIGGER operator_job_changed
+    AFTER UPDATE OF status, statusText, stopreq, removed, dateFinished, endReason, endReasonText, exitCode ON jobs
+    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM 0 AND (
+        OLD.status IS DISTINCT FROM NEW.status OR OLD.statusText IS DISTINCT FROM NEW.statusText
+        OR OLD.stopreq IS DISTINCT FROM NEW.stopreq OR OLD.removed IS DISTINCT FROM NEW.removed
+        OR OLD.dateFinished IS DISTINCT FROM NEW.dateFinished OR OLD.endReason IS DISTINCT FROM NEW.endReason
+        OR OLD.endReasonText IS DISTINCT FROM NEW.endReasonText OR OLD.exitCode IS DISTINCT FROM NEW.exitCode))
+    EXECUTE PROCEDURE operator_record_job_change();
+"""
+
+# The id of the request that created a job (X-Request-Id, or the one the service made), so
+# that the local engine's log lines for the job carry it too. Ocean's engine ignores it.
+REQUEST_IDS = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS requestId varchar(128);
+"""
+
+# Results expire STORAGE_EXPIRY seconds after their job finished: the local engine deletes
+# them and records when, so the status object and getResult can say so (the deletion is
+# decided from this column, never from an engine's memory). The index serves the engine's
+# sweep: the finished jobs of a namespace whose results are still kept, oldest first.
+RESULTS_EXPIRY = """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS dateResultsExpired timestamp without time zone DEFAULT NULL;
+CREATE INDEX IF NOT EXISTS indx_jobs_results_kept ON jobs (namespace, dateFinished)
+    WHERE dateFinished IS NOT NULL AND dateResultsExpired IS NULL;
+"""
+
 Step = str | Callable[[Cursor], SharedAgreements]
 
 MIGRATIONS: Sequence[tuple[int, str, Step]] = (
@@ -218,6 +283,9 @@ MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (6, "stage DID columns", DID_COLUMNS),
     (7, "unique running agreementIds, duplicates kept", unique_running_agreements),
     (8, "pending stop annotations", STOP_ANNOTATIONS),
+    (9, "job history and end reasons", JOB_HISTORY),
+    (10, "request ids of jobs", REQUEST_IDS),
+    (11, "results expiry", RESULTS_EXPIRY),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -7,6 +7,7 @@ operator-service reconcile  settle what a crash left half-way between Postgres a
 operator-service engine   the local engine alone
 operator-service demo     submit a sample job to a running service and download its result
 operator-service sign     sign as the Provider does (for curl and the API docs' "Try it out")
+operator-service jobs     list jobs from the database, or show one job and its history
 
 Every way a command fails ends in one line on stderr, never a traceback: exit code 2 for a
 wrong argument or setting, 1 for anything else, 130 for Ctrl-C. An error that is a bug of
@@ -31,6 +32,8 @@ from operator_service import __version__
 from operator_service.command_line import ArgumentParser
 from operator_service.config import load_settings
 from operator_service.env_vars import ConfigError
+from operator_service.logging_setup import load_logging_settings
+from operator_service.tools import jobs_command
 from operator_service.tools.launcher import DEFAULT_BIND, DEFAULT_DATA_DIR
 
 # Chosen by bench/: see README, "The HTTP server". Each worker's event loop reads every
@@ -41,10 +44,13 @@ DEFAULT_WORKER_CLASS = "operator_service.api.http_worker.RequestBufferingWorker"
 DEFAULT_THREADS = 8
 DEFAULT_TIMEOUT = 120
 # The Provider's requests have a few headers and a request line of a few hundred bytes.
+# gunicorn's own lines in the service's JSON format, with LOG_FORMAT=json.
+JSON_LINES_LOGGER = "operator_service.api.gunicorn_logging.JsonLinesLogger"
 HTTP_LIMITS = ["--limit-request-line", "4094", "--limit-request-fields", "50", "--limit-request-field_size", "8190"]
 
 
 def _gunicorn_command(bind: str) -> list[str]:
+    json_lines = load_logging_settings().format == "json"
     return [
         sys.executable,
         "-m",
@@ -61,6 +67,7 @@ def _gunicorn_command(bind: str) -> list[str]:
         "--timeout",
         os.environ.get("OPERATOR_TIMEOUT", str(DEFAULT_TIMEOUT)),
         *HTTP_LIMITS,
+        *(["--logger-class", JSON_LINES_LOGGER] if json_lines else []),
         "operator_service.run:app",
     ]
 
@@ -81,12 +88,20 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> NoReturn:
     """Check what can be checked, then become gunicorn (signals reach it directly)."""
-    from operator_service.tools.launcher import check_bind_free, check_cluster, check_server_variables
+    from operator_service.metrics.exposition import MULTIPROC_VARIABLE
+    from operator_service.tools.launcher import (
+        check_bind_free,
+        check_cluster,
+        check_server_variables,
+        prepare_metrics_folder,
+    )
 
     settings = load_settings()
     check_server_variables(args.bind)
     check_bind_free(args.bind)
     check_cluster(settings)
+    default_folder = Path(tempfile.gettempdir()) / f"operator-service-metrics-{os.getpid()}"
+    os.environ[MULTIPROC_VARIABLE] = str(prepare_metrics_folder(default_folder))
     command = _gunicorn_command(args.bind)
     os.execv(command[0], command)
 
@@ -222,6 +237,7 @@ def parser() -> ArgumentParser:
     sign_parser.add_argument("--job-id", help="the jobId of the request, for the routes about one job (default: none)")
     sign_parser.add_argument("--nonce", help="the nonce to sign with --owner (default: the time in ns)")
     sign_parser.add_argument("--key", help="the Provider's private key, 64 hex digits (default: PROVIDER_PRIVATE_KEY)")
+    jobs_command.add_parser(commands)
     return top
 
 
@@ -252,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": migrate,
         "reconcile": reconcile,
         "sign": sign,
+        "jobs": jobs_command.jobs,
     }
     return _guarded(args.command, lambda: commands[args.command](args))
 

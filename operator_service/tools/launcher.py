@@ -26,6 +26,7 @@ any of them exits, everything is stopped and the launcher exits with its code.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -41,6 +42,8 @@ import psycopg2
 
 from operator_service.config import Settings, load_settings
 from operator_service.env_vars import ConfigError, env_int, env_number
+from operator_service.logging_setup import JsonFormatter
+from operator_service.metrics.exposition import MULTIPROC_VARIABLE, prepare_multiprocess_folder
 from operator_service.store.settings import PostgresSettings
 from operator_service.tools.folder_lock import FolderBusy, FolderLock
 from operator_service.tools.processes import dies_with_parent, interruptible
@@ -53,6 +56,7 @@ DEFAULT_DATA_DIR = ".operator-data"
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_DATABASE = "operator"
 DEFAULT_ADMIN_SECRET = "myAdminSecret"
+METRICS_FOLDER = "metrics"  # in the data folder: the API workers' metrics (PROMETHEUS_MULTIPROC_DIR)
 API_START_SECONDS = 60.0
 CHILD_STOP_SECONDS = 30.0
 SUPERVISE_TICK_SECONDS = 0.5
@@ -72,11 +76,13 @@ def run(data_dir: Path, bind: str, with_engine: bool, api_command: list[str]) ->
     reach the caller only before anything has been started, or after it was stopped."""
     default_admin = _set_defaults(data_dir)
     settings = load_settings()
+    _console.json_lines = settings.logging.format == "json"
     check_server_variables(bind)
+    engine_metrics = None
     if with_engine:
         from operator_service.engine.settings import load_engine_config
 
-        load_engine_config()
+        engine_metrics = load_engine_config().metrics_bind
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -89,7 +95,7 @@ def run(data_dir: Path, bind: str, with_engine: bool, api_command: list[str]) ->
     if default_admin:
         _say(f"ALLOWED_ADMINS not set: the admin secret is {DEFAULT_ADMIN_SECRET!r} (set ALLOWED_ADMINS to change it)")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    launcher = _Launcher(data_dir, bind, with_engine, api_command, lock)
+    launcher = _Launcher(data_dir, bind, with_engine, api_command, lock, engine_metrics)
     try:
         try:
             launcher.start(settings)
@@ -113,7 +119,20 @@ def _set_defaults(data_dir: Path) -> bool:
 
 
 def _say(text: str, error: bool = False) -> None:
+    """One line for the person (or, with LOG_FORMAT=json, the log shipper) watching the launcher."""
+    if _console.json_lines:
+        record = logging.makeLogRecord({"name": "operator_service.launcher", "msg": text})
+        record.levelname = "ERROR" if error else "INFO"
+        text = JsonFormatter().format(record)
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
+
+
+@dataclass
+class _Console:
+    json_lines: bool = False  # LOG_FORMAT=json, read by run()
+
+
+_console = _Console()
 
 
 @dataclass(frozen=True)
@@ -179,12 +198,12 @@ def _importable(dotted: str) -> bool:
         return False
 
 
-def check_bind_free(bind: str) -> None:
-    """StartupError if another program already listens where the API is to listen."""
+def check_bind_free(bind: str, variable: str = "OPERATOR_BIND") -> None:
+    """StartupError if another program already listens where the API (or what `variable` places) is to listen."""
     address = parse_bind(bind)
     if address.path is not None:
         if os.path.exists(address.path) and _accepts(address):
-            raise StartupError(f"OPERATOR_BIND {bind}: another program already listens on that socket")
+            raise StartupError(f"{variable} {bind}: another program already listens on that socket")
         return
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
@@ -195,8 +214,19 @@ def check_bind_free(bind: str) -> None:
             probe.bind(sockaddr)
     except OSError as exc:
         raise StartupError(
-            f"OPERATOR_BIND {bind}: cannot listen there ({exc.strerror or exc}); is another program using it?"
+            f"{variable} {bind}: cannot listen there ({exc.strerror or exc}); is another program using it?"
         ) from None
+
+
+def prepare_metrics_folder(default: Path) -> Path:
+    """The API's PROMETHEUS_MULTIPROC_DIR (`default` when unset), created, or emptied of an
+    earlier server's files; the workers of one server share it, and only they."""
+    folder = Path(os.environ.get(MULTIPROC_VARIABLE) or default)
+    try:
+        prepare_multiprocess_folder(folder)
+    except OSError as exc:
+        raise StartupError(f"{MULTIPROC_VARIABLE} {folder}: cannot prepare it ({exc.strerror or exc})") from None
+    return folder
 
 
 def check_cluster(settings: Settings) -> None:
@@ -239,8 +269,17 @@ class _Child:
 
 
 class _Launcher:
-    def __init__(self, data_dir: Path, bind: str, with_engine: bool, api_command: list[str], lock: FolderLock):
+    def __init__(
+        self,
+        data_dir: Path,
+        bind: str,
+        with_engine: bool,
+        api_command: list[str],
+        lock: FolderLock,
+        engine_metrics: str | None = None,
+    ):
         self.data_dir = data_dir
+        self.engine_metrics = engine_metrics  # ENGINE_METRICS_BIND, when the engine serves its metrics
         self.bind = bind
         self.with_engine = with_engine
         self.api_command = api_command
@@ -251,11 +290,14 @@ class _Launcher:
 
     def start(self, settings: Settings) -> None:
         check_bind_free(self.bind)
+        if self.engine_metrics:
+            check_bind_free(self.engine_metrics, "ENGINE_METRICS_BIND")
         check_cluster(settings)
+        metrics_folder = prepare_metrics_folder(self.data_dir / METRICS_FOLDER)
         if not os.environ.get("POSTGRES_HOST"):
             self._start_database()
         _say(migrate_schema(load_settings().postgres))
-        api = self._spawn("the API (gunicorn)", self.api_command)
+        api = self._spawn("the API (gunicorn)", self.api_command, {MULTIPROC_VARIABLE: str(metrics_folder)})
         self._wait_until_listening(api)
         self._spawn("the reconciler", [sys.executable, "-m", "operator_service.tools.cli", "reconcile"])
         if self.with_engine:
@@ -264,6 +306,8 @@ class _Launcher:
 
         local_service.record(self.data_dir, self.bind)
         _say(f"operator-service on http://{self.bind}  (API docs: http://{self.bind}/api/v1/docs/)")
+        if self.engine_metrics:
+            _say(f"the local engine's metrics on http://{self.engine_metrics}/metrics")
 
     def _start_database(self) -> None:
         try:
@@ -295,10 +339,15 @@ class _Launcher:
             f"embedded Postgres on 127.0.0.1:{port} (PID {server.pid}), database {database}, data in {server.data_dir}"
         )
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str], extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
+        """Start a child; `extra_env` is added to its environment only (the API's metrics folder)."""
         assert self.lock.fd is not None
         process = subprocess.Popen(
-            command, pass_fds=(self.lock.fd,), start_new_session=True, preexec_fn=dies_with_parent(signal.SIGTERM)
+            command,
+            pass_fds=(self.lock.fd,),
+            start_new_session=True,
+            preexec_fn=dies_with_parent(signal.SIGTERM),
+            env={**os.environ, **extra_env} if extra_env else None,
         )
         self.children.append(_Child(name, process))
         return process

@@ -1,4 +1,5 @@
-"""Where the service of this machine answers, for the commands that call it (`operator-service demo`).
+"""Where the service of this machine answers, for the commands that call it (`operator-service demo`),
+and where its database is, for those that read it (`operator-service jobs`).
 
 `operator-service run` records the URL of its API in its data folder (URL_FILE) while it runs,
 so a client finds the service however the launcher was told where to listen. A client takes,
@@ -10,6 +11,10 @@ in this order:
 4. the URL recorded by the launcher that runs on OPERATOR_DATA_DIR (default `.operator-data`),
    which is how `operator-service run --bind ...` is found;
 5. http://127.0.0.1:8050, the default of `make run`.
+
+The database is the one POSTGRES_HOST (and the other POSTGRES_*) names; without
+POSTGRES_HOST, the embedded one of `make run`: 127.0.0.1, POSTGRES_PORT (54329), the
+`postgres` user with the password kept in OPERATOR_DATA_DIR/postgres, POSTGRES_DB (operator).
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from operator_service.env_vars import ConfigError
+from operator_service.env_vars import ConfigError, env_int
+from operator_service.store.settings import PostgresSettings, load_postgres_settings
 from operator_service.tools.folder_lock import live_owner
-from operator_service.tools.launcher import DEFAULT_BIND, DEFAULT_DATA_DIR, parse_bind
+from operator_service.tools.launcher import (
+    DEFAULT_BIND,
+    DEFAULT_DATA_DIR,
+    DEFAULT_DATABASE,
+    DEFAULT_EMBEDDED_PORT,
+    StartupError,
+    parse_bind,
+)
 
 URL_FILE = "api-url"
 
@@ -98,3 +111,28 @@ def find(given: str | None, env: Mapping[str, str] | None = None) -> ServiceUrl:
     if url:
         return ServiceUrl(url, f"the operator-service run using {data_dir}")
     return ServiceUrl(url_for_bind(DEFAULT_BIND), "the default of make run")
+
+
+def database(env: Mapping[str, str] | None = None) -> tuple[PostgresSettings, str]:
+    """The database of this machine's service, by the order in this module's docstring, and where
+    it is, for messages. StartupError if there is none to use; ConfigError for a bad variable."""
+    env = os.environ if env is None else env
+    settings = load_postgres_settings(env)
+    if settings.host:
+        return settings, f"{settings.host}:{settings.port}/{settings.database or '(default database)'}"
+    from operator_service.tools.embedded_db import PASSWORD_FILE, SUPERUSER
+
+    folder = Path(env.get("OPERATOR_DATA_DIR") or DEFAULT_DATA_DIR) / "postgres"
+    password = settings.password
+    if password is None:
+        try:
+            password = (folder / PASSWORD_FILE).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            raise StartupError(
+                f"POSTGRES_HOST is not set and {folder} holds no embedded database: start make run"
+                " (or point OPERATOR_DATA_DIR at its folder), or set POSTGRES_HOST and the other POSTGRES_*"
+            ) from None
+    port = env_int(env, "POSTGRES_PORT", DEFAULT_EMBEDDED_PORT, minimum=1)
+    name = settings.database or DEFAULT_DATABASE
+    embedded = PostgresSettings("127.0.0.1", port, settings.user or SUPERUSER, password, name, settings.timeout)
+    return embedded, f"127.0.0.1:{port}/{name} (the embedded database in {folder})"

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, request
 from operator_service.api import views
 from operator_service.api.context import services
 from operator_service.api.errors import ApiError, json_response
+from operator_service.api.observability import request_id
 from operator_service.api.params import check_required, job_filter, request_data, text_field
 from operator_service.domain import environments, lifecycle
 from operator_service.domain.signatures import verify_signature
@@ -90,6 +91,7 @@ def start_compute_job() -> Response:
         environment=data["environment"],
         chain_id=data.get("chainId"),
         workflow=data["workflow"],
+        request_id=request_id(),
     )
     return _statuses([lifecycle.start_job(services().db, services().cluster, job, signed)])
 
@@ -234,6 +236,7 @@ def get_result() -> Response:
       401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
       403: {description: "The stored result is not served: outside RESULT_URL_PREFIXES or RESULTS_DIR, another scheme, or a URL that cannot be used", schema: {$ref: "#/definitions/Error"}}
       404: {description: "No results for job <jobId>, Negative index, No such index, owner or provider mismatch, the result file does not exist", schema: {$ref: "#/definitions/Error"}}
+      410: {description: "The job's results expired: the engine deleted them STORAGE_EXPIRY after the job finished (its dateResultsExpired)", schema: {$ref: "#/definitions/Error"}}
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       416: {description: "Range asks for no byte of a local result (Content-Range: bytes */size)", schema: {$ref: "#/definitions/Error"}}
       502: {description: Result storage unreachable, schema: {$ref: "#/definitions/Error"}}
@@ -252,6 +255,37 @@ def get_result() -> Response:
         services().db, services().settings, job_id, owner, index, signed, request.headers.get("Range")
     )
     return views.result_response(result)
+
+
+@operator.route("/history", methods=["GET"])
+def get_job_history() -> Response:
+    """Every recorded change of one job, oldest first: status, stop request, removal and why it ended.
+
+    The database records each change, whichever engine made it. Signed by the Provider over
+    owner + jobId + nonce, as GET /compute. To try it here, run
+    `operator-service sign --owner <owner> --job-id <jobId> --key <Provider key>` and paste the nonce
+    and providerSignature it prints (see the top of the page).
+    ---
+    tags: [operation]
+    parameters:
+      - {in: query, name: owner, type: string, maxLength: 255, required: true, description: consumer address, x-example: "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"}
+      - {in: query, name: jobId, type: string, maxLength: 255, required: true, description: the job (part of the signed message), x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
+      - {in: query, name: providerSignature, type: string, maxLength: 1024, required: true, description: "signature of owner + jobId + nonce, as operator-service sign prints it", x-example: "0x4368eda6800747977cd69b00c1aadcd7439b7c2321b242e38cf441d46c98ec54621acfd00232402d7427fa2ed0144cc7d66c308f64e60449ac1909dbe937693300"}
+      - {in: query, name: nonce, type: string, maxLength: 100, required: true, description: the nonce that was signed, x-example: "1764633600000000000"}
+    responses:
+      200:
+        description: "Array of changes, oldest first: time, changedBy, status, statusText, stopreq, removed, dateFinished, endReason, endReasonText, exitCode"
+        schema: {$ref: "#/definitions/JobHistory"}
+      400: {description: "payload seems empty., \\"jobId\\" is required in the call to GET:/history, Failed to recover address", schema: {$ref: "#/definitions/Error"}}
+      401: {description: "Provider not allowed, or nonce replayed / too old", schema: {$ref: "#/definitions/Error"}}
+      404: {description: "No job <jobId> of owner <owner> (or, with signatures required, of another provider)", schema: {$ref: "#/definitions/Error"}}
+      413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
+      503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
+    """
+    data = check_required(["owner", "jobId", "providerSignature", "nonce"], request_data(), "GET:/history")
+    owner, job_id = str(data["owner"]), str(data["jobId"])
+    signed = verify_signature(services().settings, data["providerSignature"], owner, job_id, data["nonce"])
+    return json_response(lifecycle.job_history(services().db, services().settings, job_id, owner, signed))
 
 
 def _index(value: Any) -> int:
