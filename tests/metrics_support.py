@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape_exporter(port: int) -> str:
+    """What the exporter on 127.0.0.1:`port` answers at /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return answer.read().decode()
 
 
 def value(text: str, name: str, **labels: str) -> float:

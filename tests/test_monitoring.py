@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +20,7 @@ from operator_service.logging_setup import FORMAT, JsonFormatter, TextFormatter,
 from operator_service.tools.embedded_db import free_port
 from tests.conftest import ADMIN_SECRET, OWNER, Provider, compute_body
 from tests.engine_support import COMPUTE, SAMPLE, wait_finished, wait_for, workflow
-from tests.metrics_support import value
+from tests.metrics_support import scrape_exporter, value
 
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
 WRITER = "import os\nopen(os.path.join(os.environ['OUTPUTS'], 'out.txt'), 'w').write('x' * 5000)\n"
@@ -253,8 +252,7 @@ def test_the_engine_counts_its_jobs_and_logs_them_with_the_creating_request_id(
     start_engine(max_job_duration=1.0, metrics_bind=f"127.0.0.1:{port}")
 
     def engine_metrics() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            return answer.read().decode()
+        return scrape_exporter(port)
 
     before = engine_metrics()
     job_ids = {}

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from operator_service.engine.workspace import workspace_for
+from operator_service.tools.embedded_db import free_port
 from tests.conftest import OWNER
 from tests.engine_support import (
     COMPUTE,
@@ -34,6 +35,7 @@ from tests.engine_support import (
     wait_for,
     wait_status,
 )
+from tests.metrics_support import scrape_exporter, value
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uids, cgroups and volumes per job need root")
 
@@ -253,6 +255,11 @@ def machine_addresses() -> list[str]:
     return sorted(addresses)
 
 
+def limits_hit(port: int, limit: str) -> float:
+    """How many algorithms the engine exporting on `port` has counted as stopped by `limit`."""
+    return value(scrape_exporter(port), "operator_engine_limits_hit_total", limit=limit)
+
+
 def nonce_rows(db, provider: str) -> int:
     with db.transaction() as cur:
         cur.execute("SELECT count(*) FROM nonces WHERE provider = %s", (provider,))
@@ -371,19 +378,24 @@ def test_nothing_an_algorithm_starts_outlives_its_job(client, db, provider, subm
 
 
 def test_memory_is_limited_for_the_job_not_for_each_process(db, submit_job, start_engine):
-    start_engine(ram_gb=0.125)
+    port = free_port()
+    start_engine(ram_gb=0.125, metrics_bind=f"127.0.0.1:{port}")
+    before = limits_hit(port, "memory")
     row = wait_finished(db, submit_job(algorithm(MEMORY)), timeout=30)
 
     assert row["status"] == 70
     codes = report_of(row)["exit codes"]
     assert any(code != 0 for code in codes), f"three processes of 80 MiB each all fitted in 128 MiB: {codes}"
     assert "used more than its memory (ramGB=0.125): the kernel killed it" in read_published(row, "algorithmLog")
+    assert limits_hit(port, "memory") == before + 1, "the engine's metrics count the memory limit hit"
 
 
 def test_disk_is_limited_for_the_job_across_all_its_files(db, submit_job, start_engine, settings):
     disk_bytes = int(0.02 * 1024**3)
     marker = f"sandbox-tmp-{uuid.uuid4().hex}"
-    engine = start_engine(disk_gb=0.02)
+    port = free_port()
+    engine = start_engine(disk_gb=0.02, metrics_bind=f"127.0.0.1:{port}")
+    before = limits_hit(port, "disk")
     job_id = submit_job(algorithm(DISK, marker=marker))
     row = wait_finished(db, job_id, timeout=30)
 
@@ -393,6 +405,7 @@ def test_disk_is_limited_for_the_job_across_all_its_files(db, submit_job, start_
     assert report["written"] < disk_bytes, "32 MiB in four files of 8 MiB each did not fit in 20 MiB"
     assert sum(entry["filesize"] for entry in published(row, "output")) < disk_bytes
     assert "the job's disk (diskGB=0.02) is full" in read_published(row, "algorithmLog")
+    assert limits_hit(port, "disk") == before + 1, "the engine's metrics count the disk limit hit"
     assert not (Path("/tmp") / marker).exists(), "/tmp is the job's own"
     wait_for(lambda: not engine.job_folder(job_id).exists(), "the job's disk to be gone with the job")
 
