@@ -41,7 +41,7 @@ def environment(client, namespace: str) -> dict:
 
 
 def test_results_and_kept_job_folders_are_deleted_storage_expiry_after_the_job_finished(
-    client, db, provider, settings, submit_job, start_engine
+    client, db, provider, settings, submit_job, start_engine, admin_headers
 ):
     engine = start_engine(storage_expiry=EXPIRY, keep_job_folders=True)
     job_id = submit_job(COUNT_LINES)
@@ -64,6 +64,8 @@ def test_results_and_kept_job_folders_are_deleted_storage_expiry_after_the_job_f
     gone = get_result(client, provider, job_id, 0)
     assert gone.status_code == 410
     assert "expired" in gone.get_json()["error"] and job_id in gone.get_json()["error"]
+    inspected = client.get("/api/v1/operator/job", query_string={"jobId": job_id}, headers=admin_headers)
+    assert inspected.get_json()["dateResultsExpired"] == after["dateResultsExpired"]
 
 
 def test_a_running_job_is_never_touched_by_the_sweeps(client, db, provider, settings, submit_job, start_engine):

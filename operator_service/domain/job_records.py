@@ -30,12 +30,13 @@ def list_jobs(db: Database, query: JobQuery) -> list[dict[str, Any]]:
 
 
 def inspect_job(db: Database, job_id: str) -> dict[str, Any]:
-    """One job: its row (its results with their URLs, never its document) and its history."""
+    """One job: its row (its results with their URLs and, once the engine deleted them, when),
+    never its document, and its history."""
     row = jobs.job_detail(db, job_id)
     if row is None:
         raise NotFound(f"No job {job_id}")
     summary, rest = row[:13], row[13:]
-    provider, chain_id, last_update, outputs_url, algo_did, input_dids, legacy_document = rest
+    provider, chain_id, last_update, outputs_url, results_expired, algo_did, input_dids, legacy_document = rest
     if algo_did is None:
         algo_did, input_dids = JobDocument.parse(legacy_document).stage.listed_dids()
     return {
@@ -44,6 +45,7 @@ def inspect_job(db: Database, job_id: str) -> dict[str, Any]:
         "chainId": chain_id,
         "lastStatusUpdate": last_update,
         "results": stored.outputs(outputs_url) or [],
+        "dateResultsExpired": results_expired,
         "algoDID": algo_did,
         "inputDID": input_dids or [],
         "history": history_entries(db, job_id),

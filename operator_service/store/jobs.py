@@ -43,7 +43,8 @@ SUMMARY_COLUMNS = (
     f" {ENDING_COLUMNS}"
 )
 DETAIL_COLUMNS = (
-    f"{SUMMARY_COLUMNS}, provider, chainid, extract(epoch from laststatusupdate)::text, outputsURL, {DID_COLUMNS}"
+    f"{SUMMARY_COLUMNS}, provider, chainid, extract(epoch from laststatusupdate)::text, outputsURL,"
+    f" extract(epoch from dateResultsExpired)::text, {DID_COLUMNS}"
 )
 MAX_LISTED = 1000
 RUNNING_COLUMNS = (

@@ -165,6 +165,6 @@ def _job_text(record: dict) -> str:
 
 
 def _shown(key: str, value: Any) -> str:
-    if key in ("dateCreated", "dateFinished", "lastStatusUpdate"):
+    if key in ("dateCreated", "dateFinished", "lastStatusUpdate", "dateResultsExpired"):
         return _when(value)
     return "-" if value is None else str(value)

@@ -91,7 +91,7 @@ def inspect_job() -> Response:
     parameters:
       - {in: query, name: jobId, type: string, maxLength: 255, required: true, description: the job, x-example: "0f4c9c0d1b2e4a6f8e7d6c5b4a392817"}
     responses:
-      200: {description: "The job: what GET /jobs lists, with provider, chainId, lastStatusUpdate, results, algoDID, inputDID and history", schema: {$ref: "#/definitions/JobRecord"}}
+      200: {description: "The job: what GET /jobs lists, with provider, chainId, lastStatusUpdate, results, dateResultsExpired, algoDID, inputDID and history", schema: {$ref: "#/definitions/JobRecord"}}
       400: {description: jobId missing, schema: {$ref: "#/definitions/Error"}}
       401: {description: "Admin header is empty., Access admin route failed due to invalid admin address.", schema: {$ref: "#/definitions/Error"}}
       404: {description: No job <jobId>, schema: {$ref: "#/definitions/Error"}}
