@@ -64,8 +64,11 @@ def test_results_and_kept_job_folders_are_deleted_storage_expiry_after_the_job_f
     gone = get_result(client, provider, job_id, 0)
     assert gone.status_code == 410
     assert "expired" in gone.get_json()["error"] and job_id in gone.get_json()["error"]
-    inspected = client.get("/api/v1/operator/job", query_string={"jobId": job_id}, headers=admin_headers)
-    assert inspected.get_json()["dateResultsExpired"] == after["dateResultsExpired"]
+    inspected = client.get("/api/v1/operator/job", query_string={"jobId": job_id}, headers=admin_headers).get_json()
+    assert inspected["dateResultsExpired"] == after["dateResultsExpired"]
+    *earlier, expiry = inspected["history"]
+    assert expiry["dateResultsExpired"] == after["dateResultsExpired"] and expiry["status"] == 70
+    assert all(entry["dateResultsExpired"] is None for entry in earlier), "only the deletion records it"
 
 
 def test_a_running_job_is_never_touched_by_the_sweeps(client, db, provider, settings, submit_job, start_engine):

@@ -43,6 +43,7 @@ HISTORY_ENTRY = {
         "stopreq",
         "removed",
         "dateFinished",
+        "dateResultsExpired",
         *ENDING_KEYS,
     ],
     "properties": {
@@ -57,6 +58,7 @@ HISTORY_ENTRY = {
         "stopreq": NULLABLE_INTEGER,
         "removed": NULLABLE_INTEGER,
         "dateFinished": {**NULLABLE_TEXT, "description": "epoch seconds (UTC), null while running"},
+        "dateResultsExpired": {**NULLABLE_TEXT, "description": "epoch seconds (UTC): results deleted"},
         **ENDING_PROPERTIES,
     },
 }

@@ -70,7 +70,7 @@ def _summary(row: tuple) -> dict[str, Any]:
 
 
 def _history_entry(row: tuple) -> dict[str, Any]:
-    changed_at, changed_by, status, status_text, stopreq, removed, finished, *ending = row
+    changed_at, changed_by, status, status_text, stopreq, removed, finished, results_expired, *ending = row
     return {
         "time": changed_at,
         "changedBy": changed_by,
@@ -79,5 +79,6 @@ def _history_entry(row: tuple) -> dict[str, Any]:
         "stopreq": stopreq,
         "removed": removed,
         "dateFinished": finished,
+        "dateResultsExpired": results_expired,
         **ending_fields(ending_of(status, stopreq, finished is not None, *ending)),
     }

@@ -12,7 +12,8 @@ from operator_service.store.pool import Database
 MAX_ENTRIES = 10000
 HISTORY_COLUMNS = (
     "extract(epoch from changedAt)::text, changedBy, status, statusText, stopreq, removed,"
-    " extract(epoch from dateFinished)::text, endReason, endReasonText, exitCode"
+    " extract(epoch from dateFinished)::text, extract(epoch from dateResultsExpired)::text,"
+    " endReason, endReasonText, exitCode"
 )
 
 

@@ -207,6 +207,44 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopAnnotationPending boolean NOT NULL
 CREATE INDEX IF NOT EXISTS indx_jobs_stop_annotation ON jobs (dateCreated) WHERE stopAnnotationPending;
 """
 
+# What the history records of each change, as of migration 9 (12 adds dateResultsExpired).
+HISTORY_COLUMNS_9 = (
+    "status",
+    "statusText",
+    "stopreq",
+    "removed",
+    "dateFinished",
+    "endReason",
+    "endReasonText",
+    "exitCode",
+)
+
+
+def job_change_triggers(columns: Sequence[str]) -> str:
+    """The trigger function and triggers that copy `columns` of a job into job_history on its
+    creation and on every change of one of them (registrations under way, status 0, left out)."""
+    listed = ", ".join(columns)
+    values = ", ".join(f"NEW.{column}" for column in columns)
+    changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in columns)
+    return f"""
+CREATE OR REPLACE FUNCTION operator_record_job_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO job_history (workflowId, changedBy, {listed})
+    VALUES (NEW.workflowId, NULLIF(current_setting('application_name', true), ''), {values});
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS operator_job_created ON jobs;
+CREATE TRIGGER operator_job_created AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM 0)
+    EXECUTE PROCEDURE operator_record_job_change();
+DROP TRIGGER IF EXISTS operator_job_changed ON jobs;
+CREATE TRIGGER operator_job_changed AFTER UPDATE OF {listed} ON jobs
+    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM 0 AND ({changed}))
+    EXECUTE PROCEDURE operator_record_job_change();
+"""
+
+
 # Every change of a job's status, stop request, removal or ending, by whoever makes it: the
 # service, our engine or Ocean's, which all write `jobs` with their own statements, so the
 # record is kept by the database itself. A registration under way (status 0) is not
@@ -232,29 +270,7 @@ CREATE TABLE IF NOT EXISTS job_history (
     exitCode int
 );
 CREATE INDEX IF NOT EXISTS indx_job_history_job ON job_history (workflowId, id);
-CREATE OR REPLACE FUNCTION operator_record_job_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO job_history (workflowId, changedBy, status, statusText, stopreq, removed, dateFinished,
-                             endReason, endReasonText, exitCode)
-    VALUES (NEW.workflowId, NULLIF(current_setting('application_name', true), ''), NEW.status, NEW.statusText,
-            NEW.stopreq, NEW.removed, NEW.dateFinished, NEW.endReason, NEW.endReasonText, NEW.exitCode);
-    RETURN NULL;
-END;
-$$;
-DROP TRIGGER IF EXISTS operator_job_created ON jobs;
-CREATE TRIGGER operator_job_created AFTER INSERT ON jobs FOR EACH ROW
-    WHEN (NEW.status IS DISTINCT FROM 0)
-    EXECUTE PROCEDURE operator_record_job_change();
-DROP TRIGGER IF EXISTS operator_job_changed ON jobs;
-CREATE TRIGGER operator_job_changed
-    AFTER UPDATE OF status, statusText, stopreq, removed, dateFinished, endReason, endReasonText, exitCode ON jobs
-    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM 0 AND (
-        OLD.status IS DISTINCT FROM NEW.status OR OLD.statusText IS DISTINCT FROM NEW.statusText
-        OR OLD.stopreq IS DISTINCT FROM NEW.stopreq OR OLD.removed IS DISTINCT FROM NEW.removed
-        OR OLD.dateFinished IS DISTINCT FROM NEW.dateFinished OR OLD.endReason IS DISTINCT FROM NEW.endReason
-        OR OLD.endReasonText IS DISTINCT FROM NEW.endReasonText OR OLD.exitCode IS DISTINCT FROM NEW.exitCode))
-    EXECUTE PROCEDURE operator_record_job_change();
-"""
+""" + job_change_triggers(HISTORY_COLUMNS_9)
 
 # The id of the request that created a job (X-Request-Id, or the one the service made), so
 # that the local engine's log lines for the job carry it too. Ocean's engine ignores it.
@@ -272,6 +288,12 @@ CREATE INDEX IF NOT EXISTS indx_jobs_results_kept ON jobs (namespace, dateFinish
     WHERE dateFinished IS NOT NULL AND dateResultsExpired IS NULL;
 """
 
+# Results deleted at their expiry are a change of the job too: the history records when.
+RESULTS_EXPIRY_HISTORY = (
+    "ALTER TABLE job_history ADD COLUMN IF NOT EXISTS dateResultsExpired timestamp without time zone;"
+    + job_change_triggers((*HISTORY_COLUMNS_9, "dateResultsExpired"))
+)
+
 Step = str | Callable[[Cursor], SharedAgreements]
 
 MIGRATIONS: Sequence[tuple[int, str, Step]] = (
@@ -286,6 +308,7 @@ MIGRATIONS: Sequence[tuple[int, str, Step]] = (
     (9, "job history and end reasons", JOB_HISTORY),
     (10, "request ids of jobs", REQUEST_IDS),
     (11, "results expiry", RESULTS_EXPIRY),
+    (12, "results expiry in the history", RESULTS_EXPIRY_HISTORY),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -160,6 +160,8 @@ def _job_text(record: dict) -> str:
             change += ", removed"
         if entry["dateFinished"]:
             change += f", finished: {_ending(entry)}"
+        if entry["dateResultsExpired"]:
+            change += ", results expired"
         lines.append(f"  {_when(entry['time'])}  {change}  (by {entry['changedBy'] or 'an unnamed session'})")
     return "\n".join(lines)
 
