@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 
 from operator_service.tools.embedded_db import free_port
+from tests.sql_support import query_and_close
 from tests.waiting import wait_for
 
 START_SECONDS = 120.0
@@ -96,13 +97,7 @@ class Launch:
         )
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        conn = self.connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql, params or None)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return query_and_close(self.connect(), sql, params)
 
     def end(self) -> None:
         """Stop the launcher (if it still runs) and collect the rest of its output."""

@@ -17,6 +17,7 @@ from operator_service.store.pool import Database
 from tests.conftest import OWNER, compute_body, run_together
 from tests.ocean_engine import OceanEngine
 from tests.original_schema import ORIGINAL_HEAD_SCHEMA
+from tests.sql_support import query_and_close
 
 INIT = "/api/v1/operator/pgsqlinit"
 COMPUTE = "/api/v1/operator/compute"
@@ -35,13 +36,7 @@ VALUES
 
 
 def _execute(settings, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(**settings.postgres.dsn_kwargs(), connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params or None)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+    return query_and_close(psycopg2.connect(**settings.postgres.dsn_kwargs(), connect_timeout=5), sql, params)
 
 
 def _post(client, provider, agreement_id: str):

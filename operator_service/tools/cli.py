@@ -160,7 +160,15 @@ def _usage(command: str, message: str) -> int:
     return 2
 
 
-BIND_HELP = "where the API listens: HOST:PORT or unix:PATH (default: OPERATOR_BIND, else %s; now %%(default)s)"
+def _add_bind_option(command_parser: argparse.ArgumentParser) -> None:
+    """--bind, for the commands that start the API (run, serve)."""
+    command_parser.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        default=os.environ.get("OPERATOR_BIND") or DEFAULT_BIND,
+        help=f"where the API listens: HOST:PORT or unix:PATH (default: OPERATOR_BIND, else {DEFAULT_BIND};"
+        " now %(default)s)",
+    )
 
 
 def parser() -> ArgumentParser:
@@ -180,12 +188,7 @@ def parser() -> ArgumentParser:
         description="Run everything on one machine: Postgres (embedded unless POSTGRES_HOST is set), the"
         " schema, the API under gunicorn, the reconciler and the local engine, until Ctrl-C.",
     )
-    run_parser.add_argument(
-        "--bind",
-        metavar="HOST:PORT",
-        default=os.environ.get("OPERATOR_BIND") or DEFAULT_BIND,
-        help=BIND_HELP % DEFAULT_BIND,
-    )
+    _add_bind_option(run_parser)
     run_parser.add_argument(
         "--data-dir",
         metavar="FOLDER",
@@ -201,12 +204,7 @@ def parser() -> ArgumentParser:
         help="the API alone, under gunicorn, on the configured database",
         description="Run the API alone under gunicorn (as the image does), on the database POSTGRES_* name.",
     )
-    serve_parser.add_argument(
-        "--bind",
-        metavar="HOST:PORT",
-        default=os.environ.get("OPERATOR_BIND") or DEFAULT_BIND,
-        help=BIND_HELP % DEFAULT_BIND,
-    )
+    _add_bind_option(serve_parser)
     commands.add_parser(
         "migrate",
         help="create or upgrade the database schema",

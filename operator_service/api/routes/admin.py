@@ -36,6 +36,14 @@ def _param(name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _required_job_id(call: str) -> str:
+    """The jobId parameter; a 400 naming `call` (e.g. GET:/info) when it is missing or empty."""
+    job_id = _param("jobId")
+    if not job_id:
+        raise ApiError(f'"jobId" is required in the call to {call}', 400)
+    return job_id
+
+
 @admin.route("/pgsqlinit", methods=["POST"])
 def init_database() -> Response:
     """Create the database schema, or bring an older one up to date (idempotent).
@@ -98,10 +106,7 @@ def inspect_job() -> Response:
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       503: {description: Database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
-    job_id = _param("jobId")
-    if not job_id:
-        raise ApiError('"jobId" is required in the call to GET:/job', 400)
-    return json_response(job_records.inspect_job(services().db, job_id))
+    return json_response(job_records.inspect_job(services().db, _required_job_id("GET:/job")))
 
 
 @admin.route("/list", methods=["GET"])
@@ -134,10 +139,7 @@ def workflow_info() -> Response:
       413: {description: Body over 1 MiB, schema: {$ref: "#/definitions/Error"}}
       503: {description: Kubernetes or database unavailable, schema: {$ref: "#/definitions/Error"}}
     """
-    job_id = _param("jobId")
-    if not job_id:
-        raise ApiError('"jobId" is required in the call to GET:/info', 400)
-    return json_response(inspection.workflow_of(services().db, _cluster(), job_id))
+    return json_response(inspection.workflow_of(services().db, _cluster(), _required_job_id("GET:/info")))
 
 
 @admin.route("/logs", methods=["GET"])
