@@ -444,41 +444,52 @@ class Bench:
         self, server: Gunicorn, scenario: Scenario, rows: int | None, database: str | None, ceiling: Gunicorn | None
     ) -> list[Row]:
         """The scenario's row and, unless --no-ceiling, the reference's (the ceiling, or the
-        service under the --baseline settings), measured in alternating slices."""
+        service under the --baseline settings), measured in alternating slices.
+
+        With a reference, the slices come in two halves, one with each server started first
+        (the older one is restarted between them): of two identical servers, the one started
+        second measured 5-8 % slower in every run on this machine, whatever it served. The
+        scenario's share of the reference is the geometric mean of the two halves' shares.
+        """
         log(f"  {scenario.title}")
         self._probe(server, scenario, rows)
         expected = self._warm_up(server, scenario, rows)
-        count = requests_for(expected, slice_seconds(self.args))
-        warm_count = requests_for(expected, SLICE_WARMUP_SECONDS)
-        # Written in the order they are replayed, so that nonces increase across both servers.
-        reference_files: list[tuple[Path, Path]] = []
-        files: list[tuple[Path, Path]] = []
-        ceiling_file = self._file(CEILING, rows, 1, "slice")
-        for i in range(self.args.slices + 1):
-            if self.baseline:
-                reference_files.append(
-                    (
-                        self._file(scenario, rows, count, f"baseline{i}"),
-                        self._file(scenario, rows, warm_count, f"baseline-warm{i}"),
-                    )
-                )
-            else:
-                reference_files.append((ceiling_file, ceiling_file))
-            if i < self.args.slices:
-                files.append(
-                    (self._file(scenario, rows, count, f"slice{i}"), self._file(scenario, rows, warm_count, f"warm{i}"))
-                )
+        sizes = RequestCounts(
+            requests_for(expected, slice_seconds(self.args)),
+            requests_for(expected, SLICE_WARMUP_SECONDS),
+            requests_for(expected, self.args.warmup),
+        )
         reference_scenario = scenario if self.baseline else CEILING
-        service_slices: list[Slice] = []
-        ceiling_slices: list[Slice] = []
+        halves = slice_halves(self.args.slices) if ceiling is not None else [self.args.slices]
+        servers = {SERVICE: server, REFERENCE: ceiling}
+        # Written in the order they are replayed, so that nonces increase across both servers.
+        plans: list[list[Step]] = []
+        for half, slices in enumerate(halves):
+            restarted = None
+            if half:
+                assert ceiling is not None
+                restarted = REFERENCE if ceiling.started_at < server.started_at else SERVICE
+            plans.append(self._plan(scenario, rows, sizes, half, slices, ceiling is not None, restarted))
+        slices_of: dict[str, list[Slice]] = {SERVICE: [], REFERENCE: []}
+        shares: list[float] = []
         scans_before = self.db.sequential_scans(database) if database else 0
-        for i, (path, warm) in enumerate(files):
-            if ceiling is not None:
-                ceiling_slices.append(self._slice(ceiling, reference_scenario, rows, *reference_files[i]))
-            service_slices.append(self._slice(server, scenario, rows, path, warm))
-        if ceiling is not None:
-            ceiling_slices.append(self._slice(ceiling, reference_scenario, rows, *reference_files[-1]))
-        row = self._row(scenario, rows, service_slices)
+        for plan in plans:
+            ran: dict[str, list[Slice]] = {SERVICE: [], REFERENCE: []}
+            for step in plan:
+                target = servers[step.role]
+                assert target is not None
+                what = scenario if step.role == SERVICE else reference_scenario
+                if step.path is None:
+                    log(f"    restarting the {step.role} server, so that the other one is the older")
+                    target.restart()
+                    self._wrk(target, step.warm, self.args.warmup)
+                else:
+                    ran[step.role].append(self._slice(target, what, rows, step.path, step.warm))
+            if ran[REFERENCE]:
+                shares.append(_rps(ran[SERVICE]) / _rps(ran[REFERENCE]))
+            for role in ran:
+                slices_of[role] += ran[role]
+        row = self._row(scenario, rows, slices_of[SERVICE])
         if database:
             time.sleep(STATS_DELAY_SECONDS)
             row.seq_scans = self.db.sequential_scans(database) - scans_before
@@ -486,11 +497,46 @@ class Bench:
             log(server.log_tail(10))
         if ceiling is None:
             return [row]
-        ceiling_row = self._row(reference_scenario, rows, ceiling_slices, baseline=bool(self.baseline))
-        row.of_ceiling = row.rps / ceiling_row.rps if ceiling_row.rps else None
+        ceiling_row = self._row(reference_scenario, rows, slices_of[REFERENCE], baseline=bool(self.baseline))
+        row.of_ceiling = math.prod(shares) ** (1 / len(shares))
+        halves_text = " and ".join(_pct(share) for share in shares)
+        log(f"    share of the reference: {halves_text} (one half each server started first): {_pct(row.of_ceiling)}")
         if not self.baseline:
             self.ceiling_rps = ceiling_row.rps
         return [ceiling_row, row]
+
+    def _plan(
+        self,
+        scenario: Scenario,
+        rows: int | None,
+        sizes: RequestCounts,
+        half: int,
+        slices: int,
+        with_reference: bool,
+        restarted: str | None,
+    ) -> list[Step]:
+        """One half's steps in the order they run: the restart of `restarted` and its warm-up,
+        then reference, scenario, reference, ..., scenario, reference (or the scenario alone)."""
+        ceiling_file = self._file(CEILING, rows, 1, "slice")
+
+        def files(role: str, name: str) -> tuple[Path, Path]:
+            if role == REFERENCE and not self.baseline:
+                return ceiling_file, ceiling_file
+            return self._file(scenario, rows, sizes.slice, name), self._file(scenario, rows, sizes.warm, f"{name}-warm")
+
+        plan: list[Step] = []
+        if restarted is not None:
+            if restarted == REFERENCE and not self.baseline:
+                plan.append(Step(restarted, None, ceiling_file))
+            else:
+                plan.append(Step(restarted, None, self._file(scenario, rows, sizes.restart, f"restart{half}")))
+        for i in range(slices):
+            if with_reference:
+                plan.append(Step(REFERENCE, *files(REFERENCE, f"baseline{half}-{i}")))
+            plan.append(Step(SERVICE, *files(SERVICE, f"slice{half}-{i}")))
+        if with_reference:
+            plan.append(Step(REFERENCE, *files(REFERENCE, f"baseline{half}-{slices}")))
+        return plan
 
     def _row(self, scenario: Scenario, rows: int | None, slices: list[Slice], baseline: bool = False) -> Row:
         result = merge([s.result for s in slices])
@@ -530,6 +576,38 @@ class Bench:
 class Slice:
     result: WrkResult
     cpu: CpuUse
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    """Pre-signed requests per file: a slice's, the unmeasured run before it, a restart's warm-up."""
+
+    slice: int
+    warm: int
+    restart: int
+
+
+SERVICE = "measured"
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A slice of `role`'s server on `path` after an unmeasured run on `warm`; with no path,
+    a restart of that server and a warm-up on `warm`."""
+
+    role: str
+    path: Path | None
+    warm: Path
+
+
+def _rps(slices: list[Slice]) -> float:
+    return merge([s.result for s in slices]).rps
+
+
+def slice_halves(slices: int) -> list[int]:
+    """The slices of each half: one with each server started first (one half when only one slice)."""
+    return [slices] if slices < 2 else [(slices + 1) // 2, slices // 2]
 
 
 def slice_seconds(args: argparse.Namespace) -> int:

@@ -62,12 +62,13 @@ class Gunicorn:
         self.app = app
         self.settings = settings
         # Each server's workers add up their metrics in a folder of its own, as `operator-service serve`'s do.
-        metrics = log_file.parent / "metrics" / log_file.stem
-        prepare_multiprocess_folder(metrics)
-        self.env = {**env, **dict(settings.env), MULTIPROC_VARIABLE: str(metrics)}
+        self.metrics = log_file.parent / "metrics" / log_file.stem
+        self.env = {**env, **dict(settings.env), MULTIPROC_VARIABLE: str(self.metrics)}
         self.log_file = log_file
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        self.started_at = 0.0  # time.monotonic() of the last start
+        self.starts = 0
 
     @property
     def url(self) -> str:
@@ -97,8 +98,11 @@ class Gunicorn:
         return [*command, self.app]
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
+        prepare_multiprocess_folder(self.metrics)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "w")
+        log = open(self.log_file, "a" if self.starts else "w")  # a restart's lines follow the first run's
+        self.starts += 1
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             self.command(), env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
         )
@@ -116,6 +120,10 @@ class Gunicorn:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"gunicorn {self.app} did not answer GET / within {timeout:.0f} s; see {self.log_file}")
+
+    def restart(self) -> Gunicorn:
+        self.stop()
+        return self.start()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
