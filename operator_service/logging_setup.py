@@ -13,7 +13,9 @@ import json
 import logging
 import logging.config
 import os
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -27,6 +29,7 @@ from operator_service.env_vars import ConfigError, env_choice
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOG_FORMATS = ("text", "json")
+BATCH_SECONDS = 0.2  # how late a line of a BatchingStreamHandler may reach its stream
 # Fields a logging call passes with extra={FIELDS: {...}}, shown by the JSON format as keys of their own.
 FIELDS = "fields"
 
@@ -52,14 +55,16 @@ def load_logging_settings(env: Mapping[str, str] | None = None) -> LoggingSettin
     return LoggingSettings(level, path, env_choice(env, "LOG_FORMAT", LOG_FORMATS, "text"))
 
 
-def setup_logging(settings: LoggingSettings) -> None:
+def setup_logging(settings: LoggingSettings, batched: bool = False) -> None:
+    """Log to stderr as `settings` say; `batched` writes the lines below WARNING in batches
+    (BatchingStreamHandler), as a server under load should."""
     if settings.config_file:
         with open(settings.config_file) as handle:
             logging.config.dictConfig(yaml.safe_load(handle))
         return
     root = logging.getLogger()
     if not root.handlers:  # as logging.basicConfig: a process whose logging is set up keeps it
-        handler = logging.StreamHandler()
+        handler = BatchingStreamHandler() if batched else logging.StreamHandler()
         handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter(FORMAT))
         root.addHandler(handler)
         root.setLevel(settings.level or "INFO")
@@ -91,6 +96,83 @@ def log_context(**fields: str) -> Iterator[None]:
         leave_context(token)
 
 
+class BatchingStreamHandler(logging.StreamHandler):
+    """A StreamHandler that writes lines below WARNING together, at most BATCH_SECONDS after the
+    first of them was logged, from a thread of its own; a WARNING or worse is written at once,
+    after the lines before it, so an error is never late or out of order.
+
+    Why: an HTTP worker logs an access line per request, hundreds a second. A StreamHandler
+    writes each one to stderr, and each write lets the worker's other threads take the
+    interpreter, so the logging thread waits to get it back, with its handler's lock held while
+    it writes: threads queue and switch for every line. Here a line is formatted outside any
+    lock and appended to a list, and one write goes out per batch. The cost: a line reaches
+    stderr up to BATCH_SECONDS late, and a process killed with SIGKILL loses the lines of its
+    last BATCH_SECONDS (an exit writes them: logging.shutdown flushes every handler)."""
+
+    def __init__(self, stream=None, interval: float = BATCH_SECONDS):
+        super().__init__(stream)
+        self.interval = interval
+        self._pending: list[str] = []
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer_started = False
+        # gunicorn --preload makes the app, which logs, before it forks the workers: the lines
+        # pending then are the parent's to write, and a child starts with none and no writer.
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _start_afresh(this))
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return False
+        with self._pending_lock:
+            self._pending.append(line)
+            first = len(self._pending) == 1
+            if first and not self._writer_started:
+                self._writer_started = True
+                threading.Thread(target=self._write_batches, name="log-writer", daemon=True).start()
+        if record.levelno >= logging.WARNING:
+            self.flush()
+        elif first:
+            self._wake.set()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def flush(self) -> None:
+        """Write every pending line, in one write."""
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+            with self._pending_lock:
+                lines, self._pending = self._pending, []
+            if lines and self.stream:
+                try:
+                    self.stream.write("".join(lines))
+                    super().flush()
+                except (OSError, ValueError):  # stderr closed or gone: the lines have nowhere to go
+                    pass
+
+    def _write_batches(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.interval)
+            self._wake.clear()  # before the flush: a line appended after it wakes the next round
+            self.flush()
+
+
+def _start_afresh(reference: weakref.ref[BatchingStreamHandler]) -> None:
+    handler = reference()
+    if handler is not None:
+        handler._pending = []
+        handler._pending_lock = threading.Lock()
+        handler._wake = threading.Event()
+        handler._writer_started = False
+
+
 class TextFormatter(logging.Formatter):
     """FORMAT, then the context's fields in brackets when there are any."""
 
@@ -108,9 +190,15 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the context's
     fields, the call's own fields, and `exception` with the traceback when there is one."""
 
+    _encoder = json.JSONEncoder(default=str)  # json.dumps(default=...) would make one per line
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, as every line of it starts
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": f"{self._utc_second(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -121,4 +209,11 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str)
+        return self._encoder.encode(entry)
+
+    def _utc_second(self, second: int) -> str:
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return cached[1]

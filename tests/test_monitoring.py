@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 
 import pytest
 
+from operator_service.api.observability import JOURNAL_SECONDS
 from operator_service.logging_setup import FORMAT, JsonFormatter, TextFormatter, log_context
 from operator_service.tools.embedded_db import free_port
 from tests.conftest import ADMIN_SECRET, OWNER, Provider, compute_body
@@ -74,6 +77,11 @@ def captured() -> Iterator[list[str]]:
 
 TEXT = TextFormatter(FORMAT)
 text_lines: list[str] = []
+
+
+def access_lines(captured: list[str]) -> list[dict]:
+    """The access lines among the lines captured so far (they come up to JOURNAL_SECONDS late)."""
+    return [json.loads(line) for line in list(captured) if '"operator_service.access"' in line]
 
 
 def test_a_request_is_counted_under_its_route_rule_method_and_status(client, submit, provider):
@@ -178,7 +186,8 @@ def test_a_sane_request_id_is_answered_back_and_any_other_replaced(client):
 def test_every_request_has_one_access_line_and_its_lines_carry_its_id(client, captured):
     response = client.get("/api/v1/operator/runningjobs?x=1", headers={"X-Request-Id": "req-42"})
     assert response.status_code == 200
-    access = [json.loads(line) for line in captured if '"operator_service.access"' in line]
+    wait_for(lambda: access_lines(captured), "the request's access line")
+    access = access_lines(captured)
     assert len(access) == 1
     entry = access[0]
     assert {key: entry[key] for key in ("method", "path", "status", "request_id")} == {
@@ -192,8 +201,21 @@ def test_every_request_has_one_access_line_and_its_lines_carry_its_id(client, ca
 
 
 def test_access_log_0_writes_no_access_line(make_app, db, captured):
-    assert make_app(ACCESS_LOG="0").test_client().get("/livez").status_code == 200
-    assert not [line for line in captured if '"operator_service.access"' in line]
+    quiet = make_app(ACCESS_LOG="0").test_client()
+    assert quiet.get("/livez").status_code == 200
+    assert quiet.get("/metrics").status_code == 200  # which first makes the lines and counts of the requests before it
+    assert not access_lines(captured)
+
+
+def test_an_access_line_is_dated_when_its_request_was_answered(client, captured):
+    before = time.time()
+    assert client.get("/livez", headers={"X-Request-Id": "req-soon"}).status_code == 200
+    after = time.time()
+    time.sleep(JOURNAL_SECONDS)  # a line made later than its answer must still say when it was answered
+    wait_for(lambda: access_lines(captured), "the access line")
+    [entry] = access_lines(captured)
+    answered = datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+    assert before - 0.001 <= answered <= after + 0.001
 
 
 def test_no_signature_nonce_or_secret_is_ever_logged(client, strict, submit, provider, captured, engine):
@@ -221,7 +243,7 @@ def test_no_signature_nonce_or_secret_is_ever_logged(client, strict, submit, pro
     assert client.post("/api/v1/operator/pgsqlinit", headers={"Admin": ADMIN_SECRET}).status_code == 200
     assert client.post("/api/v1/operator/pgsqlinit", headers={"Admin": "wrong-" + ADMIN_SECRET}).status_code == 401
     assert client.get("/metrics").status_code == 200
-    assert any('"operator_service.access"' in line for line in captured)
+    wait_for(lambda: len(access_lines(captured)) == 11, "an access line for each of the 11 requests")
     assert len(text_lines) == len(captured)
     for secret in secrets:
         for line in captured + text_lines:

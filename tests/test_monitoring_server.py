@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,47 +26,72 @@ REQUESTS = 40
 
 
 class Served:
-    def __init__(self, url: str, log: Path, folder: Path):
+    def __init__(self, url: str, log: Path, folder: Path, process: subprocess.Popen):
         self.url = url
         self.log = log
         self.folder = folder
+        self.process = process
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as answer:
             return answer.read().decode()
 
+    def entries(self) -> list[dict]:
+        """The JSON lines written so far (a batch may be half written: its last line is left out)."""
+        complete = self.log.read_text().rpartition("\n")[0]
+        return [json.loads(line) for line in complete.splitlines()]
+
+    def access_ids(self, prefix: str) -> list[str]:
+        """The request ids starting with `prefix` of the access lines written so far, sorted."""
+        access = [entry for entry in self.entries() if entry["logger"] == "operator_service.access"]
+        return sorted(entry["request_id"] for entry in access if entry["request_id"].startswith(prefix))
+
 
 @pytest.fixture
-def served(base_env, db, tmp_path) -> Iterator[Served]:
-    """`operator-service serve` with two sync workers (each serves one connection at a time, so a
-    client can hold one of them), JSON logs, and a metrics folder an earlier server left a file in."""
-    folder = tmp_path / "metrics"
-    folder.mkdir()
-    (folder / "counter_1.db").write_bytes(b"left by an earlier server")
-    port = free_port()
-    env = {
-        **os.environ,
-        **base_env,
-        "OPERATOR_WORKERS": "2",
-        "OPERATOR_WORKER_CLASS": "sync",
-        "LOG_FORMAT": "json",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    log = tmp_path / "serve.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "operator_service.tools.cli", "serve", "--bind", f"127.0.0.1:{port}"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
+def serve(base_env, db, tmp_path) -> Iterator[Callable[..., Served]]:
+    """Start `operator-service serve` with two sync workers (each serves one connection at a time,
+    so a client can hold one of them), JSON logs, a metrics folder an earlier server left a file
+    in, and the variables given."""
+    processes: list[subprocess.Popen] = []
+
+    def start(**variables: str) -> Served:
+        folder = tmp_path / "metrics"
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"left by an earlier server")
+        port = free_port()
+        env = {
+            **os.environ,
+            **base_env,
+            "OPERATOR_WORKERS": "2",
+            "OPERATOR_WORKER_CLASS": "sync",
+            "LOG_FORMAT": "json",
+            "PROMETHEUS_MULTIPROC_DIR": str(folder),
+            **variables,
+        }
+        log = tmp_path / "serve.log"
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "operator_service.tools.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url, process), "the server to answer", timeout=60)
-        yield Served(url, log, folder)
+        return Served(url, log, folder, process)
+
+    try:
+        yield start
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def served(serve) -> Served:
+    return serve()
 
 
 def _answers(url: str, process: subprocess.Popen) -> bool:
@@ -94,9 +119,12 @@ def test_every_worker_is_counted_and_every_line_is_json_without_credentials(serv
         held.sendall(b"Connection: close\r\n\r\n")
         assert held.recv(100).startswith(b"HTTP/1.1 200")
     assert [answer.headers["X-Request-Id"] for answer in answers] == [f"req-{n}" for n in range(REQUESTS)]
-    text = served.metrics()
-    served_livez = value(text, "operator_http_requests_total", route="/livez", method="GET", status="200")
-    assert served_livez == before + REQUESTS + 1, "the workers' counts are not added up"
+
+    def served_livez() -> float:
+        return value(served.metrics(), "operator_http_requests_total", route="/livez", method="GET", status="200")
+
+    # A worker makes its counts within JOURNAL_SECONDS; the one that answers the scrape, at once.
+    wait_for(lambda: served_livez() == before + REQUESTS + 1, "the workers' counts added up")
 
     provider = Provider("0x" + os.urandom(32).hex())
     signed = provider.signed(OWNER)
@@ -105,16 +133,36 @@ def test_every_worker_is_counted_and_every_line_is_json_without_credentials(serv
     engine.announce()
     wait_for(lambda: value(served.metrics(), "operator_jobs_collected") == 1, "the jobs read at scrape time")
 
+    expected = sorted([*(f"req-{n}" for n in range(REQUESTS)), "req-held"])
+    wait_for(lambda: served.access_ids("req-") == expected, "an access line for each request")  # made in batches
+    assert any(entry["logger"].startswith("gunicorn") for entry in served.entries())  # every line is JSON
     log = served.log.read_text()
-    entries = [json.loads(line) for line in log.splitlines()]  # every line: gunicorn's own too
-    assert any(entry["logger"].startswith("gunicorn") for entry in entries)
-    access = [entry for entry in entries if entry["logger"] == "operator_service.access"]
-    ids = [entry["request_id"] for entry in access if entry["path"] == "/livez"]
-    assert sorted(i for i in ids if i.startswith("req-")) == sorted(
-        [*(f"req-{n}" for n in range(REQUESTS)), "req-held"]
-    )
     for secret in (signed["providerSignature"], signed["providerSignature"][2:], signed["nonce"], provider.private_key):
         assert secret not in log
+
+
+def test_a_server_stopped_right_after_answering_still_logs_every_request(served):
+    """Access lines are made and written in batches: a worker that stops makes and writes what
+    it had pending before it exits."""
+    ids = [f"stop-{n}" for n in range(30)]
+    for request_id in ids:
+        assert requests.get(served.url + "/livez", headers={"X-Request-Id": request_id}, timeout=10).ok
+    served.process.terminate()
+    assert served.process.wait(timeout=30) == 0
+    assert served.access_ids("stop-") == sorted(ids)
+
+
+def test_an_app_made_before_the_workers_fork_writes_its_lines_once(serve):
+    """With gunicorn's --preload the app is made, and logs, in the master, and the workers
+    are forked from it: lines still pending then are written before the fork, not by each child."""
+    provider = Provider("0x" + os.urandom(32).hex())  # signatures enforced: no WARNING flushes the start line
+    served = serve(
+        GUNICORN_CMD_ARGS="--preload", SIGNATURE_REQUIRED="1", ALLOWED_PROVIDERS=json.dumps([provider.address])
+    )
+    assert requests.get(served.url + "/livez", headers={"X-Request-Id": "preloaded"}, timeout=10).ok
+    wait_for(lambda: served.access_ids("preloaded") == ["preloaded"], "the worker's access line")
+    started = [entry for entry in served.entries() if entry["message"].startswith("operator-service ")]
+    assert len(started) == 1, started
 
 
 def test_the_launcher_wires_the_api_metrics_folder_and_the_engine_metrics(launch):
@@ -136,7 +184,8 @@ def test_the_launcher_wires_the_api_metrics_folder_and_the_engine_metrics(launch
     text = wait_for(engine_metrics, "the engine's metrics")
     assert "operator_engine_running_jobs" in str(text)
     assert value(requests.get(run.url + "/metrics", timeout=10).text, "operator_jobs_collected") == 1
-    assert list((run.data_dir / "metrics").glob("*.db")), "the API's workers keep no metrics in the data folder"
+    folder = run.data_dir / "metrics"
+    wait_for(lambda: list(folder.glob("*.db")), "the API's workers to keep their metrics in the data folder")
 
 
 def test_an_engine_metrics_address_in_use_stops_the_launcher_before_it_starts(launch):

@@ -18,6 +18,7 @@ from operator_service import __version__
 from operator_service.api.admin_auth import ADMIN_HEADER
 from operator_service.api.context import EXTENSION_KEY, Services, services
 from operator_service.api.errors import json_response, register_error_handlers
+from operator_service.api.observability import RequestJournal
 from operator_service.api.observability import install as observe_requests
 from operator_service.api.routes.admin import admin
 from operator_service.api.routes.health import health
@@ -41,7 +42,7 @@ ADMIN_SCHEME = "Admin"  # the security scheme the admin routes' docstrings name
 def create_app(settings: Settings | None = None, cluster: kube.Cluster | None = None) -> Flask:
     """Build the app. Without `cluster`, one is found as KUBERNETES says (auto|on|off)."""
     settings = settings or load_settings()
-    setup_logging(settings.logging)
+    setup_logging(settings.logging, batched=True)
     if cluster is None:
         cluster = kube.connect(settings.kubernetes)
     app = Flask(__name__)
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, cluster: kube.Cluster | None = 
     db = Database(settings.postgres, max_connections=settings.db_pool_size)
     current = Services(settings=settings, db=db, cluster=cluster)
     app.extensions[EXTENSION_KEY] = current
-    observe_requests(app, metrics=settings.metrics, access_log_lines=settings.access_log)
+    current.journal = RequestJournal(metrics=settings.metrics, access_lines=settings.access_log)
+    observe_requests(app, current.journal)
     if settings.metrics:
         current.unfinished_jobs = UnfinishedJobs(settings.postgres)
         app.register_blueprint(metrics)

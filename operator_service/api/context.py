@@ -13,6 +13,7 @@ from operator_service.domain.readiness import CachedReadiness
 from operator_service.store.pool import Database
 
 if TYPE_CHECKING:
+    from operator_service.api.observability import RequestJournal
     from operator_service.cluster.client import Cluster
 
 EXTENSION_KEY = "operator_service"
@@ -25,9 +26,12 @@ class Services:
     cluster: Cluster | None
     readiness: CachedReadiness = field(default_factory=CachedReadiness)
     unfinished_jobs: UnfinishedJobs | None = None  # what GET /metrics reads from the database, when it is served
+    journal: RequestJournal | None = None  # makes the requests' access lines and metrics
 
     def close(self) -> None:
         """Close the pools and the cluster's client (tests build many apps in one process)."""
+        if self.journal is not None:
+            self.journal.close()
         self.db.close()
         if self.unfinished_jobs is not None:
             self.unfinished_jobs.close()

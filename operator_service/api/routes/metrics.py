@@ -25,6 +25,9 @@ def prometheus_metrics() -> Response:
         description: The metrics, in the Prometheus text format (see README, Monitoring)
         schema: {type: string}
     """
-    unfinished_jobs = services().unfinished_jobs
+    current = services()
+    unfinished_jobs = current.unfinished_jobs
     assert unfinished_jobs is not None  # made whenever this route is registered (METRICS=1)
+    if current.journal is not None:
+        current.journal.drain()  # this worker's counts up to now, not up to JOURNAL_SECONDS ago
     return Response(render(unfinished_jobs), content_type=CONTENT_TYPE)
