@@ -30,6 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -160,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
         help="compare with the service under these gunicorn settings (e.g. sync:2) instead of the ceiling",
     )
     parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="load the service and the reference at the same time, each with its own wrk, instead of in turns",
+    )
+    parser.add_argument(
         "--monitoring-cost",
         action="store_true",
         help="compare with the service without metrics and access log (METRICS=0, ACCESS_LOG=0), same settings;"
@@ -264,7 +270,7 @@ class Bench:
         log(
             f"bench: gunicorn {self.settings.describe()}, wrk {self.args.wrk_threads} threads x "
             f"{self.args.connections} connections, {self.args.slices} x {slice_seconds(self.args)} s per scenario,"
-            " alternating with"
+            f" {'at the same time as' if self.args.side_by_side else 'alternating with'}"
             f" {reference} (+{self.args.warmup:g} s warm-up)"
         )
         log("starting embedded Postgres in .bench/postgres")
@@ -302,7 +308,8 @@ class Bench:
                 if scenario.step:
                     results += self._measure_step(scenario, rows, name, ceiling)
                 else:
-                    results += self._measure(server, scenario, rows, name, ceiling)
+                    measure = self._measure_side_by_side if self.args.side_by_side else self._measure
+                    results += measure(server, scenario, rows, name, ceiling)
                 if scenario.key == "post":
                     self.db.after_post(name)
         finally:
@@ -505,6 +512,78 @@ class Bench:
             self.ceiling_rps = ceiling_row.rps
         return [ceiling_row, row]
 
+    def _measure_side_by_side(
+        self, server: Gunicorn, scenario: Scenario, rows: int | None, database: str | None, reference: Gunicorn | None
+    ) -> list[Row]:
+        """--side-by-side: the scenario on both servers at once, each with its own wrk, in
+        slices; a second in which the machine is slow slows both alike. Two halves again, one
+        with each server started first; the share is the geometric mean of the halves'."""
+        if reference is None:
+            raise RuntimeError("--side-by-side needs a reference: not with --no-ceiling")
+        log(f"  {scenario.title} (side by side)")
+        self._probe(server, scenario, rows)
+        expected = self._warm_up(server, scenario, rows)
+        sizes = RequestCounts(
+            requests_for(expected, slice_seconds(self.args)),
+            requests_for(expected, SLICE_WARMUP_SECONDS),
+            requests_for(expected, self.args.warmup),
+        )
+        loads = {SERVICE: (server, scenario), REFERENCE: (reference, scenario if self.baseline else CEILING)}
+        slices_of: dict[str, list[Slice]] = {SERVICE: [], REFERENCE: []}
+        shares: list[float] = []
+        scans_before = self.db.sequential_scans(database) if database else 0
+        for half, slices in enumerate(slice_halves(self.args.slices)):
+            if half:
+                role = REFERENCE if reference.started_at < server.started_at else SERVICE
+                restarted, its_scenario = loads[role]
+                log(f"    restarting the {role} server, so that the other one is the older")
+                restarted.restart()
+                self._wrk(restarted, self._file(its_scenario, rows, sizes.restart, f"restart{half}"), self.args.warmup)
+            ran: dict[str, list[Slice]] = {SERVICE: [], REFERENCE: []}
+            for i in range(slices):
+                for role, at_once in self._slices_at_once(loads, rows, sizes, f"{half}-{i}").items():
+                    ran[role].append(at_once)
+            shares.append(_rps(ran[SERVICE]) / _rps(ran[REFERENCE]))
+            for role in ran:
+                slices_of[role] += ran[role]
+        row = self._row(scenario, rows, slices_of[SERVICE])
+        if database:
+            time.sleep(STATS_DELAY_SECONDS)
+            row.seq_scans = self.db.sequential_scans(database) - scans_before
+        reference_row = self._row(loads[REFERENCE][1], rows, slices_of[REFERENCE], baseline=bool(self.baseline))
+        row.of_ceiling = math.prod(shares) ** (1 / len(shares))
+        halves_text = " and ".join(_pct(share) for share in shares)
+        log(f"    share of the reference: {halves_text} (one half each server started first): {_pct(row.of_ceiling)}")
+        return [reference_row, row]
+
+    def _slices_at_once(
+        self, loads: dict[str, tuple[Gunicorn, Scenario]], rows: int | None, sizes: RequestCounts, name: str
+    ) -> dict[str, Slice]:
+        """One slice of each server, at the same time, after an unmeasured second of both."""
+        files = {
+            role: (
+                self._file(what, rows, sizes.slice, f"{role}{name}"),
+                self._file(what, rows, sizes.warm, f"{role}{name}-warm"),
+            )
+            for role, (_, what) in loads.items()
+        }
+        roles = list(loads)
+        with ThreadPoolExecutor(len(roles)) as pool:
+            list(pool.map(lambda role: self._wrk(loads[role][0], files[role][1], SLICE_WARMUP_SECONDS), roles))
+            postmaster = postmaster_pid(self.db.server.data_dir)
+            meters = {role: CpuMeter(loads[role][0].process.pid, postmaster).start() for role in roles}
+            results = dict(
+                zip(
+                    roles,
+                    pool.map(lambda role: self._wrk(loads[role][0], files[role][0], slice_seconds(self.args)), roles),
+                )
+            )
+            uses = {role: meter.stop() for role, meter in meters.items()}
+        if any(result.wrapped for result in results.values()):
+            raise RuntimeError("a side-by-side slice ran out of pre-signed requests: give a larger --warmup")
+        total = sum(result.requests for result in results.values()) or 1
+        return {role: Slice(results[role], _own_share(uses, role, results[role].requests / total)) for role in roles}
+
     def _plan(
         self,
         scenario: Scenario,
@@ -599,6 +678,14 @@ class Step:
     role: str
     path: Path | None
     warm: Path
+
+
+def _own_share(uses: dict[str, CpuUse], role: str, share: float) -> CpuUse:
+    """What one of two servers measured side by side used: its own CPU, Postgres's in proportion
+    to its requests, and as other load what neither server used."""
+    use = uses[role]
+    others = sum(u.service for r, u in uses.items() if r != role)
+    return replace(use, postgres=use.postgres * share, other=max(0.0, use.other - others))
 
 
 def _rps(slices: list[Slice]) -> float:
@@ -791,8 +878,9 @@ def report(
         f"gunicorn {info['gunicorn']}, Flask {info['flask']}, {wrk_version(wrk)}.\n"
         f"Settings: gunicorn {settings.describe()}; wrk {args.wrk_threads} threads, {args.connections} connections, "
         f"{args.slices} slices of {slice_seconds(args)} s per scenario after {args.warmup:g} s"
-        f" warm-up, each {'baseline' if baseline else 'ceiling'} row measured in slices alternating with the next"
-        " row's; "
+        f" warm-up, each {'baseline' if baseline else 'ceiling'} row measured in slices"
+        f" {'at the same time as' if args.side_by_side else 'alternating with'} the next row's, in two halves"
+        " (one with each server started first); "
         f"{'keep-alive' if args.keep_alive else 'Connection: close on every request (as the Provider sends)'}; "
         f"embedded Postgres on the same machine; "
         f"SIGNATURE_REQUIRED=1, a fresh nonce per signed request."

@@ -1,11 +1,15 @@
 """The benchmarks' arithmetic: slices merged into one scenario's figures (bench/loadgen.py, bench/cpu.py),
-and the sandbox's cost per job (bench/engine.py)."""
+the halves of a scenario and the CPU of servers measured side by side (bench/runner.py), and the
+sandbox's cost per job (bench/engine.py)."""
 
 from __future__ import annotations
+
+import pytest
 
 from bench.cpu import CpuUse
 from bench.engine import Timings, report
 from bench.loadgen import WrkResult, merge
+from bench.runner import REFERENCE, SERVICE, _own_share, slice_halves
 
 
 def _run(requests: int, seconds: float, latencies_us: list[float], **counts) -> WrkResult:
@@ -61,6 +65,23 @@ def test_cpu_of_slices_is_weighted_by_their_length():
     assert combined.service == 1.75
     # 7 core-seconds of service CPU and 1.2 of Postgres over 1000 requests.
     assert combined.per_request_ms(1000) == (7.0, 1.2000000000000002)
+
+
+def test_a_scenarios_slices_come_in_two_halves_one_per_server_started_first():
+    assert slice_halves(10) == [5, 5]
+    assert slice_halves(5) == [3, 2]
+    assert slice_halves(2) == [1, 1]
+    assert slice_halves(1) == [1]
+
+
+def test_a_server_measured_side_by_side_is_charged_its_share_of_postgres_and_not_the_other_server():
+    # Both meters see all of Postgres, and each sees the other server as load from outside.
+    service = CpuUse(seconds=2.0, service=0.8, postgres=0.4, wrk=0.2, other=0.75, stolen=0.0)
+    reference = CpuUse(seconds=2.0, service=0.7, postgres=0.4, wrk=0.2, other=0.85, stolen=0.0)
+    uses = {SERVICE: service, REFERENCE: reference}
+    own = _own_share(uses, SERVICE, 0.25)
+    assert (own.service, own.postgres, own.other) == pytest.approx((0.8, 0.1, 0.05))
+    assert _own_share(uses, REFERENCE, 0.75).other == pytest.approx(0.05)
 
 
 def test_the_engine_benchmark_charges_the_sandbox_the_difference_of_the_medians():
