@@ -459,13 +459,7 @@ class Bench:
         scenario's share of the reference is the geometric mean of the two halves' shares.
         """
         log(f"  {scenario.title}")
-        self._probe(server, scenario, rows)
-        expected = self._warm_up(server, scenario, rows)
-        sizes = RequestCounts(
-            requests_for(expected, slice_seconds(self.args)),
-            requests_for(expected, SLICE_WARMUP_SECONDS),
-            requests_for(expected, self.args.warmup),
-        )
+        sizes = self._request_counts(server, scenario, rows)
         reference_scenario = scenario if self.baseline else CEILING
         halves = slice_halves(self.args.slices) if ceiling is not None else [self.args.slices]
         servers = {SERVICE: server, REFERENCE: ceiling}
@@ -496,21 +490,7 @@ class Bench:
                 shares.append(_rps(ran[SERVICE]) / _rps(ran[REFERENCE]))
             for role in ran:
                 slices_of[role] += ran[role]
-        row = self._row(scenario, rows, slices_of[SERVICE])
-        if database:
-            time.sleep(STATS_DELAY_SECONDS)
-            row.seq_scans = self.db.sequential_scans(database) - scans_before
-        if row.non2xx:
-            log(server.log_tail(10))
-        if ceiling is None:
-            return [row]
-        ceiling_row = self._row(reference_scenario, rows, slices_of[REFERENCE], baseline=bool(self.baseline))
-        row.of_ceiling = math.prod(shares) ** (1 / len(shares))
-        halves_text = " and ".join(_pct(share) for share in shares)
-        log(f"    share of the reference: {halves_text} (one half each server started first): {_pct(row.of_ceiling)}")
-        if not self.baseline:
-            self.ceiling_rps = ceiling_row.rps
-        return [ceiling_row, row]
+        return self._rows(server, (scenario, reference_scenario), rows, (database, scans_before), slices_of, shares)
 
     def _measure_side_by_side(
         self, server: Gunicorn, scenario: Scenario, rows: int | None, database: str | None, reference: Gunicorn | None
@@ -521,13 +501,7 @@ class Bench:
         if reference is None:
             raise RuntimeError("--side-by-side needs a reference: not with --no-ceiling")
         log(f"  {scenario.title} (side by side)")
-        self._probe(server, scenario, rows)
-        expected = self._warm_up(server, scenario, rows)
-        sizes = RequestCounts(
-            requests_for(expected, slice_seconds(self.args)),
-            requests_for(expected, SLICE_WARMUP_SECONDS),
-            requests_for(expected, self.args.warmup),
-        )
+        sizes = self._request_counts(server, scenario, rows)
         loads = {SERVICE: (server, scenario), REFERENCE: (reference, scenario if self.baseline else CEILING)}
         slices_of: dict[str, list[Slice]] = {SERVICE: [], REFERENCE: []}
         shares: list[float] = []
@@ -546,14 +520,46 @@ class Bench:
             shares.append(_rps(ran[SERVICE]) / _rps(ran[REFERENCE]))
             for role in ran:
                 slices_of[role] += ran[role]
+        scenarios = (scenario, loads[REFERENCE][1])
+        return self._rows(server, scenarios, rows, (database, scans_before), slices_of, shares)
+
+    def _request_counts(self, server: Gunicorn, scenario: Scenario, rows: int | None) -> RequestCounts:
+        """Check the scenario with one request, warm the server up, and size the request files by its rate."""
+        self._probe(server, scenario, rows)
+        expected = self._warm_up(server, scenario, rows)
+        return RequestCounts(
+            requests_for(expected, slice_seconds(self.args)),
+            requests_for(expected, SLICE_WARMUP_SECONDS),
+            requests_for(expected, self.args.warmup),
+        )
+
+    def _rows(
+        self,
+        server: Gunicorn,
+        scenarios: tuple[Scenario, Scenario],
+        rows: int | None,
+        scans: tuple[str | None, int],
+        slices_of: dict[str, list[Slice]],
+        shares: list[float],
+    ) -> list[Row]:
+        """The scenario's row and, when it had one, its reference's (first), from their slices;
+        the scenario's share of the reference is the geometric mean of the halves' `shares`."""
+        scenario, reference_scenario = scenarios
+        database, scans_before = scans
         row = self._row(scenario, rows, slices_of[SERVICE])
         if database:
             time.sleep(STATS_DELAY_SECONDS)
             row.seq_scans = self.db.sequential_scans(database) - scans_before
-        reference_row = self._row(loads[REFERENCE][1], rows, slices_of[REFERENCE], baseline=bool(self.baseline))
+        if row.non2xx:
+            log(server.log_tail(10))
+        if not slices_of[REFERENCE]:
+            return [row]
+        reference_row = self._row(reference_scenario, rows, slices_of[REFERENCE], baseline=bool(self.baseline))
         row.of_ceiling = math.prod(shares) ** (1 / len(shares))
         halves_text = " and ".join(_pct(share) for share in shares)
         log(f"    share of the reference: {halves_text} (one half each server started first): {_pct(row.of_ceiling)}")
+        if not self.baseline:
+            self.ceiling_rps = reference_row.rps
         return [reference_row, row]
 
     def _slices_at_once(

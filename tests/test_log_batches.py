@@ -55,7 +55,7 @@ def test_lines_below_warning_wait_for_their_batch_and_a_warning_goes_out_at_once
 
 def test_a_batch_goes_out_within_the_interval_in_one_write_and_in_order(logger):
     stream = RecordedWrites()
-    logger.addHandler(BatchingStreamHandler(stream, interval=0.05))
+    logger.addHandler(BatchingStreamHandler(stream, interval=0.2))
     for n in range(200):
         logger.info("line %d", n)
     wait_for(lambda: stream.getvalue().count("\n") == 200, "the batch")
